@@ -1,0 +1,48 @@
+# Every target sets up what it needs: `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run train serve test test-fast lint bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+## The quick start's main job: train the default model on generated data if none exists, then serve it.
+run: setup
+	$(BIN)/xor-dnn serve --train-if-missing
+
+train: setup
+	$(BIN)/xor-dnn train
+
+serve: setup
+	$(BIN)/xor-dnn serve
+
+## The test suite (what CI runs).
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench
+
+## Re-pin every dependency from a fresh resolve of pyproject.toml.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet '.[dev]'
+	.venv-lock/bin/pip freeze --exclude xor-dnn | sort > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Offline batch scoring of large point files through a SavedModel version."""

@@ -1,0 +1,56 @@
+"""Every error the service raises, each carrying its HTTP status; no FastAPI in here.
+
+The tree (one handler in the API layer turns any of these into the protocol's JSON shape)::
+
+    ServiceError                500
+    ├── InvalidInput            422  a field is wrong; the message names field and limit
+    ├── PayloadTooLarge         413  body or point count over a configured limit
+    ├── NotFound                404  unknown model or version
+    ├── Overloaded              429  the batch queue is full; carries retry_after seconds
+    ├── Unavailable             503  not ready (no model loaded yet) or shutting down
+    ├── DeadlineExceeded        504  the request's deadline passed before its batch ran
+    └── ModelFailure            500  the model call failed; only that batch's requests fail
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: ``status_code`` and a message safe to show a client (no paths, no traces)."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Overloaded(ServiceError):
+    """The queue is full: refused at once, never left to time out. Sent with Retry-After."""
+
+    status_code = 429
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+
+
+class ModelFailure(ServiceError):
+    status_code = 500

@@ -1,0 +1,1 @@
+"""Training: data loading and generation, the lesson's DNN, fitting and SavedModel export."""

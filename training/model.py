@@ -1,0 +1,81 @@
+"""The lesson's Keras DNN: build it from a config and export it as a SavedModel version."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimiser settings; the defaults are the lesson's network."""
+
+    hidden_units: tuple[int, ...] = (6, 4)
+    """Units of each hidden ReLU layer; () is the lesson's no-hidden-layer (linear) model."""
+    dropout: float = 0.2
+    """Dropout rate after each hidden layer; 0 disables dropout."""
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if any(u < 1 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_units"] = list(self.hidden_units)
+        return d
+
+
+def build_model(config: ModelConfig) -> keras.Sequential:
+    """Dense(relu) hidden layers, each followed by Dropout, then Dense(1, sigmoid); compiled."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    layers: list[Any] = [keras.Input(shape=(2,), name=INPUT_NAME)]
+    for i, units in enumerate(config.hidden_units, start=1):
+        layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
+        if config.dropout > 0:
+            layers.append(keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(1, activation="sigmoid", name="output"))
+    model = keras.Sequential(layers, name="xor_dnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def export_savedmodel(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` as a SavedModel whose ``serving_default`` follows xor_dnn.modelstore.
+
+    Only the inference graph is exported (dropout off), with a named input and output so
+    TensorFlow Serving, Triton and plain ``tf.saved_model.load`` users see stable names.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE_NAME,
+        fn=lambda points: {OUTPUT_NAME: model(points, training=False)},
+        input_signature=[tf.TensorSpec([None, 2], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)

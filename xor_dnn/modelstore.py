@@ -1,0 +1,213 @@
+"""The on-disk contract for model versions, shared by training, serving and batch scoring.
+
+Layout (TensorFlow Serving's)::
+
+    <model_dir>/<N>/saved_model.pb      N = 1, 2, 3 ... ; any other name is ignored
+    <model_dir>/<N>/variables/...
+    <model_dir>/<N>/metadata.json
+
+The SavedModel's ``serving_default`` signature takes ``points``: float32 ``[None, 2]`` (x, y)
+and returns ``{"probability": float32 [None, 1]}``, the class-1 probability. It loads with
+plain ``tf.saved_model.load`` and no project code.
+
+A version appears atomically: it is built in a hidden temporary folder inside ``model_dir``
+and renamed to its number only once complete, so a poller never sees half a version and two
+trainings running at once each get their own number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "points"
+OUTPUT_NAME = "probability"
+METADATA_FILE = "metadata.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+TMP_PREFIX = ".tmp-"
+
+
+class ModelStoreError(Exception):
+    """A model folder or version is missing, unreadable or not a valid xor-dnn SavedModel."""
+
+
+def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
+    """Version numbers under ``model_dir`` holding a ``saved_model.pb``, ascending.
+
+    Names that are not plain positive integers (temp folders, ``latest``, files) are ignored,
+    as TensorFlow Serving does. A missing folder has no versions.
+    """
+    root = Path(model_dir)
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    versions = []
+    for entry in entries:
+        name = entry.name
+        if name.isdigit() and not name.startswith("0") and entry.is_dir():
+            if (root / name / SAVED_MODEL_FILE).is_file():
+                versions.append(int(name))
+    return sorted(versions)
+
+
+def latest_version(model_dir: str | os.PathLike[str]) -> int | None:
+    """The newest version number, or None when the folder holds no version."""
+    versions = list_versions(model_dir)
+    return versions[-1] if versions else None
+
+
+def _next_free_number(root: Path) -> int:
+    taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+    return max(taken, default=0) + 1
+
+
+def publish_version(
+    model_dir: str | os.PathLike[str],
+    build: Callable[[Path], None],
+    *,
+    attempts: int = 50,
+) -> tuple[int, Path]:
+    """Build a version with ``build(tmp_path)`` and rename it into place as the next number.
+
+    ``build`` writes the complete version (SavedModel, metadata, pictures) into the empty
+    folder it is given; the ``version`` field of its ``metadata.json`` is set to the number
+    actually claimed. A number is claimed with an atomic ``mkdir``, so concurrent trainings
+    never share or overwrite a version. On any error the temporary folder is removed.
+    """
+    root = Path(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
+    try:
+        build(tmp)
+        if not (tmp / SAVED_MODEL_FILE).is_file():
+            raise ModelStoreError(f"build() wrote no {SAVED_MODEL_FILE} into {tmp}")
+        for _ in range(attempts):
+            number = _next_free_number(root)
+            _set_metadata_version(tmp, number)
+            final = root / str(number)
+            try:
+                # Reserve the number first: mkdir is atomic and fails if it exists, and rename
+                # over an *empty* folder then succeeds, so no two publishers share a number.
+                final.mkdir()
+            except FileExistsError:
+                continue
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                final.rmdir()
+                raise
+            return number, final
+        raise ModelStoreError(f"could not claim a version number in {root} after {attempts} tries")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _set_metadata_version(folder: Path, number: int) -> None:
+    path = folder / METADATA_FILE
+    if not path.exists():
+        return
+    meta = json.loads(path.read_text())
+    if meta.get("version") != number:
+        meta["version"] = number
+        write_json_atomic(path, meta)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temp file and rename, so readers never see half a file."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(version_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The version's ``metadata.json`` as a dict ({} when the file is absent)."""
+    path = Path(version_path) / METADATA_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelStoreError(f"{path}: unreadable metadata: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelStoreError(f"{path}: metadata must be a JSON object")
+    return data
+
+
+@dataclass
+class LoadedModel:
+    """A loaded SavedModel version; :meth:`predict` is a plain signature call, thread-safe."""
+
+    version: int
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _fn: Any = field(default=None, repr=False)
+    _keepalive: Any = field(default=None, repr=False)
+
+    def predict(self, points: NDArray[Any]) -> NDArray[np.float32]:
+        """Class-1 probabilities, shape ``(n,)`` float32, for an ``(n, 2)`` array of points."""
+        import tensorflow as tf
+
+        arr = np.ascontiguousarray(points, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"points must have shape (n, 2), got {arr.shape}")
+        out = self._fn(**{INPUT_NAME: tf.constant(arr)})[OUTPUT_NAME]
+        result: NDArray[np.float32] = out.numpy().reshape(-1)
+        if result.shape[0] != arr.shape[0]:
+            raise ModelStoreError(
+                f"version {self.version}: model returned {result.shape[0]} outputs "
+                f"for {arr.shape[0]} points"
+            )
+        return result
+
+
+def load_version(model_dir: str | os.PathLike[str], version: int) -> LoadedModel:
+    """Load ``model_dir/<version>`` and check its signature matches the contract above.
+
+    Raises :class:`ModelStoreError` naming the path when the folder is missing, the
+    SavedModel does not load, or its ``serving_default`` signature has the wrong shape.
+    """
+    path = Path(model_dir) / str(version)
+    if not (path / SAVED_MODEL_FILE).is_file():
+        raise ModelStoreError(f"{path}: no {SAVED_MODEL_FILE} (version {version} not found)")
+    metadata = read_metadata(path)
+    import tensorflow as tf
+
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:  # TF raises many unrelated types for corrupt files
+        raise ModelStoreError(f"{path}: SavedModel failed to load: {type(exc).__name__}") from exc
+    fn = getattr(obj, "signatures", {}).get(SIGNATURE_NAME)
+    if fn is None:
+        raise ModelStoreError(f"{path}: no '{SIGNATURE_NAME}' signature")
+    _, kwargs = fn.structured_input_signature
+    spec = kwargs.get(INPUT_NAME)
+    if spec is None or spec.dtype != tf.float32 or spec.shape.as_list() != [None, 2]:
+        raise ModelStoreError(
+            f"{path}: signature input '{INPUT_NAME}' must be float32 [None, 2], got {spec}"
+        )
+    out_spec = fn.structured_outputs.get(OUTPUT_NAME)
+    if out_spec is None or out_spec.shape.as_list() != [None, 1]:
+        raise ModelStoreError(
+            f"{path}: signature output '{OUTPUT_NAME}' must be [None, 1], got {out_spec}"
+        )
+    return LoadedModel(version=version, path=path, metadata=metadata, _fn=fn, _keepalive=obj)
