@@ -1,0 +1,117 @@
+"""The model-version store: numbering, atomic publication, loading and signature checks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xor_dnn import modelstore
+from xor_dnn.modelstore import (
+    ModelStoreError,
+    latest_version,
+    list_versions,
+    load_version,
+    publish_version,
+    read_metadata,
+)
+
+
+def _fake_build(tmp: Path) -> None:
+    (tmp / modelstore.SAVED_MODEL_FILE).write_bytes(b"not a real model")
+    (tmp / modelstore.METADATA_FILE).write_text(json.dumps({"version": None, "x": 1}))
+
+
+def test_list_versions_ignores_non_integer_and_incomplete(tmp_path: Path) -> None:
+    for name in ["1", "3", "10", ".tmp-abc", "latest", "007", "2"]:
+        (tmp_path / name).mkdir()
+    for name in ["1", "3", "10", ".tmp-abc", "latest", "007"]:
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
+    (tmp_path / "5").write_text("a file, not a folder")
+    # "2" has no saved_model.pb: still being written by a copier, or broken.
+    assert list_versions(tmp_path) == [1, 3, 10]
+    assert latest_version(tmp_path) == 10
+
+
+def test_missing_dir_has_no_versions(tmp_path: Path) -> None:
+    assert list_versions(tmp_path / "nope") == []
+    assert latest_version(tmp_path / "nope") is None
+
+
+def test_publish_numbers_versions_and_sets_metadata(tmp_path: Path) -> None:
+    root = tmp_path / "xor"
+    assert publish_version(root, _fake_build)[0] == 1
+    number, path = publish_version(root, _fake_build)
+    assert number == 2 and path == root / "2"
+    assert read_metadata(path)["version"] == 2
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    def broken(tmp: Path) -> None:
+        (tmp / "saved_model.pb").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        publish_version(tmp_path, broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_without_savedmodel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError, match="saved_model.pb"):
+        publish_version(tmp_path, lambda tmp: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _publish_many(root: str, count: int) -> list[int]:
+    return [publish_version(root, _fake_build)[0] for _ in range(count)]
+
+
+def test_concurrent_publishers_never_share_a_number(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(_publish_many, [(str(tmp_path), 10)] * 4)
+    numbers = sorted(n for chunk in results for n in chunk)
+    assert numbers == list(range(1, 41))
+    assert list_versions(tmp_path) == numbers
+    for n in numbers:
+        assert read_metadata(tmp_path / str(n))["version"] == n
+
+
+def test_load_version_round_trip(model_dir: Path) -> None:
+    model = load_version(model_dir, 1)
+    assert model.version == 1 and model.metadata["version"] == 1
+    points = np.array([[2.0, 2.0], [2.0, -2.0], [-3.0, 3.0], [-4.0, -1.0]], dtype=np.float32)
+    probs = model.predict(points)
+    assert probs.shape == (4,) and probs.dtype == np.float32
+    assert ((probs > 0.5).astype(int) == [0, 1, 1, 0]).all()
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        model.predict(np.zeros((3, 3)))
+
+
+def test_load_missing_and_corrupt_versions(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError, match="version 99 not found"):
+        load_version(model_dir, 99)
+    shutil.copytree(model_dir / "1", tmp_path / "1")
+    pb = tmp_path / "1" / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:100])
+    with pytest.raises(ModelStoreError, match="failed to load"):
+        load_version(tmp_path, 1)
+
+
+def test_load_rejects_wrong_signature(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Wrong(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="points")])
+        def serve(self, points: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"probability": tf.reduce_sum(points, axis=1, keepdims=True)}
+
+    module = Wrong()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+    with pytest.raises(ModelStoreError, match=r"float32 \[None, 2\]"):
+        load_version(tmp_path, 1)
