@@ -1,0 +1,245 @@
+"""Static bindings between the manifests, the image and the code (fast: no TensorFlow).
+
+Every object is read from what ``kubectl kustomize`` renders, so the checks see what a cluster
+would get. Settings keys are checked against :class:`service.config.Settings` because
+pydantic-settings silently ignores unknown ``XOR_DNN_*`` variables: a typo'd key in a
+ConfigMap would otherwise ship the default without a word.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from service.config import ENV_PREFIX, Settings
+from tests.deploy.manifests import (
+    JOBS,
+    K8S,
+    OVERLAYS,
+    ROOT,
+    config_maps,
+    find,
+    interpolate,
+    kubectl,
+    pod_spec,
+    read_compose,
+    read_dockerfile,
+    render,
+)
+from xor_dnn.cli import build_parser
+
+pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl not installed")
+
+SETTINGS_ENV = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+# Variables read outside Settings: the scorer's shard count and model dir (scoring/cli.py).
+OTHER_ENV = {"XOR_DNN_NUM_SHARDS", "XOR_DNN_MODEL_DIR"}
+WORKLOADS = ("Deployment", "Job", "CronJob")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    out = {f"overlays/{o}": render(K8S / "overlays" / o) for o in OVERLAYS}
+    out.update({f"jobs/{j}": render(K8S / "jobs" / j) for j in JOBS})
+    out["base"] = render(K8S / "base")
+    return out
+
+
+def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in WORKLOADS]
+
+
+def parse_cli(args: list[str]) -> argparse.Namespace:
+    """Parse with the real ``xor-dnn`` parser: an unknown flag or subcommand fails here."""
+    try:
+        return build_parser().parse_args(args)
+    except SystemExit as exc:  # argparse exits on errors; make that a test failure
+        raise AssertionError(f"xor-dnn rejects {args}") from exc
+
+
+def test_every_overlay_and_job_renders(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    kinds = {o["kind"] for o in rendered["overlays/prod"]}
+    assert {
+        "Namespace", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim", "CronJob",
+    } <= kinds  # fmt: skip
+    assert find(rendered["overlays/monitoring"], "ServiceMonitor")
+    assert find(rendered["jobs/train"], "Job")["metadata"]["namespace"] == "xor-dnn"
+    assert find(rendered["jobs/score"], "Job")["metadata"]["namespace"] == "xor-dnn"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configmap_keys_are_real_settings(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    data = find(rendered[f"overlays/{overlay}"], "ConfigMap")["data"]
+    unknown = set(data) - SETTINGS_ENV
+    assert not unknown, f"ConfigMap keys no Settings field reads: {sorted(unknown)}"
+    Settings.model_validate({k[len(ENV_PREFIX) :].lower(): v for k, v in data.items()})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_port_probes_and_service_agree(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    objs = rendered[f"overlays/{overlay}"]
+    settings = config_maps(objs)
+    deploy = find(objs, "Deployment", "xor-dnn-api")
+    spec = pod_spec(deploy)
+    (api,) = spec["containers"]
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    env = dict(read_dockerfile().env)
+    for src in api["envFrom"]:
+        env.update(settings[src["configMapRef"]["name"]])
+    assert int(env["XOR_DNN_PORT"]) == ports["http"], "the app must listen on the declared port"
+    assert env["XOR_DNN_HOST"] == "0.0.0.0", "a pod must listen beyond its loopback"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert api[probe]["httpGet"]["port"] in ports, f"{probe} names an undeclared port"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    svc = find(objs, "Service", "xor-dnn-api")
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
+    pdb = find(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    hpa = find(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+    ingress = find(objs, "NetworkPolicy", "xor-dnn-api-ingress")
+    assert ingress["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [p["port"] for r in ingress["spec"]["ingress"] for p in r["ports"]] == [ports["http"]]
+    ann = deploy["spec"]["template"]["metadata"]["annotations"]
+    assert int(ann["prometheus.io/port"]) == ports["http"]
+    # The drain must finish inside the grace period, after the preStop delay.
+    pre_stop = api["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(env["XOR_DNN_DRAIN_TIMEOUT_S"])
+    assert spec["terminationGracePeriodSeconds"] > drain + float(pre_stop[1])
+    args = parse_cli(api["args"])
+    assert args.command == "serve"
+
+
+def test_prod_scales_and_spreads(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objs = rendered["overlays/prod"]
+    hpa = find(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    assert pod_spec(find(objs, "Deployment"))["topologySpreadConstraints"]
+    pvc = find(objs, "PersistentVolumeClaim", "xor-dnn-models")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_servicemonitor_scrapes_the_service_port(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["overlays/monitoring"]
+    svc = find(objs, "Service", "xor-dnn-api")
+    monitor = find(objs, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    names = {p["name"] for p in svc["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= names
+    assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
+
+
+@pytest.mark.parametrize(
+    "where", [*(f"overlays/{o}" for o in OVERLAYS), "jobs/train", "jobs/score"]
+)
+def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]], where: str) -> None:
+    image = read_dockerfile()
+    uid = int(image.user.split(":")[0])
+    for obj in workloads(rendered[where]):
+        spec = pod_spec(obj)
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == uid, name
+        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        declared = {v["name"] for v in spec["volumes"]}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), name
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), name
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert set(mounts.values()) <= declared, name
+            # A read-only root needs a writable /tmp (tempfile, Keras, Prometheus multiproc).
+            tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
+            assert "emptyDir" in tmp, name
+            # The image's model dir must sit on the models volume.
+            model_dir = image.env["XOR_DNN_MODEL_DIR"]
+            assert any(model_dir.startswith(m + "/") for m in mounts), name
+
+
+def test_indexed_job_and_cronjob_shard_the_same_way(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    job = find(rendered["jobs/score"], "Job")
+    cron = find(rendered["overlays/prod"], "CronJob")
+    for spec in (job["spec"], cron["spec"]["jobTemplate"]["spec"]):
+        assert spec["completionMode"] == "Indexed"
+        (c,) = spec["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in c.get("env", [])}
+        assert int(env["XOR_DNN_NUM_SHARDS"]) == spec["completions"] == spec["parallelism"]
+        assert "command" not in c, "the image entrypoint runs `xor-dnn`: no wrapper script"
+        args = parse_cli(c["args"])
+        assert args.command == "score" and args.shard_index is None and args.num_shards is None
+    # The scheduled run is the one-off run on a timer: same container.
+    assert (
+        job["spec"]["template"]["spec"]["containers"]
+        == (cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"])
+    )
+
+
+def test_training_job_publishes_where_the_api_reads(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    job = find(rendered["jobs/train"], "Job")
+    (c,) = pod_spec(job)["containers"]
+    args = parse_cli(c["args"])
+    assert args.command == "train"
+    objs = rendered["overlays/prod"]
+    api_env = config_maps(objs)[find(objs, "ConfigMap")["metadata"]["name"]]
+    assert str(args.model_dir) == api_env["XOR_DNN_MODEL_DIR"]
+    train_claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(job)["volumes"]
+                    if "persistentVolumeClaim" in v}  # fmt: skip
+    api_claims = {v["persistentVolumeClaim"]["claimName"]
+                  for v in pod_spec(find(objs, "Deployment"))["volumes"]
+                  if "persistentVolumeClaim" in v}  # fmt: skip
+    assert train_claims == api_claims == {"xor-dnn-models"}
+    models_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/models")
+    assert not models_mount.get("readOnly"), "the training Job writes versions"
+
+
+def test_image_matches_manifests() -> None:
+    image = read_dockerfile()
+    assert image.entrypoint[-1] == "xor-dnn"
+    assert image.expose == [int(image.env["XOR_DNN_PORT"])]
+    assert image.user.split(":")[0].isdigit(), "numeric USER, so runAsNonRoot can verify it"
+    assert parse_cli(image.cmd).command == "serve"
+    assert "/healthz" in " ".join(image.healthcheck)
+    text = (ROOT / ".dockerignore").read_text()
+    for needed in ("pyproject.toml", "requirements.lock", "xor_dnn/", "service/", "scoring/"):
+        assert f"!{needed}" in text
+
+
+def test_compose_binds_to_the_image_and_settings() -> None:
+    compose = read_compose()
+    services = compose["services"]
+    assert set(services) >= {"trainer", "api", "prometheus", "grafana", "scorer"}
+    api = services["api"]
+    unknown = set(api["environment"]) - SETTINGS_ENV
+    assert not unknown, f"api environment keys no Settings field reads: {sorted(unknown)}"
+    env = {k: interpolate(str(v)) for k, v in api["environment"].items()}
+    Settings.model_validate({k[len(ENV_PREFIX) :].lower(): v for k, v in env.items()})
+    published = [interpolate(p) for p in api["ports"]]
+    assert published == [f"127.0.0.1:8000:{env['XOR_DNN_PORT']}"]
+    assert api["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    assert parse_cli(api["command"]).command == "serve"
+    assert services["scorer"]["profiles"] == ["batch"]
+    assert parse_cli(services["scorer"]["command"]).command == "score"
+    prom = (ROOT / "deploy" / "prometheus.yml").read_text()
+    assert f"api:{env['XOR_DNN_PORT']}" in prom
