@@ -1,0 +1,172 @@
+"""The app factory: ``create_app(settings)`` wires registry, batcher, routers and middleware.
+
+Nothing is built at import time. The lifespan loads every wanted model version (in a thread:
+TensorFlow is slow to import and load) before the app takes traffic, starts the batcher and
+the folder poller, and on shutdown drains the batcher within ``drain_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic.json_schema import models_json_schema
+
+from service import metrics
+from service.batcher import Batcher, BatchStats
+from service.config import Settings
+from service.dataplane import DataPlane
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.registry import ModelRegistry
+from service.routes import health, models, predict, tfserving, v2
+from service.routes.common import install_error_handlers
+from service.schemas import REQUEST_MODELS
+from xor_dnn import __version__
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1.0
+
+
+def record_batch(stats: BatchStats) -> None:
+    """The batcher's ``on_batch``: one model call's figures into Prometheus."""
+    metrics.BATCH_POINTS.observe(stats.points)
+    metrics.BATCH_REQUESTS.observe(stats.requests)
+    for wait in stats.queue_wait_seconds:
+        metrics.QUEUE_WAIT.observe(wait)
+    metrics.MODEL_CALL.observe(stats.model_seconds)
+    if stats.failed:
+        metrics.BATCH_FAILURES.labels(version=str(stats.key)).inc()
+
+
+async def _poll(registry: ModelRegistry, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(registry.refresh)
+        except Exception:  # a bad scan must not end polling; the next one may succeed
+            log.exception("model folder scan failed; retrying in %.1f s", interval)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    registry = ModelRegistry(
+        settings.model_dir,
+        model_name=settings.model_name,
+        keep_versions=settings.keep_versions,
+        retire_grace_s=settings.request_timeout_s + settings.drain_timeout_s,
+    )
+    result = await asyncio.to_thread(registry.refresh)
+    if registry.ready:
+        log.info(
+            "serving model '%s' version %s (loaded: %s) from %s",
+            settings.model_name,
+            registry.default_version,
+            registry.versions,
+            settings.model_dir,
+        )
+    else:
+        log.warning(
+            "no loadable model version in %s (failed: %s); not ready, polling every %.1f s",
+            settings.model_dir,
+            result.failed or "none",
+            settings.poll_interval_s,
+        )
+    batcher = Batcher(
+        registry.predict,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_s,
+        max_queue_points=settings.max_queue_points,
+        retry_after_s=RETRY_AFTER_S,
+        on_batch=record_batch,
+    )
+    await batcher.start()
+    dataplane = DataPlane(settings, registry, batcher)
+    app.state.dataplane = dataplane
+    poller = asyncio.create_task(_poll(registry, settings.poll_interval_s), name="model-poller")
+    try:
+        yield
+    finally:
+        # uvicorn gets here after it stopped accepting and in-flight requests finished (or
+        # its graceful timeout passed); whatever is still queued gets the drain timeout.
+        dataplane.stopping = True
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await batcher.stop(settings.drain_timeout_s)
+        registry.close()
+        metrics.mark_worker_dead(os.getpid())
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; the lifespan (``with TestClient(app)`` or a server) loads the models."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="xor-dnn inference service",
+        version=__version__,
+        description=(
+            "Serves the XOR lesson's Keras DNN: `POST /predict`, TensorFlow Serving's REST API "
+            "(`/v1`) and the Open Inference Protocol (`/v2`), with dynamic batching."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs" if settings.enable_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+    )
+    app.state.settings = settings
+    app.state.dataplane = None
+    install_error_handlers(app)
+    for router in (predict.router, tfserving.router, v2.router, health.router, models.router):
+        app.include_router(router)
+    if settings.enable_metrics:
+        app.add_route("/metrics", health.metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.mount("/static", models.static_files(), name="static")
+    _publish_request_schemas(app)
+
+    # add_middleware wraps: the last added runs first. Order, outside in: request id and
+    # metrics (sees every answer, including 413s), body limit, CORS, the routes.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, root_path=settings.root_path)
+    return app
+
+
+def _publish_request_schemas(app: FastAPI) -> None:
+    """Routes read raw bodies (for speed and exact errors); OpenAPI still shows their schema."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        _, defs = models_json_schema(
+            [(model, "validation") for model in REQUEST_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in defs.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn's factory for ``--workers > 1``: each worker rebuilds Settings from XOR_DNN_*."""
+    return create_app(Settings())

@@ -1,0 +1,217 @@
+"""``xor-dnn serve``: settings from flags over ``XOR_DNN_*`` env vars, then uvicorn.
+
+Flags override environment variables, which override the defaults in
+:class:`service.config.Settings`. TensorFlow, FastAPI and prometheus-client are imported only
+once the command runs, so ``xor-dnn --help`` stays instant, and so the Prometheus
+multiprocess folder is in place before any worker creates a metric.
+
+Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C included), 2 for bad settings,
+1 when training a missing model failed, 3 when the server could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+log = logging.getLogger("service.cli")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
+
+# flag -> (Settings field, argparse type, help)
+_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--model-dir", "model_dir", Path, "folder of numbered SavedModel versions"),
+    ("--model-name", "model_name", str, "name in the URLs (/v1/models/<name>)"),
+    ("--host", "host", str, "interface to bind (0.0.0.0 in a container)"),
+    ("--port", "port", int, "TCP port"),
+    ("--workers", "workers", int, "server processes (1 batches best; scale with replicas)"),
+    ("--max-batch-size", "max_batch_size", int, "most points per model call"),
+    ("--max-batch-wait-ms", "max_batch_wait_ms", float, "longest wait for a batch to fill"),
+    ("--max-queue-points", "max_queue_points", int, "queue bound in points; beyond: 429"),
+    ("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504 after)"),
+    ("--max-points-per-request", "max_points_per_request", int, "points one request may carry"),
+    ("--max-body-bytes", "max_body_bytes", int, "largest body accepted (413 above)"),
+    ("--poll-interval-s", "poll_interval_s", float, "model folder scan interval"),
+    ("--keep-versions", "keep_versions", int, "newest versions kept loaded"),
+    ("--drain-timeout-s", "drain_timeout_s", float, "SIGTERM: time to finish in-flight work"),
+    ("--log-format", "log_format", str, "text or json"),
+    ("--log-level", "log_level", str, "debug, info, warning, error"),
+    ("--root-path", "root_path", str, "path prefix behind a reverse proxy, e.g. /xor"),
+    ("--cors-origins", "cors_origins", str, "comma-separated origins allowed by CORS"),
+]
+_SWITCHES: list[tuple[str, str, str]] = [
+    ("--train-if-missing", "train_if_missing", "train the default model first if none exists"),
+    ("--docs", "enable_docs", "serve OpenAPI docs at /docs"),
+    ("--metrics", "enable_metrics", "serve Prometheus metrics at /metrics"),
+]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve`` to the ``xor-dnn`` dispatcher."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the model over HTTP (POST /predict, TF Serving v1, Open Inference v2)",
+        description=(
+            "Serve the newest SavedModel version under --model-dir, hot-reloading new versions. "
+            "Every flag also reads from an environment variable XOR_DNN_<NAME> "
+            "(e.g. XOR_DNN_MAX_BATCH_SIZE); flags win. See docs/service.md."
+        ),
+    )
+    for flag, dest, kind, text in _FLAGS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    for flag, dest, text in _SWITCHES:
+        parser.add_argument(
+            flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
+        )
+    parser.set_defaults(func=serve)
+
+
+def build_settings(args: argparse.Namespace) -> Any:
+    """Settings from env vars, overridden by the flags actually given."""
+    from service.config import Settings
+
+    names = [dest for _, dest, _, _ in _FLAGS] + [dest for _, dest, _ in _SWITCHES]
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        settings = build_settings(args)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            name = ".".join(str(p) for p in err["loc"])
+            print(
+                f"xor-dnn serve: --{name.replace('_', '-')} (env XOR_DNN_{name.upper()}): "
+                f"{err['msg']}, got {err.get('input')!r}",
+                file=sys.stderr,
+            )
+        return EXIT_BAD_SETTINGS
+
+    from service.logging import configure, log_config
+
+    configure(settings.log_format, settings.log_level)
+    if settings.train_if_missing:
+        code = _train_if_missing(settings.model_dir)
+        if code != EXIT_OK:
+            return code
+    _export_settings(settings)
+    with _prometheus_dir(settings.workers), _exit_zero_on_sigterm():
+        import uvicorn
+
+        app: Any
+        if settings.workers > 1:
+            app = "service.app:create_app_from_env"
+        else:
+            from service.app import create_app
+
+            app = create_app(settings)
+        log.info(
+            "listening on http://%s:%d%s (workers: %d)",
+            settings.host,
+            settings.port,
+            settings.root_path,
+            settings.workers,
+        )
+        try:
+            uvicorn.run(
+                app,
+                factory=settings.workers > 1,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_config=log_config(settings.log_format, settings.log_level),
+                access_log=False,
+                timeout_graceful_shutdown=int(max(1, round(settings.drain_timeout_s))),
+                server_header=False,
+            )
+        except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
+            return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
+    return EXIT_OK
+
+
+def _train_if_missing(model_dir: Path) -> int:
+    from xor_dnn.modelstore import latest_version
+
+    if latest_version(model_dir) is not None:
+        return EXIT_OK
+    log.info("no model version in %s: training the default model first", model_dir)
+    from training.train import train_and_publish
+
+    try:
+        published = train_and_publish(model_dir, progress=True)
+    except Exception as exc:  # the service cannot start without a model; say why and stop
+        log.error("training the default model failed: %s", exc)
+        return EXIT_FAILED
+    log.info("published version %d at %s", published.version, published.path)
+    return EXIT_OK
+
+
+def _export_settings(settings: Any) -> None:
+    """Workers (separate processes) rebuild Settings from the env: give them the final values."""
+    from service.config import ENV_PREFIX
+
+    for name, value in settings.model_dump().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = text
+
+
+@contextmanager
+def _prometheus_dir(workers: int) -> Iterator[None]:
+    """Multiprocess metrics for several workers: a clean folder, removed at exit.
+
+    A folder named by the user in PROMETHEUS_MULTIPROC_DIR is emptied (stale files from an
+    earlier run would add dead processes' counts) but kept; one we create is removed.
+    """
+    # Not imported from service.metrics: importing prometheus-client before the folder exists
+    # would bind this process's metrics to a missing folder.
+    given = os.environ.get(MULTIPROC_ENV)
+    if workers <= 1 and not given:
+        yield
+        return
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="xor-dnn-prometheus-"))
+    os.environ[MULTIPROC_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _exit_zero_on_sigterm() -> Iterator[None]:
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with the
+    # default SIGTERM handler that kills the process (exit 143) after a clean drain. A no-op
+    # handler makes a drained SIGTERM exit 0, as an orchestrator expects.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,84 @@
+"""Service settings: pydantic-settings from ``XOR_DNN_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "XOR_DNN_"
+
+
+class Settings(BaseSettings):
+    """Every knob of ``xor-dnn serve``; an env var ``XOR_DNN_<FIELD>`` sets each one.
+
+    >>> Settings(model_dir="models/xor", max_batch_size=256).port
+    8000
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
+    )
+
+    model_dir: Path = Path("models/xor")
+    """Folder of numbered SavedModel versions (TensorFlow Serving layout: <model_dir>/<N>/)."""
+    model_name: str = Field(default="xor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Name the model is served under in every URL (/v1/models/<name>, /v2/models/<name>)."""
+    host: str = "127.0.0.1"
+    """Interface to bind; 0.0.0.0 in a container."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port to bind (0 picks a free one)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes. Batching happens inside one process, so 1 batches best; >1 turns on
+    Prometheus multiprocess mode so /metrics reports every worker."""
+    max_batch_size: int = Field(default=1024, ge=1, le=65536)
+    """Most points merged into one model call."""
+    max_batch_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    """Longest a request waits for others to join its batch before the batch runs anyway."""
+    max_queue_points: int = Field(default=65536, ge=1)
+    """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
+    request_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Per-request deadline for queueing plus the model call; past it the answer is 504."""
+    max_points_per_request: int = Field(default=1024, ge=1, le=1_000_000)
+    """Most points one request may carry (any protocol)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted; larger bodies get 413 before they are read."""
+    poll_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    """How often the model dir is scanned for new or removed versions."""
+    keep_versions: int = Field(default=3, ge=1, le=100)
+    """How many of the newest versions stay loaded, so requests can pin one."""
+    drain_timeout_s: float = Field(default=20.0, ge=0.0, le=3600.0)
+    """On SIGTERM, how long in-flight requests and queued batches get to finish."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as human text or one JSON object per line."""
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    """Lowest level logged."""
+    root_path: str = Field(default="", pattern=r"^(/[^\s?#]*[^/\s?#])?$")
+    """Path prefix a reverse proxy serves the app under (e.g. /xor), for docs and the page."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser, comma-separated; empty = no CORS."""
+    enable_docs: bool = True
+    """Serve the OpenAPI docs at /docs and /openapi.json."""
+    enable_metrics: bool = True
+    """Serve Prometheus metrics at /metrics."""
+    train_if_missing: bool = False
+    """If the model dir holds no version, train the default model on generated data first."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # A plain comma list reads better in an env var or a flag than a JSON array.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0

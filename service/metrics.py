@@ -1,0 +1,144 @@
+"""Every Prometheus metric of the service, defined once at module level.
+
+With ``--workers > 1`` the CLI points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder *before*
+any worker imports prometheus-client, so each worker writes its samples to mmap files there
+and :func:`render` merges them: one scrape reports every worker. Gauges then need a
+``multiprocess_mode`` saying how to merge (queue depth sums over live workers; loaded
+versions take the max, every worker loads the same versions).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_FAST_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+_POINT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384)
+_REQUEST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+HTTP_REQUESTS = Counter(
+    "xor_dnn_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "xor_dnn_http_request_duration_seconds",
+    "Time from request received to response sent, by route template and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+PREDICTED_POINTS = Counter(
+    "xor_dnn_predicted_points_total",
+    "Points answered with a prediction, by protocol and model version.",
+    ["protocol", "version"],
+)
+BATCH_POINTS = Histogram(
+    "xor_dnn_batch_points",
+    "Points per model call (dynamic batching merges requests up to max_batch_size).",
+    buckets=_POINT_BUCKETS,
+)
+BATCH_REQUESTS = Histogram(
+    "xor_dnn_batch_requests",
+    "Requests merged into one model call.",
+    buckets=_REQUEST_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "xor_dnn_batch_queue_wait_seconds",
+    "Time a request waited in the batch queue before its batch started.",
+    buckets=_FAST_BUCKETS,
+)
+MODEL_CALL = Histogram(
+    "xor_dnn_model_call_seconds",
+    "Duration of one SavedModel signature call (one batch).",
+    buckets=_FAST_BUCKETS,
+)
+BATCH_FAILURES = Counter(
+    "xor_dnn_batch_failures_total",
+    "Model calls that raised; every request of that batch got a 500.",
+    ["version"],
+)
+QUEUE_POINTS = Gauge(
+    "xor_dnn_queue_points",
+    "Points waiting in the batch queue.",
+    multiprocess_mode="livesum",
+)
+QUEUE_REQUESTS = Gauge(
+    "xor_dnn_queue_requests",
+    "Requests waiting in the batch queue.",
+    multiprocess_mode="livesum",
+)
+OVERLOAD_REFUSALS = Counter(
+    "xor_dnn_overload_refusals_total",
+    "Requests refused at once with 429 because the batch queue was full.",
+)
+DEADLINE_EXCEEDED = Counter(
+    "xor_dnn_deadline_exceeded_total",
+    "Requests whose deadline passed before their batch ran (answered 504).",
+)
+MODEL_LOADED = Gauge(
+    "xor_dnn_model_version_loaded",
+    "1 for each model version loaded, warmed and servable; 0 once unloaded.",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+MODEL_DEFAULT_VERSION = Gauge(
+    "xor_dnn_model_default_version",
+    "The version answering requests that do not pin one (0 while none is loaded).",
+    multiprocess_mode="livemax",
+)
+MODEL_LOADS = Counter(
+    "xor_dnn_model_loads_total",
+    "Model versions loaded and warmed successfully.",
+)
+MODEL_LOAD_FAILURES = Counter(
+    "xor_dnn_model_load_failures_total",
+    "Model versions that failed to load or to answer their warm-up batch (skipped).",
+    ["version"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "xor_dnn_model_load_seconds",
+    "Time to load and warm one model version.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+INPUT_OUT_OF_RANGE = Counter(
+    "xor_dnn_input_out_of_range_points_total",
+    "Drift signal: points with a feature outside the range seen in training "
+    "(metadata.json feature_ranges), by model version and feature.",
+    ["version", "feature"],
+)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type; merges every worker in multiprocess mode."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges so queue depth does not count ghosts."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

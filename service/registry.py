@@ -1,0 +1,325 @@
+"""The model registry: find, load, warm and hot-swap SavedModel versions; imports TF, not FastAPI.
+
+A version becomes servable only once it has loaded *and* answered a warm-up batch with sane
+probabilities; only then does it become the default, so a request never meets a cold or
+broken model. A version that fails is logged, counted
+(``xor_dnn_model_load_failures_total``) and remembered by a fingerprint of its files, so it
+is not retried every poll, but is retried if its files change (a copy that was still being
+written). The newest ``keep_versions`` good versions stay loaded; older ones, and versions
+removed from disk, are unloaded, except that the last loaded version is never dropped: an
+emptied folder leaves the service answering with what it has.
+
+``refresh()`` is synchronous and slow (TensorFlow); the app runs it in a thread on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service import metrics
+from service.errors import ModelFailure, NotFound
+from xor_dnn.modelstore import LoadedModel, ModelStoreError, list_versions, load_version
+
+log = logging.getLogger(__name__)
+
+# Corners and centre of the lesson's square: every sign pattern XOR cares about.
+WARMUP_POINTS = np.array(
+    [[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5], [0.0, 0.0], [4.0, -4.0], [-4.0, -4.0]],
+    dtype=np.float32,
+)
+FEATURES = ("x", "y")
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A loaded, warmed version plus what the request path needs precomputed."""
+
+    model: LoadedModel
+    loaded_at: float
+    feature_min: NDArray[np.float32] | None = None
+    feature_max: NDArray[np.float32] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.model.metadata
+
+    def out_of_range(self, points: NDArray[np.float32]) -> dict[str, int]:
+        """Per feature, how many points fall outside the training range (drift signal)."""
+        if self.feature_min is None or self.feature_max is None:
+            return {}
+        outside = (points < self.feature_min) | (points > self.feature_max)
+        counts = outside.sum(axis=0)
+        return {name: int(c) for name, c in zip(FEATURES, counts, strict=True) if c}
+
+
+@dataclass
+class RefreshResult:
+    """What one scan changed; handy in logs and tests."""
+
+    loaded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    unloaded: list[int] = field(default_factory=list)
+
+
+class ModelRegistry:
+    """The versions of one model, loaded from ``model_dir``.
+
+    Usage::
+
+        registry = ModelRegistry(Path("models/xor"), keep_versions=3)
+        registry.refresh()                 # load/warm new versions, unload old ones
+        probs = registry.predict(None, np.array([[1, -1]], np.float32))   # default version
+
+    Reads (``get``, ``predict``, ``versions``) are lock-free snapshots of an immutable dict,
+    safe from any thread while ``refresh`` runs in another.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        model_name: str = "xor",
+        keep_versions: int = 3,
+        retire_grace_s: float = 60.0,
+    ) -> None:
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
+        self.model_dir = Path(model_dir)
+        self.model_name = model_name
+        self.keep_versions = keep_versions
+        self.retire_grace_s = retire_grace_s
+        self._served: dict[int, ServedVersion] = {}
+        # Unloaded versions stay callable for a grace period: a request routed to one just
+        # before it was unloaded still finds it when its batch runs.
+        self._retired: dict[int, tuple[ServedVersion, float]] = {}
+        self._failed: dict[int, tuple[int, int, int]] = {}
+        self._refresh_lock = threading.Lock()
+
+    # -- reads (request path) ----------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._served)
+
+    @property
+    def versions(self) -> list[int]:
+        """Loaded versions, oldest first."""
+        return sorted(self._served)
+
+    @property
+    def default_version(self) -> int | None:
+        served = self._served
+        return max(served) if served else None
+
+    @property
+    def failed_versions(self) -> list[int]:
+        return sorted(self._failed)
+
+    def get(self, version: int | None = None) -> ServedVersion:
+        """The pinned version, or the default one; :class:`NotFound` if it is not loaded."""
+        served = self._served
+        if version is None:
+            if not served:
+                raise NotFound(f"model '{self.model_name}' has no version loaded yet")
+            return served[max(served)]
+        found = served.get(version)
+        if found is None:
+            available = ", ".join(map(str, sorted(served))) or "none"
+            raise NotFound(
+                f"model '{self.model_name}' version {version} is not loaded "
+                f"(loaded versions: {available})",
+                field="version",
+            )
+        return found
+
+    def predict(self, version: Hashable, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        """One signature call on ``version``; the batcher's ``predict``, run in its thread."""
+        if not (version is None or isinstance(version, int)):
+            raise ModelFailure(f"batch key {version!r} is not a model version")
+        if version is not None and version not in self._served and version in self._retired:
+            return self._retired[version][0].model.predict(points)
+        try:
+            served = self.get(version)
+        except NotFound as exc:
+            raise ModelFailure(exc.message) from None
+        return served.model.predict(points)
+
+    # -- refresh (poller thread) -------------------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Scan the folder once: load and warm new versions, unload old or removed ones."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> RefreshResult:
+        result = RefreshResult()
+        on_disk = list_versions(self.model_dir)
+        on_disk_set = set(on_disk)
+        # Forget failures of folders that vanished, so a re-published number is tried again.
+        for version in list(self._failed):
+            if version not in on_disk_set:
+                del self._failed[version]
+        # Newest first: only the newest keep_versions loadable versions are wanted, and a
+        # broken newest version must not stop an older good one from loading.
+        wanted: list[int] = []
+        for version in sorted(on_disk, reverse=True):
+            if len(wanted) >= self.keep_versions:
+                break
+            if version in self._served:
+                wanted.append(version)
+                continue
+            if self._should_skip(version):
+                continue
+            served = self._load(version, result)
+            if served is not None:
+                self._publish({**self._served, version: served})
+                wanted.append(version)
+        self._unload_unwanted(set(wanted), result)
+        self._drop_expired_retired()
+        return result
+
+    def _should_skip(self, version: int) -> bool:
+        previous = self._failed.get(version)
+        if previous is None:
+            return False
+        if previous == _fingerprint(self.model_dir / str(version)):
+            return True
+        log.info("model version %d changed on disk since it failed; retrying", version)
+        del self._failed[version]
+        return False
+
+    def _load(self, version: int, result: RefreshResult) -> ServedVersion | None:
+        path = self.model_dir / str(version)
+        fingerprint = _fingerprint(path)
+        started = time.perf_counter()
+        try:
+            model = load_version(self.model_dir, version)
+            _warm_up(model)
+        except Exception as exc:  # any failure means: skip it, keep serving what we have
+            self._failed[version] = fingerprint
+            result.failed.append(version)
+            metrics.MODEL_LOAD_FAILURES.labels(version=str(version)).inc()
+            log.error(
+                "model version %d skipped: %s",
+                version,
+                exc,
+                extra={"model_version": version, "error_type": type(exc).__name__},
+            )
+            return None
+        seconds = time.perf_counter() - started
+        metrics.MODEL_LOADS.inc()
+        metrics.MODEL_LOAD_SECONDS.observe(seconds)
+        result.loaded.append(version)
+        log.info(
+            "model version %d loaded and warmed in %.2f s",
+            version,
+            seconds,
+            extra={"model_version": version},
+        )
+        low, high = _feature_bounds(model.metadata)
+        return ServedVersion(model, time.time(), low, high)
+
+    def _unload_unwanted(self, wanted: set[int], result: RefreshResult) -> None:
+        served = dict(self._served)
+        for version in sorted(served):
+            if version in wanted:
+                continue
+            if len(served) == 1:
+                log.warning(
+                    "model version %d is gone from %s but is the only one loaded; still serving it",
+                    version,
+                    self.model_dir,
+                )
+                break
+            self._retired[version] = (served.pop(version), time.monotonic())
+            result.unloaded.append(version)
+            metrics.MODEL_LOADED.labels(version=str(version)).set(0)
+            log.info("model version %d unloaded", version, extra={"model_version": version})
+        self._publish(served)
+
+    def _publish(self, served: dict[int, ServedVersion]) -> None:
+        # Swap in a new dict rather than mutate: readers in other threads see old or new.
+        self._served = served
+        for version in served:
+            metrics.MODEL_LOADED.labels(version=str(version)).set(1)
+        metrics.MODEL_DEFAULT_VERSION.set(max(served) if served else 0)
+
+    def _drop_expired_retired(self) -> None:
+        now = time.monotonic()
+        for version, (_, since) in list(self._retired.items()):
+            if now - since > self.retire_grace_s or version in self._served:
+                del self._retired[version]
+
+    def close(self) -> None:
+        """Drop every model (tests build many registries in one process)."""
+        with self._refresh_lock:
+            for version in self._served:
+                metrics.MODEL_LOADED.labels(version=str(version)).set(0)
+            self._served = {}
+            self._retired.clear()
+            metrics.MODEL_DEFAULT_VERSION.set(0)
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """The first call traces and allocates; make it here and check the answers are sane."""
+    for batch in (WARMUP_POINTS[:1], WARMUP_POINTS):
+        probs = model.predict(batch)
+        if probs.shape != (batch.shape[0],) or not np.all(np.isfinite(probs)):
+            raise ModelStoreError(f"warm-up returned non-finite or misshapen output {probs!r}")
+        if np.any(probs < 0.0) or np.any(probs > 1.0):
+            raise ModelStoreError(f"warm-up returned probabilities outside [0, 1]: {probs!r}")
+
+
+def _feature_bounds(
+    metadata: dict[str, Any],
+) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+    ranges = metadata.get("feature_ranges")
+    if not isinstance(ranges, dict):
+        return None, None
+    try:
+        low = [float(ranges[name]["min"]) for name in FEATURES]
+        high = [float(ranges[name]["max"]) for name in FEATURES]
+    except (KeyError, TypeError, ValueError):
+        log.warning("metadata feature_ranges malformed; drift metric off for this version")
+        return None, None
+    return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """(files, bytes, newest mtime) of a version folder: changes when anything is rewritten."""
+    files = size = newest = 0
+    for entry in _walk(path):
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        files += 1
+        size += stat.st_size
+        newest = max(newest, stat.st_mtime_ns)
+    return files, size, newest
+
+
+def _walk(path: Path) -> Iterable[os.DirEntry[str]]:
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        else:
+            yield entry

@@ -1,0 +1,192 @@
+"""What every router shares: the data-plane dependency, body reading, and the ONE place that
+turns an error into JSON.
+
+Two error shapes, chosen by the URL, never by the handler:
+
+* ``/v1/...`` (TensorFlow Serving) and ``/v2...`` (Open Inference Protocol) answer
+  ``{"error": "message"}``, as those servers do, so their off-the-shelf clients read it;
+* every other route answers ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+
+Invalid input is 422 on our own routes (FastAPI's convention) and 400 on the v1/v2 routes
+(what TensorFlow Serving and Triton send).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.dataplane import DataPlane, validation_error
+from service.errors import (
+    BadRequest,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("service.api")
+
+JSON = "application/json"
+# curl -d sends form-urlencoded by default and TF Serving's docs use plain curl -d; Triton's
+# client sends no Content-Type at all. The protocol routes accept those, /predict does not.
+_LENIENT_TYPES = frozenset({"", JSON, "application/x-www-form-urlencoded", "text/plain"})
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane | None = getattr(request.app.state, "dataplane", None)
+    if dataplane is None:  # only between app creation and the end of the lifespan's startup
+        raise Unavailable("the service is starting up")
+    return dataplane
+
+
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+
+
+def json_response(
+    payload: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """orjson-encoded JSON; numpy scalars and arrays encode as their shortest float32 text."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status_code, media_type=JSON, headers=headers)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(
+    request: Request, *, lenient: bool = False, extra_types: frozenset[str] = frozenset()
+) -> bytes:
+    """The raw body, after checking Content-Type and Content-Encoding.
+
+    The size limit is enforced while reading, by the body-limit middleware.
+    """
+    kind = media_type(request)
+    allowed = kind == JSON or kind.endswith("+json") or kind in extra_types
+    if lenient:
+        allowed = allowed or kind in _LENIENT_TYPES
+    if not allowed:
+        shown = kind or "none"
+        raise UnsupportedMediaType(
+            f"Content-Type: expected application/json, got {shown}"
+            + ("" if lenient else " (add -H 'Content-Type: application/json')"),
+            field="Content-Type",
+        )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding: only identity is accepted, got {encoding}",
+            field="Content-Encoding",
+        )
+    body = await request.body()
+    if not body:
+        raise BadRequest("body: empty; a JSON object is required", field="body")
+    return body
+
+
+def parse_version(raw: str) -> int:
+    """A version from the URL path: a positive integer, else 404 (no such resource)."""
+    if not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
+        raise NotFound(
+            f"version '{raw[:40]}' not found: versions are positive integers", field="version"
+        )
+    return int(raw)
+
+
+# -- the one error renderer ----------------------------------------------------------------
+
+
+def is_protocol_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/")
+
+
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def error_response(exc: ServiceError, path: str) -> Response:
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    status = exc.status_code
+    if is_protocol_path(path):
+        if isinstance(exc, InvalidInput):
+            status = 400
+        return json_response({"error": exc.message}, status, headers)
+    detail: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field:
+        detail["field"] = exc.field
+    return json_response({"error": detail}, status, headers)
+
+
+def _http_error(status: int, message: str) -> ServiceError:
+    kinds: dict[int, type[ServiceError]] = {
+        400: BadRequest,
+        404: NotFound,
+        413: PayloadTooLarge,
+        415: UnsupportedMediaType,
+        503: Unavailable,
+    }
+    error = kinds.get(status, ServiceError)(message)
+    error.status_code = status
+    if status == 405:
+        error.code = "method_not_allowed"
+    elif status not in kinds:
+        error.code = "http_error"
+    return error
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error any layer raises leaves as JSON in the protocol's shape; never a 500 page."""
+
+    async def on_service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        if exc.status_code >= 500:
+            log.warning(
+                "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message
+            )
+        return error_response(exc, route_path(request.scope))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [dict(e, loc=tuple(e.get("loc", ()))[1:]) for e in exc.errors()]
+        return error_response(validation_error(errors), route_path(request.scope))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        path = route_path(request.scope)
+        shown = request.url.path[:200]
+        if exc.status_code == 404:
+            message = f"no route {request.method} {shown}; see /docs"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {shown}"
+        else:
+            message = str(exc.detail)
+        response = error_response(_http_error(exc.status_code, message), path)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        error = ServiceError("internal error; see the server log for this request id")
+        return error_response(error, route_path(request.scope))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

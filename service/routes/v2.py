@@ -1,0 +1,272 @@
+"""The Open Inference Protocol (KServe V2, Triton's HTTP API), including the binary tensor
+extension, so ``tritonclient.http`` works with its defaults (binary inputs and outputs).
+
+Input: one tensor ``points``, shape ``[N, 2]``, FP32 or FP64, as JSON ``data`` (flat or
+nested, row-major) or as raw little-endian bytes after the JSON header. Outputs:
+``probability`` ``[N, 1]`` FP32 and ``class_id`` ``[N, 1]`` INT64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from numpy.typing import NDArray
+from starlette.responses import Response
+
+from service.dataplane import DataPlane, parse_body, to_points
+from service.errors import BadRequest, InvalidInput, Unavailable
+from service.routes.common import DataPlaneDep, json_response, parse_version, read_body
+from service.schemas import (
+    ProtocolErrorResponse,
+    V2InferenceRequest,
+    V2InferenceResponse,
+    V2ModelMetadata,
+    V2ServerMetadata,
+)
+from xor_dnn import __version__
+from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME
+
+router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
+
+HEADER_LENGTH = "inference-header-content-length"
+CLASS_OUTPUT = "class_id"
+OUTPUT_TYPES = {OUTPUT_NAME: "FP32", CLASS_OUTPUT: "INT64"}
+_INPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ProtocolErrorResponse, "description": "Invalid request"},
+    404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
+}
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/V2InferenceRequest"}}
+        },
+    }
+}
+
+
+@router.get("/health/live", responses=_ERRORS)
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/health/ready", responses=_ERRORS)
+async def ready(dataplane: DataPlaneDep) -> Response:
+    is_ready = dataplane.ready
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get("", response_model=V2ServerMetadata)
+async def server_metadata() -> Response:
+    return json_response(
+        {"name": "xor-dnn", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+def _model_metadata(dataplane: DataPlane, versions: list[int]) -> Response:
+    return json_response(
+        {
+            "name": dataplane.model_name,
+            "versions": [str(v) for v in versions],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 2]}],
+            "outputs": [
+                {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 1]},
+                {"name": CLASS_OUTPUT, "datatype": "INT64", "shape": [-1, 1]},
+            ],
+        }
+    )
+
+
+@router.get("/models/{model_name}", response_model=V2ModelMetadata, responses=_ERRORS)
+async def model_metadata(model_name: str, dataplane: DataPlaneDep) -> Response:
+    dataplane.check_model(model_name)
+    versions = dataplane.registry.versions
+    if not versions:
+        raise Unavailable(f"model '{model_name}' has no version loaded yet")
+    return _model_metadata(dataplane, versions)
+
+
+@router.get(
+    "/models/{model_name}/versions/{version}", response_model=V2ModelMetadata, responses=_ERRORS
+)
+async def version_metadata(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
+    dataplane.check_model(model_name)
+    served = dataplane.registry.get(parse_version(version))
+    return _model_metadata(dataplane, [served.version])
+
+
+@router.get("/models/{model_name}/ready", responses=_ERRORS)
+async def model_ready(model_name: str, dataplane: DataPlaneDep) -> Response:
+    dataplane.check_model(model_name)
+    is_ready = dataplane.ready
+    return json_response({"name": model_name, "ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get("/models/{model_name}/versions/{version}/ready", responses=_ERRORS)
+async def version_ready(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
+    dataplane.check_model(model_name)
+    served = dataplane.registry.get(parse_version(version))
+    is_ready = dataplane.ready
+    return json_response(
+        {"name": model_name, "version": str(served.version), "ready": is_ready},
+        200 if is_ready else 503,
+    )
+
+
+@router.post(
+    "/models/{model_name}/infer",
+    response_model=V2InferenceResponse,
+    responses=_ERRORS,
+    openapi_extra=_INFER_BODY,
+)
+async def infer(model_name: str, request: Request, dataplane: DataPlaneDep) -> Response:
+    return await _infer(request, dataplane, model_name, None)
+
+
+@router.post(
+    "/models/{model_name}/versions/{version}/infer",
+    response_model=V2InferenceResponse,
+    responses=_ERRORS,
+    openapi_extra=_INFER_BODY,
+)
+async def infer_version(
+    model_name: str, version: str, request: Request, dataplane: DataPlaneDep
+) -> Response:
+    return await _infer(request, dataplane, model_name, parse_version(version))
+
+
+async def _infer(
+    request: Request, dataplane: DataPlane, model_name: str, version: int | None
+) -> Response:
+    dataplane.check_model(model_name)
+    raw = await read_body(
+        request, lenient=True, extra_types=frozenset({"application/octet-stream"})
+    )
+    header, binary = _split_binary(raw, request.headers.get(HEADER_LENGTH))
+    body = parse_body(V2InferenceRequest, header)
+    points = _input_points(body, binary, dataplane)
+    wanted = _requested_outputs(body)
+    result = await dataplane.infer(points, version=version, protocol="v2")
+    n = int(points.shape[0])
+    tensors: dict[str, NDArray[Any]] = {
+        OUTPUT_NAME: result.probabilities.astype("<f4", copy=False),
+        CLASS_OUTPUT: result.class_ids.astype("<i8", copy=False),
+    }
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, as_binary in wanted:
+        tensor = tensors[name]
+        out: dict[str, Any] = {"name": name, "datatype": OUTPUT_TYPES[name], "shape": [n, 1]}
+        if as_binary:
+            data = tensor.tobytes()
+            out["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            out["data"] = tensor
+        outputs.append(out)
+    payload: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(result.version),
+        "outputs": outputs,
+    }
+    if body.id is not None:
+        payload["id"] = body.id
+    response = json_response(payload)
+    if not chunks:
+        return response
+    header_bytes = bytes(response.body)
+    return Response(
+        header_bytes + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header_bytes))},
+    )
+
+
+def _split_binary(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return raw, b""
+    if not header_length.strip().isdigit():
+        raise BadRequest(
+            f"Inference-Header-Content-Length: must be a byte count, got '{header_length[:40]}'"
+        )
+    size = int(header_length)
+    if size > len(raw):
+        raise BadRequest(
+            f"Inference-Header-Content-Length: {size} exceeds the body's {len(raw)} bytes"
+        )
+    return raw[:size], raw[size:]
+
+
+def _input_points(
+    body: V2InferenceRequest, binary: bytes, dataplane: DataPlane
+) -> NDArray[np.float32]:
+    if len(body.inputs) != 1:
+        raise InvalidInput(
+            f"inputs: the model takes exactly 1 input ('{INPUT_NAME}'), got {len(body.inputs)}"
+        )
+    tensor = body.inputs[0]
+    if tensor.name != INPUT_NAME:
+        raise InvalidInput(
+            f"inputs[0].name: unknown input '{tensor.name[:60]}'; the model's input is "
+            f"'{INPUT_NAME}'"
+        )
+    dtype = _INPUT_DTYPES.get(tensor.datatype)
+    if dtype is None:
+        raise InvalidInput(
+            f"inputs[0].datatype: '{tensor.datatype[:20]}' not supported; use FP32 or FP64"
+        )
+    if len(tensor.shape) != 2 or tensor.shape[1] != 2:
+        raise InvalidInput(f"inputs[0].shape: must be [N, 2], got {tensor.shape}")
+    n = tensor.shape[0]
+    dataplane.check_points(n, "inputs[0].shape[0]")
+    binary_size = (tensor.parameters or {}).get("binary_data_size")
+    if binary_size is not None:
+        if tensor.data is not None:
+            raise InvalidInput("inputs[0]: has both 'data' and binary_data_size; send one")
+        expected = n * 2 * dtype.itemsize
+        if type(binary_size) is not int or binary_size != expected or len(binary) != expected:
+            raise InvalidInput(
+                f"inputs[0].parameters.binary_data_size: shape {tensor.shape} {tensor.datatype} "
+                f"needs {expected} bytes; declared {binary_size!r}, body has {len(binary)}"
+            )
+        values = np.frombuffer(binary, dtype=dtype)
+    else:
+        if binary:
+            raise InvalidInput(
+                "inputs[0]: binary data after the JSON header, but no binary_data_size"
+            )
+        if tensor.data is None:
+            raise InvalidInput("inputs[0].data: required (or send binary data)")
+        try:
+            values = np.array(tensor.data, dtype=np.float64).reshape(-1)
+        except ValueError:
+            raise InvalidInput(
+                "inputs[0].data: nested rows must all hold 2 numbers (row-major [N, 2])"
+            ) from None
+        if values.shape[0] != n * 2:
+            raise InvalidInput(
+                f"inputs[0].data: shape {tensor.shape} needs {n * 2} numbers, got {values.shape[0]}"
+            )
+    return to_points(values)
+
+
+def _requested_outputs(body: V2InferenceRequest) -> list[tuple[str, bool]]:
+    default_binary = (body.parameters or {}).get("binary_data_output") is True
+    if body.outputs is None:
+        return [(name, default_binary) for name in OUTPUT_TYPES]
+    wanted: list[tuple[str, bool]] = []
+    for i, out in enumerate(body.outputs):
+        if out.name not in OUTPUT_TYPES:
+            raise InvalidInput(
+                f"outputs[{i}].name: unknown output '{out.name[:60]}'; outputs are "
+                f"{', '.join(OUTPUT_TYPES)}"
+            )
+        flag = (out.parameters or {}).get("binary_data", default_binary)
+        if out.parameters and "classification" in out.parameters:
+            raise InvalidInput(f"outputs[{i}].parameters.classification: not supported")
+        wanted.append((out.name, flag is True))
+    return wanted

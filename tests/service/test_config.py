@@ -1,0 +1,68 @@
+"""Settings: defaults, env vars, validation messages, and flags over env in the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.cli import build_settings, register
+from service.config import Settings
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["serve", *argv])
+
+
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("XOR_DNN_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert s.model_dir == Path("models/xor")
+    assert (s.model_name, s.host, s.port, s.workers) == ("xor", "127.0.0.1", 8000, 1)
+    assert s.max_batch_size == 1024 and s.max_points_per_request == 1024
+    assert s.poll_interval_s == 1.0 and s.keep_versions == 3 and s.drain_timeout_s == 20
+    assert s.cors_origins == [] and s.enable_docs and s.enable_metrics
+    assert not s.train_if_missing and s.log_format == "text" and s.root_path == ""
+
+
+def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XOR_DNN_MAX_BATCH_SIZE", "64")
+    monkeypatch.setenv("XOR_DNN_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("XOR_DNN_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("XOR_DNN_ENABLE_DOCS", "false")
+    s = Settings()
+    assert s.max_batch_size == 64
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.log_level == "warning" and s.enable_docs is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("port", 70000), ("workers", 0), ("max_batch_size", 0), ("log_format", "xml"),
+     ("root_path", "xor/"), ("poll_interval_s", 0), ("keep_versions", 0)],
+)  # fmt: skip
+def test_invalid_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})
+
+
+def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XOR_DNN_PORT", "9000")
+    monkeypatch.setenv("XOR_DNN_MAX_BATCH_WAIT_MS", "5")
+    s = build_settings(parse(["--port", "9100", "--no-docs", "--train-if-missing"]))
+    assert s.port == 9100  # flag wins
+    assert s.max_batch_wait_ms == 5.0  # env still applies where no flag is given
+    assert s.enable_docs is False and s.train_if_missing is True
+
+
+def test_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(["--max-batch-size", "0"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "--max-batch-size" in err and "XOR_DNN_MAX_BATCH_SIZE" in err
