@@ -1,0 +1,233 @@
+"""``xor-dnn score``: batch-score a CSV, Parquet or JSONL file, one shard of it, or merge parts.
+
+Exit codes: 0 done (rejected rows do not fail a run); 1 the job failed (unreadable input,
+missing column, no model, write error); 2 bad command line; 3 ``--strict`` met a bad row;
+130 Ctrl-C; 143 SIGTERM. The last line on stdout is always one JSON object (``status`` ok or
+error); the progress bar goes to stderr and only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from scoring.errors import ScoringError
+from scoring.shards import COUNT_ENV, INDEX_ENV
+
+DEFAULT_MODEL_DIR = "models/xor"
+MODEL_DIR_ENV = "XOR_DNN_MODEL_DIR"
+MAX_CHUNK = 1 << 22
+
+
+class Terminated(BaseException):
+    """SIGTERM (Kubernetes stopping the pod), raised so the temporary files are removed."""
+
+
+def _positive(limit: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="batch-score a CSV/Parquet/JSONL file of points (streaming, shardable)",
+        description=(
+            "Stream a file of points through a SavedModel version in constant memory. "
+            "The output keeps every input column and adds probability, class_id and "
+            "model_version; rows with a missing, non-numeric or non-finite coordinate go "
+            "to the rejects file. " + __doc__.split("\n", 2)[2].replace("``", "'")
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("files")
+    io.add_argument("-i", "--input", type=Path, help="file to score (required unless --merge)")
+    io.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="result file; a sharded run writes OUT-part-KKKKK-of-NNNNN.ext",
+    )
+    io.add_argument(
+        "--format",
+        choices=["csv", "parquet", "jsonl"],
+        help="format of input and output (default: from each extension)",
+    )
+    io.add_argument(
+        "--input-format",
+        choices=["csv", "parquet", "jsonl"],
+        help="overrides --format for the input",
+    )
+    io.add_argument(
+        "--output-format",
+        choices=["csv", "parquet", "jsonl"],
+        help="overrides --format for the output and rejects",
+    )
+    io.add_argument(
+        "--rejects",
+        type=Path,
+        help="where bad rows go (default: OUT's name + .rejects, same format)",
+    )
+    io.add_argument("--x-col", default="x", help="column holding x")
+    io.add_argument("--y-col", default="y", help="column holding y")
+
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--model-dir",
+        type=Path,
+        help=f"versions folder (default: ${MODEL_DIR_ENV} or {DEFAULT_MODEL_DIR})",
+    )
+    model.add_argument(
+        "--version",
+        dest="model_version",
+        type=_positive(10**9),
+        help="model version (default: the newest)",
+    )
+    model.add_argument(
+        "--threshold",
+        type=_probability,
+        default=0.5,
+        help="class_id is 1 where probability >= threshold",
+    )
+
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--chunk-size",
+        type=_positive(MAX_CHUNK),
+        default=65536,
+        help="rows per model call and about per read/write batch",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 3) on the first bad row instead of rejecting it",
+    )
+    run.add_argument(
+        "--num-shards",
+        type=_positive(99999),
+        help=f"split the input in N shards (default: ${COUNT_ENV} or 1)",
+    )
+    run.add_argument(
+        "--shard-index",
+        type=_non_negative,
+        help=f"the shard to score, 0..N-1 (default: ${INDEX_ENV} or 0)",
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    run.add_argument(
+        "--merge",
+        action="store_true",
+        help="join the parts OUT-part-*-of-N (and their rejects) into OUT; no scoring",
+    )
+    p.set_defaults(func=run_score)
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _merge(args: argparse.Namespace) -> dict[str, Any]:
+    from scoring.formats import default_rejects_path, detect_format
+    from scoring.merge import merge_file
+
+    fmt = detect_format(args.output, args.output_format or args.format, "output")
+    result = merge_file(args.output, fmt)
+    rejects = args.rejects or default_rejects_path(args.output, fmt)
+    try:
+        result["rejects"] = merge_file(rejects, fmt)
+    except ScoringError:
+        result["rejects"] = None  # a run with --rejects elsewhere: merge those with --rejects
+    return {"status": "ok", **result}
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from scoring.errors import InputError
+    from scoring.formats import detect_format
+    from scoring.score import ScoreOptions, load_model, score
+    from scoring.shards import resolve_shard
+
+    if args.input is None:
+        raise InputError("--input is required (unless --merge)")
+    options = ScoreOptions(
+        input=args.input,
+        output=args.output,
+        input_format=detect_format(args.input, args.input_format or args.format, "input"),
+        output_format=detect_format(args.output, args.output_format or args.format, "output"),
+        chunk_size=args.chunk_size,
+        x_col=args.x_col,
+        y_col=args.y_col,
+        rejects=args.rejects,
+        strict=args.strict,
+        threshold=args.threshold,
+        shard=resolve_shard(args.shard_index, args.num_shards),
+        progress=args.progress,
+    )
+    model_dir = args.model_dir or Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
+    summary = score(options, lambda: load_model(model_dir, args.model_version))
+    return summary.to_dict()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """The ``score`` subcommand: returns the exit code and prints the JSON summary line."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _emit(_merge(args) if args.merge else _score(args))
+        return 0
+    except ScoringError as exc:
+        print(f"xor-dnn score: error: {exc}", file=sys.stderr)
+        _emit({"status": "error", "exit_code": exc.exit_code, "error": str(exc)})
+        return exc.exit_code
+    except Terminated:
+        print("xor-dnn score: terminated (SIGTERM); no output written", file=sys.stderr)
+        _emit({"status": "error", "exit_code": 143, "error": "terminated"})
+        return 143
+    except KeyboardInterrupt:
+        print("xor-dnn score: interrupted; no output written", file=sys.stderr)
+        _emit({"status": "error", "exit_code": 130, "error": "interrupted"})
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

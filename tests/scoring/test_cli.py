@@ -1,0 +1,214 @@
+"""``xor-dnn score`` as users and Kubernetes run it: exit codes, JSON summary, env defaults,
+merge, signals. In-process through ``xor_dnn.cli.main`` where possible; real processes for
+the Indexed-Job simulation and the kills."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scoring.formats import Format, part_path
+from scoring.progress import Progress
+from tests.scoring.conftest import points_table, read_result, write_points
+from xor_dnn.cli import main
+
+
+def summary(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    lines = capsys.readouterr().out.strip().splitlines()
+    result: dict[str, object] = json.loads(lines[-1])
+    return result
+
+
+def test_score_prints_one_json_summary(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_points(points_table(300), tmp_path / "in.csv", Format.CSV)
+    code = main(
+        [
+            "score",
+            "-i",
+            str(src),
+            "-o",
+            str(tmp_path / "o.parquet"),
+            "--model-dir",
+            str(model_dir),
+            "--version",
+            "1",
+        ]
+    )
+    assert code == 0
+    s = summary(capsys)
+    assert s["status"] == "ok" and s["rows_scored"] == 300 and s["model_version"] == 1
+    assert s["output"] == str(tmp_path / "o.parquet")
+    assert {"seconds", "rows_per_second", "rows_rejected", "startup_seconds"} <= set(s)
+
+
+def test_env_defaults(
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = write_points(points_table(90), tmp_path / "in.jsonl", Format.JSONL)
+    monkeypatch.setenv("XOR_DNN_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("XOR_DNN_NUM_SHARDS", "2")
+    assert main(["score", "-i", str(src), "-o", str(tmp_path / "o.jsonl")]) == 0
+    s = summary(capsys)
+    assert (s["shard_index"], s["num_shards"], s["model_version"]) == (1, 2, 2)
+    assert s["output"] == str(tmp_path / "o-part-00001-of-00002.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--x-col", "nope"], 1, "no column 'nope'"),
+        (["--version", "7"], 1, "version 7 not found"),
+        (["--strict"], 3, "row 3, column 'x': not a number"),
+        (["--num-shards", "2", "--shard-index", "2"], 1, "--shard-index must be in [0, 1]"),
+    ],
+)
+def test_failures_exit_non_zero_with_a_message(
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    message: str,
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("x,y\n1,2\noops,3\n")
+    out = tmp_path / "o.csv"
+    assert (
+        main(["score", "-i", str(src), "-o", str(out), "--model-dir", str(model_dir), *args])
+        == code
+    )
+    s = summary(capsys)
+    assert s["status"] == "error" and s["exit_code"] == code and message in str(s["error"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--chunk-size", "0"], ["--threshold", "2"], ["--format", "xls"], ["--shard-index", "-1"]],
+)
+def test_bad_flags_exit_2(tmp_path: Path, args: list[str]) -> None:
+    with pytest.raises(SystemExit) as err:
+        main(["score", "-i", "a.csv", "-o", "b.csv", *args])
+    assert err.value.code == 2
+
+
+def test_merge_mode(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_points(points_table(200), tmp_path / "in.parquet", Format.PARQUET)
+    out = tmp_path / "o.csv"
+    for k in range(3):
+        assert (
+            main(
+                [
+                    "score",
+                    "-i",
+                    str(src),
+                    "-o",
+                    str(out),
+                    "--model-dir",
+                    str(model_dir),
+                    "--num-shards",
+                    "3",
+                    "--shard-index",
+                    str(k),
+                ]
+            )
+            == 0
+        )
+    capsys.readouterr()
+    assert main(["score", "--merge", "-o", str(out)]) == 0
+    s = summary(capsys)
+    assert s["parts"] == 3 and s["rows"] == 200
+    assert read_result(out, Format.CSV).column("id").to_pylist() == list(range(200))
+    part_path(out, 1, 3).unlink()
+    assert main(["score", "--merge", "-o", str(out)]) == 1
+    assert "1 of 3 parts missing (shard 1)" in str(summary(capsys)["error"])
+
+
+def test_progress_only_on_a_terminal() -> None:
+    quiet = io.StringIO()
+    Progress(100, stream=quiet).update(50, 1000, force=True)
+    assert quiet.getvalue() == ""  # a StringIO is not a TTY
+    shown = io.StringIO()
+    bar = Progress(100, enabled=True, stream=shown)
+    bar.update(50, 1000, force=True)
+    bar.close()
+    assert "50.0%" in shown.getvalue() and "rows/s" in shown.getvalue()
+
+
+def test_help_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys\nfrom xor_dnn.cli import build_parser\n"
+        "build_parser().parse_args(['score', '-o', 'x.csv'])\n"
+        "assert 'tensorflow' not in sys.modules, 'TF imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "xor_dnn.cli", "score", *args],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_indexed_job_processes_union_equals_one_run(model_dir: Path, tmp_path: Path) -> None:
+    src = write_points(points_table(5000, seed=9), tmp_path / "in.csv", Format.CSV)
+    whole = tmp_path / "whole.csv"
+    out = tmp_path / "parts" / "out.csv"
+    env = {"XOR_DNN_MODEL_DIR": str(model_dir), "XOR_DNN_NUM_SHARDS": "3"}
+    procs = [
+        _cli("-i", str(src), "-o", str(out), env={**env, "JOB_COMPLETION_INDEX": str(k)})
+        for k in range(3)
+    ]
+    procs.append(_cli("-i", str(src), "-o", str(whole), env={"XOR_DNN_MODEL_DIR": str(model_dir)}))
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=240)
+        assert p.returncode == 0, stderr
+        assert json.loads(stdout.strip().splitlines()[-1])["status"] == "ok"
+    merge = _cli("--merge", "-o", str(out))
+    assert merge.wait(timeout=120) == 0
+    assert out.read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)]
+)
+def test_kill_mid_run_leaves_no_output(
+    model_dir: Path, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    src = write_points(points_table(200_000), tmp_path / "in.parquet", Format.PARQUET)
+    out = tmp_path / "out" / "o.csv"
+    # Tiny chunks make the run last long enough to be caught in the middle.
+    proc = _cli("-i", str(src), "-o", str(out), "--model-dir", str(model_dir), "--chunk-size", "50")
+    deadline = time.monotonic() + 180
+    while not any(out.parent.glob(".o.csv.tmp-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert not out.exists() and not (out.parent / "o.rejects.csv").exists()
+    if sig != signal.SIGKILL:  # a handled signal also removes the temporary files
+        assert list(out.parent.iterdir()) == []
