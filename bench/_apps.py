@@ -1,0 +1,335 @@
+"""The apps ``bench/serve.py`` compares the service with, each runnable on its own::
+
+    python bench/_apps.py prepare --model-dir /tmp/b/models/xor --keras /tmp/b/xor.keras
+    python bench/_apps.py floor --port 8101
+    python bench/_apps.py unbatched --port 8102 --model-dir /tmp/b/models/xor
+    python bench/_apps.py naive --port 8103 --keras /tmp/b/xor.keras
+
+* ``floor``: the service's own request path with no model behind it: the same pydantic
+  request model parsed the same way (``model_validate_json`` on the raw body), the same
+  response shape encoded the same way (orjson), the same uvicorn. It is the ceiling a
+  batching service can approach: what FastAPI + pydantic + uvicorn cost per request here.
+* ``unbatched``: the floor plus one SavedModel signature call per request, run in
+  Starlette's thread pool (what a careful author writes without a batcher).
+* ``naive``: the tutorial way: load the ``.keras`` file and call ``model.predict`` per
+  request in a plain ``def`` endpoint.
+* ``model-calls``: the cost of one signature call by batch size (why batching pays).
+* ``batcher-overhead``: requests/s and CPU per request through the Batcher alone.
+* ``prepare``: trains a quick model with the training job's ``train_and_publish`` into a
+  model dir (production layout) and saves the same network as a ``.keras`` file for
+  ``naive``.
+
+They bind 127.0.0.1 only. TensorFlow is imported only by the apps that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.schemas import PredictRequest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODEL_NAME = "xor"
+
+
+def _points(body: PredictRequest) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.array([(p.x, p.y) for p in body.points], dtype=np.float32)
+
+
+def _response(version: int, probabilities: np.ndarray[Any, Any]) -> Response:
+    payload = {
+        "model_name": MODEL_NAME,
+        "model_version": version,
+        "predictions": [
+            {"probability": p, "class_id": int(p >= 0.5)} for p in probabilities.tolist()
+        ],
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _freeze_heap() -> None:
+    """Keep TensorFlow's ~400k long-lived objects out of the cyclic GC's full collections.
+
+    Without this a full collection walks them all, a pause of ~0.6 s on this machine that
+    lands in some unlucky request's latency; ``gc.freeze()`` after loading moves them to a
+    generation the collector never scans. The service does the same after loading a model.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def floor_app() -> FastAPI:
+    app = FastAPI(title="xor-dnn floor (no model)")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        body = PredictRequest.model_validate_json(await request.body())
+        points = _points(body)
+        # A constant stands in for the model; everything around it is what /predict does.
+        return _response(0, np.full(points.shape[0], 0.5, dtype=np.float32))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def unbatched_app(model_dir: Path) -> FastAPI:
+    from xor_dnn.modelstore import latest_version, load_version
+
+    version = latest_version(model_dir)
+    if version is None:
+        raise SystemExit(f"no model version under {model_dir}")
+    model = load_version(model_dir, version)
+    model.predict(np.zeros((4, 2), np.float32))  # trace once before the first request
+    _freeze_heap()
+    app = FastAPI(title="xor-dnn unbatched (one signature call per request)")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        body = PredictRequest.model_validate_json(await request.body())
+        probabilities = await run_in_threadpool(model.predict, _points(body))
+        return _response(version, probabilities)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def batched_app(model_dir: Path, *, max_batch_size: int, max_wait_ms: float) -> FastAPI:
+    from collections.abc import AsyncIterator, Hashable
+    from contextlib import asynccontextmanager
+
+    from service.batcher import Batcher, BatchStats
+    from xor_dnn.modelstore import latest_version, load_version
+
+    version = latest_version(model_dir)
+    if version is None:
+        raise SystemExit(f"no model version under {model_dir}")
+    model = load_version(model_dir, version)
+    model.predict(np.zeros((4, 2), np.float32))
+    _freeze_heap()
+
+    def predict(_: Hashable, points: np.ndarray[Any, np.dtype[np.float32]]) -> Any:
+        return model.predict(points)
+
+    counts = {"batches": 0, "requests": 0, "model_seconds": 0.0}
+
+    def on_batch(stats: BatchStats) -> None:
+        counts["batches"] += 1
+        counts["requests"] += stats.requests
+        counts["model_seconds"] += stats.model_seconds
+
+    batcher = Batcher(
+        predict,
+        max_batch_size=max_batch_size,
+        max_wait_s=max_wait_ms / 1000,
+        on_batch=on_batch,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        yield
+        await batcher.stop(timeout=5)
+
+    app = FastAPI(title="xor-dnn batched core (floor + Batcher, no middleware)", lifespan=lifespan)
+
+    @app.post("/predict")
+    async def predict_route(request: Request) -> Response:
+        body = PredictRequest.model_validate_json(await request.body())
+        probabilities = await batcher.submit(_points(body), key=version)
+        return _response(version, probabilities)
+
+    @app.get("/stats")
+    async def stats() -> dict[str, float]:
+        return counts
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def naive_app(keras_path: Path) -> FastAPI:
+    import keras
+
+    model = keras.models.load_model(keras_path)
+    app = FastAPI(title="xor-dnn naive (Keras model.predict per request)")
+
+    # Written as a tutorial writes it: a sync endpoint, FastAPI's body parsing, predict().
+    @app.post("/predict")
+    def predict(body: PredictRequest) -> dict[str, Any]:
+        probabilities = model.predict(_points(body), verbose=0).reshape(-1)
+        return {
+            "model_name": MODEL_NAME,
+            "model_version": 1,
+            "predictions": [
+                {"probability": float(p), "class_id": int(p >= 0.5)} for p in probabilities
+            ],
+        }
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def model_calls(model_dir: Path) -> None:
+    """Median wall and CPU time of one signature call, by batch size."""
+    import time
+
+    from xor_dnn.modelstore import latest_version, load_version
+
+    version = latest_version(model_dir)
+    if version is None:
+        raise SystemExit(f"no model version under {model_dir}")
+    model = load_version(model_dir, version)
+    rng = np.random.default_rng(0)
+    print("| points per call | median ms | p90 ms | CPU ms per call |")
+    print("|---:|---:|---:|---:|")
+    for n in (1, 8, 32, 128, 1024):
+        x = rng.uniform(-5, 5, size=(n, 2)).astype(np.float32)
+        for _ in range(100):
+            model.predict(x)
+        walls = []
+        c0 = time.process_time()
+        for _ in range(500):
+            t0 = time.perf_counter()
+            model.predict(x)
+            walls.append(time.perf_counter() - t0)
+        cpu = (time.process_time() - c0) / 500
+        walls.sort()
+        print(f"| {n} | {walls[250] * 1e3:.3f} | {walls[450] * 1e3:.3f} | {cpu * 1e3:.3f} |")
+
+
+def batcher_overhead(seconds: float = 2.0) -> None:
+    """Requests/s and CPU per request through the Batcher alone, with a no-op model."""
+    import asyncio
+    import time
+    from collections.abc import Hashable
+
+    from service.batcher import Batcher
+
+    def noop(_: Hashable, points: np.ndarray[Any, np.dtype[np.float32]]) -> Any:
+        return np.zeros(points.shape[0], np.float32)
+
+    async def one(concurrency: int) -> tuple[float, float]:
+        batcher = Batcher(noop)
+        await batcher.start()
+        done = 0
+        point = np.zeros((1, 2), np.float32)
+        end = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                await batcher.submit(point, key=1, deadline=time.monotonic() + 10)
+                done += 1
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        await batcher.stop(timeout=1)
+        return done / wall, cpu / done
+
+    print("| concurrent submitters | requests/s | CPU us per request |")
+    print("|---:|---:|---:|")
+    try:  # the loop uvicorn picks when it is installed, as in the service
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    for concurrency in (1, 8, 32, 128):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            rps, cpu = runner.run(one(concurrency))
+        print(f"| {concurrency} | {rps:,.0f} | {cpu * 1e6:.1f} |")
+
+
+def prepare(model_dir: Path, keras_path: Path, epochs: int) -> None:
+    from training.model import ModelConfig
+    from training.train import train_and_publish
+
+    published = train_and_publish(model_dir, runs=1, config=ModelConfig(epochs=epochs))
+    if published.report is None:
+        raise SystemExit("train_and_publish returned no training report (no Keras model)")
+    published.report.chosen.model.save(keras_path)
+    print(f"published version {published.version} at {published.path}; saved {keras_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "kind",
+        choices=[
+            "floor", "unbatched", "batched", "naive", "prepare", "model-calls", "batcher-overhead"
+        ],
+    )  # fmt: skip
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--model-dir", type=Path)
+    p.add_argument("--keras", type=Path)
+    p.add_argument("--epochs", type=int, default=20, help="prepare: training epochs")
+    p.add_argument("--max-batch-size", type=int, default=1024, help="batched: points per call")
+    p.add_argument("--max-batch-wait-ms", type=float, default=0.0, help="batched: linger, ms")
+    args = p.parse_args(argv)
+
+    if args.kind == "model-calls":
+        if args.model_dir is None:
+            p.error("model-calls needs --model-dir")
+        model_calls(args.model_dir)
+        return 0
+    if args.kind == "batcher-overhead":
+        batcher_overhead()
+        return 0
+    if args.kind == "prepare":
+        if args.model_dir is None or args.keras is None:
+            p.error("prepare needs --model-dir and --keras")
+        prepare(args.model_dir, args.keras, args.epochs)
+        return 0
+    if args.kind == "floor":
+        app = floor_app()
+    elif args.kind == "unbatched":
+        if args.model_dir is None:
+            p.error("unbatched needs --model-dir")
+        app = unbatched_app(args.model_dir)
+    elif args.kind == "batched":
+        if args.model_dir is None:
+            p.error("batched needs --model-dir")
+        app = batched_app(
+            args.model_dir,
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_batch_wait_ms,
+        )
+    else:
+        if args.keras is None:
+            p.error("naive needs --keras")
+        app = naive_app(args.keras)
+
+    import uvicorn
+
+    # The same uvicorn settings as `xor-dnn serve`: auto loop (uvloop) and http (httptools).
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

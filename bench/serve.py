@@ -1,0 +1,475 @@
+"""Service benchmark: ``/predict`` against the floor, the unbatched and the naive baselines.
+
+    python -m bench.serve                      # the full run, a few minutes; exit 1 on a miss
+    python -m bench.serve --duration 2 --repeats 1 --concurrency 1,32   # a quick look
+
+What runs, each in its own process on 127.0.0.1 (one uvicorn worker each):
+
+==========  ===========================================================================
+service     ``xor-dnn serve`` on a model trained for the run (the real thing, batching on)
+floor       the same pydantic request/response models and JSON path, no model behind it
+core        the floor + service.batcher.Batcher + a signature call: batching without the
+            service's middleware, metrics and registry (shows where a gap comes from)
+unbatched   the floor + one SavedModel signature call per request, in the thread pool
+naive       the tutorial: ``keras.models.load_model`` + ``model.predict`` per request
+==========  ===========================================================================
+
+The load generator (``bench/_loadgen.py``, its own process) sends single-point ``POST
+/predict`` requests over keep-alive connections, closed loop at each concurrency. Targets and
+servers are interleaved (each repeat visits every target, in a rotated order) and the median
+of the repeats is reported, so a burst of load from elsewhere on this shared machine lands
+on all targets alike. Then ``/predict`` is driven open loop at half of its peak throughput
+and its p99 latency is checked.
+
+Targets (exit status 1 if one is missed):
+
+* ``/predict`` >= 85% of the floor's throughput at concurrency 32;
+* ``/predict`` >= 30x the naive baseline's throughput at concurrency 32;
+* ``/predict`` p99 <= 20 ms at half of its peak throughput (open loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TARGETS = ("service", "floor", "core", "unbatched", "naive")
+
+FLOOR_RATIO_MIN = 0.85
+NAIVE_RATIO_MIN = 30.0
+P99_MAX_MS = 20.0
+TARGET_CONCURRENCY = 32
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ready_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Cell:
+    """Repeated runs of one target at one concurrency (or rate)."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        values = [r[key] for r in self.runs if r.get(key) == r.get(key)]  # drop NaN
+        return statistics.median(values) if values else float("nan")
+
+    @property
+    def errors(self) -> int:
+        bad = sum(v for r in self.runs for k, v in r["statuses"].items() if k != "200")
+        return int(bad + sum(sum(r["failures"].values()) for r in self.runs))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def start(name: str, argv: list[str], port: int, workdir: Path, ready_path: str) -> Server:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
+        )
+    return Server(name, port, proc, log, ready_path)
+
+
+def wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            tail = server.log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(server.url + server.ready_path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{server.name} not ready after {timeout:.0f} s (log: {server.log})")
+
+
+def stop(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[list[Server]]:
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            stop(s)
+
+
+def post_predict(server: Server, x: float, y: float) -> dict[str, Any]:
+    body = json.dumps({"points": [{"x": x, "y": y}]}).encode()
+    req = urllib.request.Request(
+        server.url + "/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        payload: dict[str, Any] = json.loads(r.read())
+        return payload
+
+
+def sanity_check(servers: dict[str, Server]) -> None:
+    """Every target answers the same shape; the service agrees with a direct signature call."""
+    points = [(0.5, 0.5), (-0.5, 0.5), (1.5, -2.0), (-3.0, -1.0)]
+    for x, y in points:
+        answers = {name: post_predict(s, x, y) for name, s in servers.items()}
+        for name, a in answers.items():
+            preds = a.get("predictions")
+            if not isinstance(preds, list) or len(preds) != 1:
+                raise SystemExit(f"{name}: unexpected answer {a}")
+        if "service" in answers and "unbatched" in answers:
+            got = answers["service"]["predictions"][0]["probability"]
+            want = answers["unbatched"]["predictions"][0]["probability"]
+            if abs(got - want) > 1e-6:
+                raise SystemExit(f"service says {got} for ({x}, {y}), the model says {want}")
+
+
+def load(
+    port: int,
+    *,
+    duration: float,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        str(HERE / "_loadgen.py"),
+        "--port",
+        str(port),
+        "--duration",
+        str(duration),
+        "--timeout",
+        str(timeout),
+    ]
+    argv += ["--concurrency", str(concurrency)] if concurrency else ["--rate", str(rate)]
+    out = subprocess.run(argv, capture_output=True, text=True, env=child_env(), check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed ({out.returncode}): {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def batch_counters(server: Server) -> tuple[float, float] | None:
+    """(model calls, requests batched) so far, from the service's /metrics."""
+    if server.name != "service":
+        return None
+    try:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("xor_dnn_batch_requests_"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    if "xor_dnn_batch_requests_count" not in values:
+        return None
+    return values["xor_dnn_batch_requests_count"], values.get("xor_dnn_batch_requests_sum", 0.0)
+
+
+def measure(server: Server, **kwargs: Any) -> dict[str, Any]:
+    """One load run, plus the server's CPU per request and (service) requests per model call."""
+    before_cpu, before_batches = cpu_seconds(server.proc.pid), batch_counters(server)
+    result = load(server.port, **kwargs)
+    ok = max(result["ok"], 1)
+    result["cpu_ms"] = (cpu_seconds(server.proc.pid) - before_cpu) / ok * 1e3
+    after_batches = batch_counters(server)
+    result["per_call"] = float("nan")
+    if before_batches and after_batches and after_batches[0] > before_batches[0]:
+        calls = after_batches[0] - before_batches[0]
+        result["per_call"] = (after_batches[1] - before_batches[1]) / calls
+    return result
+
+
+def fmt(v: float, digits: int = 1) -> str:
+    return "-" if v != v else f"{v:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per load run (3)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per cell (3)")
+    p.add_argument("--concurrency", default="1,8,32,128", help="closed-loop levels (1,8,32,128)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the benchmark model (20)")
+    p.add_argument(
+        "--service-arg",
+        action="append",
+        default=[],
+        help="extra flag for xor-dnn serve, e.g. --service-arg=--max-batch-wait-ms=1",
+    )
+    p.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    p.add_argument("--workdir", type=Path, help="keep models and logs here (default: a temp dir)")
+    args = p.parse_args(argv)
+
+    levels = [int(c) for c in args.concurrency.split(",") if c]
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown or not targets:
+        p.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    if not (0 < args.duration <= 60 and 1 <= args.repeats <= 20 and levels):
+        p.error("--duration must be in (0, 60], --repeats in [1, 20], --concurrency non-empty")
+
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        return run(args, workdir, targets, levels)
+
+
+def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: list[int]) -> int:
+    model_dir, keras_path = workdir / "models" / "xor", workdir / "xor.keras"
+    t0 = time.monotonic()
+    if not keras_path.exists():
+        print(f"training the benchmark model ({args.epochs} epochs) ...", flush=True)
+        prep_log = workdir / "prepare.log"
+        with prep_log.open("wb") as out:
+            code = subprocess.call(
+                [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir",
+                 str(model_dir), "--keras", str(keras_path), "--epochs", str(args.epochs)],
+                env=child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        if code != 0:
+            tail = prep_log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"training the benchmark model failed ({code}):\n{tail}")
+    apps = [sys.executable, str(HERE / "_apps.py")]
+    commands = {
+        "service": (
+            [
+                sys.executable,
+                "-m",
+                "xor_dnn",
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--log-level",
+                "warning",
+                *args.service_arg,
+            ],
+            "/readyz",
+        ),
+        "floor": ([*apps, "floor"], "/healthz"),
+        "core": ([*apps, "batched", "--model-dir", str(model_dir)], "/healthz"),
+        "unbatched": ([*apps, "unbatched", "--model-dir", str(model_dir)], "/healthz"),
+        "naive": ([*apps, "naive", "--keras", str(keras_path)], "/healthz"),
+    }
+    servers: list[Server] = []
+    with running(servers):
+        for name in targets:
+            argv, ready = commands[name]
+            port = free_port()
+            argv = [*argv, "--port", str(port)]
+            servers.append(start(name, argv, port, workdir, ready))
+        for s in servers:
+            wait_ready(s, timeout=180)
+        by_name = {s.name: s for s in servers}
+        sanity_check(by_name)
+        print(f"servers ready after {time.monotonic() - t0:.0f} s; warming up ...", flush=True)
+        for s in servers:
+            load(s.port, duration=1.0, concurrency=8)
+
+        cells: dict[tuple[str, int], Cell] = {}
+        for c in levels:
+            for rep in range(args.repeats):
+                order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
+                for s in order:
+                    r = measure(s, duration=args.duration, concurrency=c)
+                    cells.setdefault((s.name, c), Cell()).runs.append(r)
+                    print(
+                        f"  c={c:<4} {s.name:<10} {r['rps']:9.1f} req/s  "
+                        f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+                        f"cpu {r['cpu_ms']:.3f} ms/req",
+                        flush=True,
+                    )
+
+        open_loop: Cell | None = None
+        half_rate = float("nan")
+        if "service" in by_name:
+            peak = max(cells[("service", c)].median("rps") for c in levels)
+            half_rate = peak / 2
+            open_loop = Cell()
+            for _ in range(args.repeats):
+                r = measure(by_name["service"], duration=args.duration * 2, rate=half_rate)
+                open_loop.runs.append(r)
+                print(
+                    f"  open loop {half_rate:.0f} req/s: p50 {r['p50_ms']:.2f} ms  "
+                    f"p99 {r['p99_ms']:.2f} ms",
+                    flush=True,
+                )
+
+    return report(args, targets, levels, cells, open_loop, half_rate, time.monotonic() - t0)
+
+
+def report(
+    args: argparse.Namespace,
+    targets: list[str],
+    levels: list[int],
+    cells: dict[tuple[str, int], Cell],
+    open_loop: Cell | None,
+    half_rate: float,
+    seconds: float,
+) -> int:
+    print()
+    print(
+        f"Single-point POST /predict, closed loop, median of {args.repeats} interleaved "
+        f"runs of {args.duration:g} s (nproc={os.cpu_count()}, one worker per server)"
+    )
+    print()
+    print(
+        "| target | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req "
+        "| requests/model call | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in targets:
+        for c in levels:
+            cell = cells[(name, c)]
+            print(
+                f"| {name} | {c} | {fmt(cell.median('rps'))} | {fmt(cell.median('p50_ms'), 2)} "
+                f"| {fmt(cell.median('p99_ms'), 2)} | {fmt(cell.median('cpu_ms'), 3)} "
+                f"| {fmt(cell.median('per_call'))} | {cell.errors} |"
+            )
+    print()
+    if "service" in targets and len(targets) > 1:
+        others = [t for t in targets if t != "service"]
+        print("| concurrency | " + " | ".join(f"service / {t}" for t in others) + " |")
+        print("|---:|" + "---:|" * len(others))
+        for c in levels:
+            svc = cells[("service", c)].median("rps")
+            print(
+                f"| {c} | "
+                + " | ".join(f"{svc / cells[(t, c)].median('rps'):.2f}x" for t in others)
+                + " |"
+            )
+        print()
+    if open_loop is not None:
+        print(
+            f"/predict open loop at {half_rate:.0f} req/s (half of its peak): "
+            f"p50 {fmt(open_loop.median('p50_ms'), 2)} ms, p99 {fmt(open_loop.median('p99_ms'), 2)}"
+            f" ms, {fmt(open_loop.median('per_call'))} requests/model call, "
+            f"{open_loop.errors} errors"
+        )
+    checks: list[tuple[str, float, str, bool]] = []
+    c = TARGET_CONCURRENCY
+    if "service" in targets and c in levels:
+        svc = cells[("service", c)].median("rps")
+        if "floor" in targets:
+            ratio = svc / cells[("floor", c)].median("rps")
+            checks.append(
+                (
+                    f"/predict vs floor at c={c}",
+                    ratio,
+                    f">= {FLOOR_RATIO_MIN:.0%}",
+                    ratio >= FLOOR_RATIO_MIN,
+                )
+            )
+        if "naive" in targets:
+            ratio = svc / cells[("naive", c)].median("rps")
+            checks.append(
+                (
+                    f"/predict vs naive at c={c}",
+                    ratio,
+                    f">= {NAIVE_RATIO_MIN:g}x",
+                    ratio >= NAIVE_RATIO_MIN,
+                )
+            )
+    if open_loop is not None:
+        p99 = open_loop.median("p99_ms")
+        checks.append(
+            (
+                f"/predict p99 at half peak ({half_rate:.0f} req/s, open loop)",
+                p99,
+                f"<= {P99_MAX_MS:g} ms",
+                p99 <= P99_MAX_MS and open_loop.errors == 0,
+            )
+        )
+    print()
+    print("| target | measured | required | |")
+    print("|---|---:|---:|---|")
+    for label, value, need, ok in checks:
+        shown = (
+            f"{value:.0%}"
+            if "floor" in label
+            else (f"{value:.1f}x" if "naive" in label else f"{value:.2f} ms")
+        )
+        print(f"| {label} | {shown} | {need} | {'ok' if ok else 'MISSED'} |")
+    print(f"\nwhole run: {seconds:.0f} s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "cells": {f"{n}@{c}": cell.runs for (n, c), cell in cells.items()},
+                    "open_loop": open_loop.runs if open_loop else [],
+                    "half_rate": half_rate,
+                    "checks": [
+                        {"check": label, "value": v, "required": need, "ok": ok}
+                        for label, v, need, ok in checks
+                    ],
+                },
+                indent=1,
+            )
+        )
+    return 0 if all(ok for *_, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
