@@ -57,9 +57,9 @@ def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
     versions = []
     for entry in entries:
         name = entry.name
-        if name.isdigit() and not name.startswith("0") and entry.is_dir():
-            if (root / name / SAVED_MODEL_FILE).is_file():
-                versions.append(int(name))
+        is_number = name.isdigit() and not name.startswith("0")
+        if is_number and entry.is_dir() and (root / name / SAVED_MODEL_FILE).is_file():
+            versions.append(int(name))
     return sorted(versions)
 
 

@@ -62,7 +62,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_build_without_savedmodel_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelStoreError, match="saved_model.pb"):
+    with pytest.raises(ModelStoreError, match=r"saved_model\.pb"):
         publish_version(tmp_path, lambda tmp: None)
     assert list(tmp_path.iterdir()) == []
 
