@@ -221,6 +221,14 @@ def run_score(args: argparse.Namespace) -> int:
         print(f"xor-dnn score: error: {exc}", file=sys.stderr)
         _emit({"status": "error", "exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
+    except OSError as exc:
+        # Disk full, permission denied, a vanished folder: the writers already removed their
+        # temporary files, so report it like any other failure instead of a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        message = f"{where}{exc.strerror or exc}"
+        print(f"xor-dnn score: error: {message}; no output written", file=sys.stderr)
+        _emit({"status": "error", "exit_code": 1, "error": message})
+        return 1
     except Terminated:
         print("xor-dnn score: terminated (SIGTERM); no output written", file=sys.stderr)
         _emit({"status": "error", "exit_code": 143, "error": "terminated"})

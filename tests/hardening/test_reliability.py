@@ -58,11 +58,6 @@ def test_hot_reload_under_load_swaps_good_and_rejects_corrupt(
     assert f["ok"] > 0 and f["failed"] == f["lost"] == f["refused"] == 0, f
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scoring/ lets OSError(ENOSPC) escape as a traceback without the JSON status line "
-    "(owner: batch scoring; see docs/hardening.md)",
-)
 def test_scorer_on_full_disk_fails_cleanly(model_dir: Path, tmp_path: Path) -> None:
     f = rel.scorer_disk_full(model_dir, tmp_path, rows=50_000)
     if "skipped" in f:
