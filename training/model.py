@@ -12,11 +12,22 @@ if TYPE_CHECKING:
     import keras
 
 
+LESSON_HIDDEN_UNITS = (6, 4)
+LESSON_DROPOUT = 0.2
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and optimiser settings; the defaults are the lesson's network."""
+    """Architecture and optimiser settings.
 
-    hidden_units: tuple[int, ...] = (6, 4)
+    The defaults are the lesson's network and training settings with wider hidden layers:
+    (64, 64) instead of (6, 4). Measured (docs/training.md): with dropout 0.2, six and four
+    units leave too little redundancy, so the boundary along the axes stays blurred (about
+    95% test accuracy, runs down to 90%); 64 units per layer with the same dropout reach the
+    quality target. :meth:`lesson` gives exactly the lesson's network.
+    """
+
+    hidden_units: tuple[int, ...] = (64, 64)
     """Units of each hidden ReLU layer; () is the lesson's no-hidden-layer (linear) model."""
     dropout: float = 0.2
     """Dropout rate after each hidden layer; 0 disables dropout."""
@@ -35,6 +46,19 @@ class ModelConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    @classmethod
+    def lesson(cls, **overrides: Any) -> ModelConfig:
+        """Exactly the lesson's network: Dense 6 relu, Dropout 0.2, Dense 4 relu, Dropout 0.2."""
+        settings: dict[str, Any] = {
+            "hidden_units": LESSON_HIDDEN_UNITS,
+            "dropout": LESSON_DROPOUT,
+            "epochs": 100,
+            "batch_size": 32,
+            "learning_rate": 0.001,
+        }
+        settings.update(overrides)
+        return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

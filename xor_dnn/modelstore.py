@@ -17,6 +17,7 @@ trainings running at once each get their own number.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -84,13 +85,16 @@ def publish_version(
 
     ``build`` writes the complete version (SavedModel, metadata, pictures) into the empty
     folder it is given; the ``version`` field of its ``metadata.json`` is set to the number
-    actually claimed. A number is claimed with an atomic ``mkdir``, so concurrent trainings
-    never share or overwrite a version. On any error the temporary folder is removed.
+    actually claimed. A number is claimed by the atomic rename itself, so concurrent
+    trainings never share or overwrite a version. On any error the temporary folder is removed.
     """
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
     try:
+        # mkdtemp makes the folder 0700; a version must be readable by a server running as
+        # another user (the API pods read what the training Job wrote).
+        tmp.chmod(0o755)
         build(tmp)
         if not (tmp / SAVED_MODEL_FILE).is_file():
             raise ModelStoreError(f"build() wrote no {SAVED_MODEL_FILE} into {tmp}")
@@ -99,15 +103,13 @@ def publish_version(
             _set_metadata_version(tmp, number)
             final = root / str(number)
             try:
-                # Reserve the number first: mkdir is atomic and fails if it exists, and rename
-                # over an *empty* folder then succeeds, so no two publishers share a number.
-                final.mkdir()
-            except FileExistsError:
-                continue
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                final.rmdir()
+                # rename() onto an existing non-empty folder fails, so the first publisher to
+                # rename wins the number and a concurrent one moves on to the next; readers
+                # never see an empty or partial numbered folder.
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or final.exists():
+                    continue
                 raise
             return number, final
         raise ModelStoreError(f"could not claim a version number in {root} after {attempts} tries")

@@ -115,3 +115,8 @@ def test_load_rejects_wrong_signature(tmp_path: Path) -> None:
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
     with pytest.raises(ModelStoreError, match=r"float32 \[None, 2\]"):
         load_version(tmp_path, 1)
+
+
+def test_published_version_is_world_readable(tmp_path: Path) -> None:
+    _, path = publish_version(tmp_path, _fake_build)
+    assert path.stat().st_mode & 0o755 == 0o755

@@ -1,0 +1,134 @@
+"""Model structure, reproducibility, and the SavedModel export contract (plain TF load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import generate
+from training.model import ModelConfig, build_model, export_savedmodel
+
+
+def layer_kinds(config: ModelConfig) -> list[tuple[str, int | float]]:
+    import keras
+
+    kinds: list[tuple[str, int | float]] = []
+    for layer in build_model(config).layers:
+        if isinstance(layer, keras.layers.Dense):
+            kinds.append((layer.activation.__name__, layer.units))
+        elif isinstance(layer, keras.layers.Dropout):
+            kinds.append(("dropout", layer.rate))
+    return kinds
+
+
+def test_lesson_config_is_the_lessons_network() -> None:
+    config = ModelConfig.lesson()
+    assert (config.epochs, config.batch_size, config.learning_rate) == (100, 32, 0.001)
+    assert layer_kinds(config) == [
+        ("relu", 6),
+        ("dropout", 0.2),
+        ("relu", 4),
+        ("dropout", 0.2),
+        ("sigmoid", 1),
+    ]
+    model = build_model(config)
+    assert model.loss == "binary_crossentropy"
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(config.learning_rate)
+    assert ModelConfig.lesson(seed=3, epochs=5).seed == 3
+
+
+def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> None:
+    config = ModelConfig()
+    lesson = ModelConfig.lesson()
+    assert (config.epochs, config.batch_size, config.learning_rate) == (
+        lesson.epochs,
+        lesson.batch_size,
+        lesson.learning_rate,
+    )
+    assert layer_kinds(config) == [
+        ("relu", 64),
+        ("dropout", 0.2),
+        ("relu", 64),
+        ("dropout", 0.2),
+        ("sigmoid", 1),
+    ]
+
+
+def test_configurable_layers_and_no_hidden_layer() -> None:
+    assert layer_kinds(ModelConfig(hidden_units=(), dropout=0.2)) == [("sigmoid", 1)]
+    assert layer_kinds(ModelConfig(hidden_units=(20, 20, 5), dropout=0.0)) == [
+        ("relu", 20),
+        ("relu", 20),
+        ("relu", 5),
+        ("sigmoid", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"hidden_units": (6, 0)},
+        {"dropout": 1.0},
+        {"dropout": -0.1},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"learning_rate": 0.0},
+    ],
+)
+def test_bad_config_is_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ModelConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_dropout_is_active_in_training_only() -> None:
+    model = build_model(ModelConfig(hidden_units=(64, 64), dropout=0.5, seed=1))
+    points = np.random.default_rng(0).uniform(-5, 5, size=(256, 2)).astype(np.float32)
+    inference_a = np.asarray(model(points, training=False))
+    inference_b = np.asarray(model(points, training=False))
+    training_a = np.asarray(model(points, training=True))
+    training_b = np.asarray(model(points, training=True))
+    assert np.array_equal(inference_a, inference_b)
+    assert not np.allclose(training_a, inference_a)
+    assert not np.allclose(training_a, training_b)
+
+
+def fitted_weights(seed: int) -> list[np.ndarray]:
+    points, labels = generate(200, seed=0)
+    config = ModelConfig(epochs=3, seed=seed)
+    model = build_model(config)
+    model.fit(points, labels, epochs=3, batch_size=32, shuffle=True, verbose=0)
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_same_seed_reproduces_weights_exactly_and_other_seed_differs() -> None:
+    a, b, c = fitted_weights(7), fitted_weights(7), fitted_weights(8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_savedmodel_round_trip_with_plain_tensorflow(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    points, labels = generate(200, seed=2)
+    model = build_model(ModelConfig(epochs=2, seed=2))
+    model.fit(points, labels, epochs=2, verbose=0)
+    export_savedmodel(model, tmp_path / "sm")
+
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    fn = loaded.signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    assert kwargs["points"].dtype == tf.float32
+    assert kwargs["points"].shape.as_list() == [None, 2]
+    assert fn.structured_outputs["probability"].shape.as_list() == [None, 1]
+
+    probe = np.random.default_rng(3).uniform(-6, 6, size=(333, 2)).astype(np.float32)
+    got = fn(points=tf.constant(probe))["probability"].numpy()
+    want = np.asarray(model(probe, training=False))
+    assert got.shape == (333, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    # Dropout is off in the export: the same input always gives the same output.
+    again = fn(points=tf.constant(probe))["probability"].numpy()
+    assert np.array_equal(got, again)

@@ -1,0 +1,174 @@
+"""The training job's API: split, run selection, the published version and its metadata."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training import plots
+from training.data import DataError, generated_dataset, save_csv
+from training.model import ModelConfig
+from training.train import (
+    TEST_SIZE,
+    PublishedVersion,
+    split_dataset,
+    train_and_publish,
+)
+from xor_dnn.modelstore import list_versions, load_version
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EPOCHS = 3
+CONFIG = ModelConfig(hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> PublishedVersion:
+    root = tmp_path_factory.mktemp("train") / "mymodel"
+    return train_and_publish(
+        root, data=generated_dataset(240, noise=0.05, seed=1), runs=2, config=CONFIG
+    )
+
+
+def test_split_is_the_lessons_and_validation_comes_from_train_only() -> None:
+    from sklearn.model_selection import train_test_split
+
+    ds = generated_dataset(400, seed=2)
+    split = split_dataset(ds)
+    _, lesson_test, _, lesson_test_labels = train_test_split(
+        ds.points, ds.labels, test_size=TEST_SIZE, random_state=42
+    )
+    assert np.array_equal(split.test_points, lesson_test)
+    assert np.array_equal(split.test_labels, lesson_test_labels)
+    assert split.sizes() == {"fit": 240, "validation": 60, "test": 100}
+    seen = {tuple(p) for p in split.train_points.tolist()}
+    assert not seen & {tuple(p) for p in split.test_points.tolist()}
+    assert np.array_equal(split_dataset(ds).val_points, split.val_points)
+
+
+def test_too_few_rows_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="only 10 data rows; training needs at least 20"):
+        split_dataset(generated_dataset(10))
+
+
+def test_version_folder_holds_model_metadata_and_pictures(published: PublishedVersion) -> None:
+    assert published.version == 1
+    assert published.path.name == "1"
+    names = {p.name for p in published.path.iterdir()}
+    assert {"saved_model.pb", "variables", "metadata.json"} <= names
+    for picture in (plots.DATA_PNG, plots.SURFACE_PNG, plots.CURVES_PNG):
+        data = (published.path / picture).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, picture
+    assert not [p for p in published.path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_metadata_has_every_documented_field(published: PublishedVersion) -> None:
+    meta: dict[str, Any] = json.loads((published.path / "metadata.json").read_text())
+    assert meta == published.metadata
+    assert meta["model_name"] == "mymodel"
+    assert meta["version"] == 1
+    assert datetime.fromisoformat(meta["created_at"]).tzinfo is not None
+    assert meta["config"] == CONFIG.to_dict()
+    ds = generated_dataset(240, noise=0.05, seed=1)
+    assert meta["data"]["sha256"] == ds.sha256
+    assert meta["data"]["rows"] == 240
+    assert meta["data"]["path"] is None
+    assert meta["data"]["generated"] == {"n": 240, "noise": 0.05, "seed": 1}
+
+    split = split_dataset(ds)
+    assert meta["feature_ranges"]["x"]["min"] == pytest.approx(
+        float(split.train_points[:, 0].min())
+    )
+    assert meta["feature_ranges"]["y"]["max"] == pytest.approx(
+        float(split.train_points[:, 1].max())
+    )
+
+    accs = meta["test_accuracy_runs"]
+    assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
+    assert meta["test_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
+    assert meta["test_accuracy_std"] == pytest.approx(np.std(accs), abs=1e-6)
+    assert meta["test_accuracy_min"] == pytest.approx(min(accs), abs=1e-6)
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(meta["history"][key]) == EPOCHS
+    assert "tensorflow" in meta["packages"] or "tensorflow-cpu" in meta["packages"]
+    assert "keras" in meta["packages"] and "numpy" in meta["packages"]
+
+    sample = meta["sample"]
+    assert 0 < len(sample) <= 300
+    assert {row[3] for row in sample} == {"train", "test"}
+    for x, y, cls, part in sample:
+        assert isinstance(x, float) and isinstance(y, float)
+        assert cls in (0, 1) and part in ("train", "test")
+
+
+def test_chosen_run_is_best_on_validation(published: PublishedVersion) -> None:
+    meta = published.metadata
+    runs = meta["runs"]
+    best = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["run"]))
+    assert meta["chosen_run"] == best["run"]
+    assert meta["chosen_seed"] == CONFIG.seed + best["run"] - 1
+    assert [r["seed"] for r in runs] == [CONFIG.seed, CONFIG.seed + 1]
+
+
+def test_published_model_matches_reported_accuracy(published: PublishedVersion) -> None:
+    loaded = load_version(published.path.parent, published.version)
+    split = split_dataset(generated_dataset(240, noise=0.05, seed=1))
+    predicted = (loaded.predict(split.test_points) > 0.5).astype(np.int64)
+    accuracy = float((predicted == split.test_labels).mean())
+    assert accuracy == pytest.approx(published.metadata["test_accuracy"], abs=1e-6)
+
+
+def test_next_training_gets_the_next_version(tmp_path: Path) -> None:
+    config = ModelConfig(epochs=1)
+    data = generated_dataset(60, seed=3)
+    first = train_and_publish(tmp_path / "xor", data=data, runs=1, config=config)
+    second = train_and_publish(tmp_path / "xor", data=data, runs=1, config=config)
+    assert (first.version, second.version) == (1, 2)
+    assert second.metadata["version"] == 2
+    assert list_versions(tmp_path / "xor") == [1, 2]
+
+
+def test_bad_csv_fails_before_any_folder_appears(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,class id\n1,2,0\n3,4,maybe\n")
+    with pytest.raises(DataError, match=r"row 2 .*column 'class id'"):
+        train_and_publish(tmp_path / "xor", data=bad, runs=1)
+    assert not (tmp_path / "xor").exists()
+
+
+def test_failure_while_writing_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plots, "plot_learning_curves", broken)
+    root = tmp_path / "xor"
+    with pytest.raises(OSError, match="disk full"):
+        train_and_publish(root, data=generated_dataset(60), runs=1, config=ModelConfig(epochs=1))
+    assert list(root.iterdir()) == []
+
+
+def test_csv_data_is_recorded_with_its_path(tmp_path: Path) -> None:
+    ds = generated_dataset(80, seed=6)
+    csv_path = save_csv(tmp_path / "lesson.csv", ds.points, ds.labels)
+    out = train_and_publish(tmp_path / "m", data=csv_path, runs=1, config=ModelConfig(epochs=1))
+    assert out.metadata["data"]["path"] == str(csv_path)
+    assert out.metadata["data"]["sha256"] == ds.sha256
+    assert out.metadata["data"]["generated"] is None
+
+
+def test_shared_fixture_has_two_complete_versions(model_dir: Path) -> None:
+    assert list_versions(model_dir) == [1, 2]
+    for version in (1, 2):
+        model = load_version(model_dir, version)
+        meta = model.metadata
+        assert meta["version"] == version and meta["model_name"] == "xor"
+        assert meta["test_accuracy_mean"] >= 0.9
+        assert len(meta["sample"]) == 300
+        probs = model.predict(np.array([[2.5, 2.5], [-2.5, 2.5]], dtype=np.float32))
+        assert probs[0] < 0.5 < probs[1]

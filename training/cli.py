@@ -1,0 +1,377 @@
+"""The training job's subcommands: ``xor-dnn train``, ``xor-dnn experiment``, ``xor-dnn data``.
+
+TensorFlow is imported only inside the command functions, so ``xor-dnn --help`` is instant.
+Exit codes: 0 success, 2 bad input (data file, option value), 1 training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from training.data import DEFAULT_N, DEFAULT_SEED, DataError
+from training.model import ModelConfig
+
+DEFAULT_MODEL_DIR = Path("models/xor")
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train``, ``experiment`` and ``data`` to the ``xor-dnn`` dispatcher."""
+    _register_train(subparsers)
+    _register_experiment(subparsers)
+    _register_data(subparsers)
+
+
+def hidden_units(text: str) -> tuple[int, ...]:
+    """``"6,4"`` -> (6, 4); ``"none"`` or ``""`` -> () (the lesson's straight-line model)."""
+    cleaned = text.strip().lower()
+    if cleaned in ("", "none", "0", "linear"):
+        return ()
+    try:
+        units = tuple(int(part) for part in cleaned.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated positive integers like 6,4 or 'none', got {text!r}"
+        ) from None
+    if any(u < 1 or u > 4096 for u in units):
+        raise argparse.ArgumentTypeError(f"--hidden units must be in 1..4096, got {text!r}")
+    return units
+
+
+def _bounded(kind: type, name: str, low: float, high: float | None = None) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a {kind.__name__}, got {text!r}"
+            ) from None
+        if not value >= low or (high is not None and not value <= high):
+            limit = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    d = ModelConfig()
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--lesson",
+        action="store_true",
+        help="start from exactly the lesson's network (6,4 + dropout 0.2, 100 epochs, lr 0.001);"
+        " other model options still override it",
+    )
+    g.add_argument(
+        "--hidden",
+        type=hidden_units,
+        default=None,
+        metavar="UNITS",
+        help="hidden ReLU layer sizes, e.g. 6,4 or 20,20; 'none' for no hidden layer "
+        f"(default {','.join(map(str, d.hidden_units))})",
+    )
+    g.add_argument(
+        "--dropout",
+        type=_bounded(float, "--dropout", 0.0, 0.95),
+        default=None,
+        help=f"dropout rate after each hidden layer, 0 disables (default {d.dropout})",
+    )
+    g.add_argument(
+        "--epochs",
+        type=_bounded(int, "--epochs", 1, 100_000),
+        default=None,
+        help=f"training epochs per run (default {d.epochs})",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_bounded(int, "--batch-size", 1, 1_000_000),
+        default=None,
+        help=f"mini-batch size (default {d.batch_size})",
+    )
+    g.add_argument(
+        "--learning-rate",
+        type=_bounded(float, "--learning-rate", 1e-9, 10.0),
+        default=None,
+        help=f"Adam learning rate (default {d.learning_rate})",
+    )
+    g.add_argument(
+        "--seed",
+        type=_bounded(int, "--seed", 0, 2**31 - 1),
+        default=None,
+        help=f"seed of run 1; run i uses seed+i-1 (default {d.seed})",
+    )
+
+
+def _add_generator_options(parser: argparse._ActionsContainer, *, prefix: str = "") -> None:
+    parser.add_argument(
+        f"--{prefix}n",
+        dest="n",
+        type=_bounded(int, f"--{prefix}n", 1, 10_000_000),
+        default=DEFAULT_N,
+        help=f"number of points (default {DEFAULT_N})",
+    )
+    parser.add_argument(
+        f"--{prefix}noise",
+        dest="noise",
+        type=_bounded(float, f"--{prefix}noise", 0.0, 1.0),
+        default=0.0,
+        help="fraction of labels flipped at random (default 0)",
+    )
+    parser.add_argument(
+        f"--{prefix}seed",
+        dest="data_seed",
+        type=_bounded(int, f"--{prefix}seed", 0, 2**63 - 1),
+        default=DEFAULT_SEED,
+        help=f"generator seed (default {DEFAULT_SEED})",
+    )
+
+
+def _progress_default() -> bool:
+    # Per-epoch redraws are for people at a terminal; CI logs get the per-run lines only.
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _register_train(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train N seeded runs and publish the one chosen on validation as a new version",
+        description="Train the lesson's dropout DNN (default: 64,64 + dropout 0.2; --lesson for "
+        "the lesson's 6,4) on the lesson's split (25% test, "
+        "random_state 42), report every run's test accuracy, and publish the run with the best "
+        "validation accuracy as MODEL_DIR/<next N>/ (SavedModel + metadata.json + pictures).",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="CSV",
+        help="CSV with columns x, y, class id (default: generated lesson data, "
+        "see --gen-n/--gen-noise/--gen-seed)",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        metavar="DIR",
+        help=f"model folder; the version lands in DIR/<N>/ (default {DEFAULT_MODEL_DIR})",
+    )
+    p.add_argument(
+        "--runs",
+        type=_bounded(int, "--runs", 1, 1000),
+        default=5,
+        help="seeded runs to train (default 5)",
+    )
+    _add_model_options(p)
+    g = p.add_argument_group("generated data (used when --data is not given)")
+    _add_generator_options(g, prefix="gen-")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-epoch progress line (default: on in a terminal, off in CI)",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def _config_from(args: argparse.Namespace) -> ModelConfig:
+    """The default (or, with --lesson, the lesson's) config with the given options applied."""
+    base = ModelConfig.lesson() if getattr(args, "lesson", False) else ModelConfig()
+    given = {
+        "hidden_units": args.hidden,
+        "dropout": args.dropout,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+    return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.data import generated_dataset, load_csv
+    from training.train import RunResult, TrainingError, train_and_publish
+
+    try:
+        config = _config_from(args)
+        dataset = (
+            load_csv(args.data)
+            if args.data is not None
+            else generated_dataset(args.n, noise=args.noise, seed=args.data_seed)
+        )
+    except (DataError, ValueError) as exc:
+        print(f"xor-dnn train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    progress = _progress_default() if args.progress is None else args.progress
+    source = str(dataset.path) if dataset.path else f"generated {dataset.generated}"
+    print(f"data: {source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]}...)")
+    print(
+        f"model: hidden {list(config.hidden_units) or 'none'}, dropout {config.dropout}, "
+        f"{config.epochs} epochs, batch {config.batch_size}, lr {config.learning_rate}, "
+        f"seeds {config.seed}..{config.seed + args.runs - 1}"
+    )
+
+    def on_run(r: RunResult) -> None:
+        print(
+            f"run {r.index + 1}/{args.runs} seed {r.seed}: test accuracy {r.test_accuracy:.4f}"
+            f"  (validation {r.val_accuracy:.4f}, loss {r.val_loss:.4f}, {r.seconds:.1f}s)",
+            flush=True,
+        )
+
+    try:
+        published = train_and_publish(
+            args.model_dir,
+            data=dataset,
+            runs=args.runs,
+            config=config,
+            progress=progress,
+            on_run=on_run,
+        )
+    except DataError as exc:
+        print(f"xor-dnn train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"xor-dnn train: failed: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except TrainingError as exc:
+        print(f"xor-dnn train: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    assert published.report is not None
+    print(published.report.table())
+    print(f"published version {published.version}: {published.path}")
+    return 0
+
+
+def _register_experiment(subparsers: Any) -> None:
+    from training.experiment import DEFAULT_NOISE
+
+    p = subparsers.add_parser(
+        "experiment",
+        help="the lesson as a table: linear vs hidden layers, with/without dropout, clean/noisy",
+        description="Train each architecture (no hidden layer; 6,4; 6,4 + dropout 0.2; "
+        "20,20 + dropout 0.2; 64,64 + dropout 0.2) over several seeds on clean and noisy "
+        "generated data, and write a Markdown table, a JSON file and a figure of decision "
+        "surfaces.",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("experiment"),
+        metavar="DIR",
+        help="folder for experiment.md, experiment.json, experiment.png (default ./experiment)",
+    )
+    p.add_argument(
+        "--runs",
+        type=_bounded(int, "--runs", 1, 100),
+        default=5,
+        help="seeds per architecture and dataset (default 5)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_bounded(int, "--epochs", 1, 100_000),
+        default=None,
+        help="override every architecture's epochs (default: the lesson's 100)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="CSV",
+        help="use this CSV as the 'clean' dataset instead of generated data",
+    )
+    p.add_argument(
+        "--n",
+        type=_bounded(int, "--n", 20, 10_000_000),
+        default=DEFAULT_N,
+        help=f"points per generated dataset (default {DEFAULT_N})",
+    )
+    p.add_argument(
+        "--noise",
+        type=_bounded(float, "--noise", 0.0, 1.0),
+        default=DEFAULT_NOISE,
+        help=f"label-noise rate of the noisy dataset (default {DEFAULT_NOISE})",
+    )
+    p.add_argument(
+        "--data-seed",
+        type=_bounded(int, "--data-seed", 0, 2**63 - 1),
+        default=DEFAULT_SEED,
+        help=f"generator seed (default {DEFAULT_SEED})",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-epoch progress line (default: on in a terminal, off in CI)",
+    )
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from training.experiment import run_experiment
+
+    progress = _progress_default() if args.progress is None else args.progress
+    try:
+        result = run_experiment(
+            args.out,
+            runs=args.runs,
+            epochs=args.epochs,
+            data=args.data,
+            n=args.n,
+            noise=args.noise,
+            data_seed=args.data_seed,
+            progress=progress,
+            echo=lambda line: print(line, flush=True),
+        )
+    except DataError as exc:
+        print(f"xor-dnn experiment: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"xor-dnn experiment: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print()
+    print(result.markdown)
+    print(f"\nwrote {result.markdown_path}, {result.json_path}, {result.figure_path}")
+    return 0
+
+
+def _register_data(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "data",
+        help="generate lesson-style XOR data as a CSV (x, y, class id)",
+        description="Points uniform in [-5,5]², class 1 where x*y < 0, with an optional "
+        "fraction of labels flipped (label noise). Same arguments, same file.",
+    )
+    _add_generator_options(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="CSV to write (atomically); '-' writes to standard output",
+    )
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from training.data import generate, save_csv, to_csv_text
+
+    points, labels = generate(args.n, noise=args.noise, seed=args.data_seed)
+    if args.out == "-":
+        sys.stdout.write(to_csv_text(points, labels))
+        return 0
+    try:
+        path = save_csv(args.out, points, labels)
+    except OSError as exc:
+        print(
+            f"xor-dnn data: error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    print(
+        f"wrote {path} ({args.n} rows, noise {args.noise}, seed {args.data_seed}, "
+        f"class 1: {int(labels.sum())})"
+    )
+    return 0

@@ -1,0 +1,165 @@
+"""The lesson as one table and one figure: which architectures solve XOR, clean and noisy.
+
+Each architecture is trained over the same seeds on the same split of each dataset, with the
+same code path as ``xor-dnn train`` (:func:`training.train.train_runs`); the figure shows the
+decision surface of the run each architecture would publish (best validation accuracy).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_NOISE = 0.08
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    hidden_units: tuple[int, ...]
+    dropout: float
+
+
+ARCHITECTURES = (
+    Architecture("no hidden layer (linear)", (), 0.0),
+    Architecture("6,4 no dropout", (6, 4), 0.0),
+    Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2),
+    Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
+    Architecture("64,64 + dropout 0.2 (default)", (64, 64), 0.2),
+)
+
+
+@dataclass
+class ExperimentResult:
+    rows: list[dict[str, Any]]
+    markdown: str
+    markdown_path: Path
+    json_path: Path
+    figure_path: Path
+
+
+def run_experiment(
+    out_dir: str | os.PathLike[str],
+    *,
+    runs: int = 5,
+    epochs: int | None = None,
+    data: str | os.PathLike[str] | None = None,
+    n: int = 1000,
+    noise: float = DEFAULT_NOISE,
+    data_seed: int = 0,
+    architectures: tuple[Architecture, ...] = ARCHITECTURES,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> ExperimentResult:
+    """Train every architecture on the clean and the noisy dataset; write table and figure.
+
+    ``data`` replaces the generated clean dataset with a CSV. Returns the rows (one per
+    dataset x architecture) and the paths written: ``experiment.md``, ``experiment.json``
+    and ``experiment.png`` in ``out_dir``.
+    """
+    import numpy as np
+
+    from training import plots
+    from training.data import generated_dataset, load_csv
+    from training.model import ModelConfig
+    from training.train import package_versions, predict_proba, train_runs
+
+    say = echo or (lambda _line: None)
+    clean = load_csv(data) if data is not None else generated_dataset(n, seed=data_seed)
+    noisy = generated_dataset(n, noise=noise, seed=data_seed)
+    datasets = (
+        (f"clean ({clean.path.name})" if clean.path else "clean", clean),
+        (f"noisy ({noise:.0%} labels flipped)", noisy),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = ModelConfig.lesson()
+    if epochs is not None:
+        base = replace(base, epochs=epochs)
+
+    rows: list[dict[str, Any]] = []
+    panels: list[list[plots.Panel]] = []
+    for data_name, dataset in datasets:
+        panel_row: list[plots.Panel] = []
+        for arch in architectures:
+            config = replace(base, hidden_units=arch.hidden_units, dropout=arch.dropout)
+            say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
+            report = train_runs(dataset, config, runs, progress=progress)
+            row = {
+                "dataset": data_name,
+                "architecture": arch.name,
+                "hidden_units": list(arch.hidden_units),
+                "dropout": arch.dropout,
+                "runs": runs,
+                "test_accuracy_runs": [round(a, 4) for a in report.test_accuracies],
+                "mean": report.test_accuracy_mean,
+                "std": report.test_accuracy_std,
+                "min": report.test_accuracy_min,
+                "noise_ceiling": report.true_rule_test_accuracy,
+                "seconds": round(report.seconds, 1),
+            }
+            rows.append(row)
+            say(f"  mean {row['mean']:.4f}  std {row['std']:.4f}  min {row['min']:.4f}")
+            model = report.chosen.model
+            split = report.split
+            panel_row.append(
+                plots.Panel(
+                    title=f"{arch.name}\n{data_name}: test acc {report.chosen.test_accuracy:.3f}",
+                    predict=functools.partial(predict_proba, model),
+                    points=np.asarray(split.test_points),
+                    labels=np.asarray(split.test_labels),
+                )
+            )
+        panels.append(panel_row)
+
+    markdown = to_markdown(rows, runs=runs, epochs=base.epochs)
+    md_path = _write_text(out / "experiment.md", markdown + "\n")
+    json_path = _write_text(
+        out / "experiment.json",
+        _json({"config": base.to_dict(), "rows": rows, "packages": package_versions()}),
+    )
+    fig_path = plots.plot_experiment(
+        panels,
+        out / plots.EXPERIMENT_PNG,
+        title=f"Decision surfaces (test points shown), best-validation run of {runs}",
+    )
+    return ExperimentResult(rows, markdown, md_path, json_path, fig_path)
+
+
+def to_markdown(rows: list[dict[str, Any]], *, runs: int, epochs: int) -> str:
+    lines = [
+        f"Test accuracy over {runs} seed(s), {epochs} epochs each "
+        "(noise ceiling = accuracy of the true rule x*y<0 on the same test split).",
+        "",
+        "| dataset | architecture | mean | std | min | noise ceiling |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['architecture']} | {r['mean']:.4f} | {r['std']:.4f} | "
+            f"{r['min']:.4f} | {r['noise_ceiling']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def _json(payload: Any) -> str:
+    import json
+
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def _write_text(path: Path, text: str) -> Path:
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

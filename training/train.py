@@ -1,0 +1,494 @@
+"""Fit N seeded runs on the lesson's split, pick one on validation, publish it as a version.
+
+The split follows the lesson: 25% test with ``random_state=42``. A validation part (20% of
+the training part, also seeded) is carved out for choosing the published run, so the test
+split is only ever used for reporting. Every run trains on the same fit part; run ``i`` uses
+seed ``config.seed + i``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from training import plots
+from training.data import DataError, Dataset, generated_dataset, load_csv, true_rule
+from training.model import ModelConfig, build_model, export_savedmodel
+from xor_dnn.modelstore import (
+    INPUT_NAME,
+    METADATA_FILE,
+    OUTPUT_NAME,
+    SIGNATURE_NAME,
+    publish_version,
+    read_metadata,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    import keras
+
+TEST_SIZE = 0.25
+SPLIT_SEED = 42
+VALIDATION_SIZE = 0.2
+SAMPLE_ROWS = 300
+MIN_ROWS = 20
+THRESHOLD = 0.5
+# A SavedModel that differs from the Keras model by more than this is a broken export.
+EXPORT_TOLERANCE = 1e-6
+DEFAULT_MODEL_NAME = "xor"
+
+
+class TrainingError(RuntimeError):
+    """Training produced no usable model (for example every run diverged to NaN)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """The lesson's train/test split, with the validation part carved from the train part."""
+
+    fit_points: NDArray[np.float32]
+    fit_labels: NDArray[np.int64]
+    val_points: NDArray[np.float32]
+    val_labels: NDArray[np.int64]
+    test_points: NDArray[np.float32]
+    test_labels: NDArray[np.int64]
+
+    @property
+    def train_points(self) -> NDArray[np.float32]:
+        """Everything the model may learn from (fit + validation)."""
+        return np.concatenate([self.fit_points, self.val_points])
+
+    @property
+    def train_labels(self) -> NDArray[np.int64]:
+        return np.concatenate([self.fit_labels, self.val_labels])
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "fit": len(self.fit_labels),
+            "validation": len(self.val_labels),
+            "test": len(self.test_labels),
+        }
+
+
+@dataclass
+class RunResult:
+    """One seeded training run; ``model`` is the trained Keras model (final weights)."""
+
+    index: int
+    seed: int
+    test_accuracy: float
+    val_accuracy: float
+    val_loss: float
+    history: dict[str, list[float]]
+    seconds: float
+    model: keras.Model = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run": self.index + 1,
+            "seed": self.seed,
+            "test_accuracy": _finite(self.test_accuracy),
+            "val_accuracy": _finite(self.val_accuracy),
+            "val_loss": _finite(self.val_loss),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass
+class TrainingReport:
+    """All runs of one training, and which one was chosen (on validation, never on test)."""
+
+    dataset: Dataset
+    split: Split
+    config: ModelConfig
+    runs: list[RunResult]
+    chosen_index: int
+    seconds: float
+
+    @property
+    def chosen(self) -> RunResult:
+        return self.runs[self.chosen_index]
+
+    @property
+    def test_accuracies(self) -> list[float]:
+        return [r.test_accuracy for r in self.runs]
+
+    @property
+    def test_accuracy_mean(self) -> float:
+        return float(np.mean(self.test_accuracies))
+
+    @property
+    def test_accuracy_std(self) -> float:
+        # Population std (ddof=0), like numpy's default and the lesson's printout.
+        return float(np.std(self.test_accuracies))
+
+    @property
+    def test_accuracy_min(self) -> float:
+        return float(np.min(self.test_accuracies))
+
+    @property
+    def true_rule_test_accuracy(self) -> float:
+        """The noise ceiling: how often the exact rule x·y < 0 matches the test labels."""
+        s = self.split
+        return float((true_rule(s.test_points) == s.test_labels).mean())
+
+    def table(self) -> str:
+        """A plain-text table of the runs, the chosen one marked."""
+        lines = ["run  seed  val_acc  val_loss  test_acc", "---  ----  -------  --------  --------"]
+        for r in self.runs:
+            mark = "  <- chosen (best validation)" if r.index == self.chosen_index else ""
+            lines.append(
+                f"{r.index + 1:>3}  {r.seed:>4}  {r.val_accuracy:>7.4f}  {r.val_loss:>8.4f}  "
+                f"{r.test_accuracy:>8.4f}{mark}"
+            )
+        lines.append(
+            f"test accuracy over {len(self.runs)} run(s): mean {self.test_accuracy_mean:.4f}  "
+            f"std {self.test_accuracy_std:.4f}  min {self.test_accuracy_min:.4f}  "
+            f"(true rule on this test split: {self.true_rule_test_accuracy:.4f})"
+        )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """A version that now exists on disk, complete."""
+
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+    report: TrainingReport | None = field(default=None, repr=False, compare=False)
+
+
+def split_dataset(dataset: Dataset, *, validation_size: float = VALIDATION_SIZE) -> Split:
+    """The lesson's 25% test split (random_state 42), then a seeded validation cut."""
+    from sklearn.model_selection import train_test_split
+
+    if dataset.rows < MIN_ROWS:
+        raise DataError(
+            dataset.path,
+            f"only {dataset.rows} data rows; training needs at least {MIN_ROWS} "
+            "(25% go to test and 20% of the rest to validation)",
+        )
+    x_train, x_test, y_train, y_test = train_test_split(
+        dataset.points, dataset.labels, test_size=TEST_SIZE, random_state=SPLIT_SEED
+    )
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_train, y_train, test_size=validation_size, random_state=SPLIT_SEED
+    )
+    return Split(x_fit, y_fit, x_val, y_val, x_test, y_test)
+
+
+def resolve_dataset(data: str | os.PathLike[str] | Dataset | None) -> Dataset:
+    """A CSV path is loaded and validated; None means the embedded generated default."""
+    if data is None:
+        return generated_dataset()
+    if isinstance(data, Dataset):
+        return data
+    return load_csv(data)
+
+
+def train_runs(
+    dataset: Dataset,
+    config: ModelConfig | None = None,
+    runs: int = 5,
+    *,
+    progress: bool = False,
+    progress_stream: IO[str] | None = None,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> TrainingReport:
+    """Train ``runs`` models (seeds ``config.seed + i``) and choose one on validation.
+
+    The chosen run has the best validation accuracy, ties broken by lower validation loss,
+    then by the earlier run. ``progress`` draws a per-epoch status line on
+    ``progress_stream`` (stderr by default); ``on_run`` is called after each run.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    config = config or ModelConfig()
+    split = split_dataset(dataset)
+    started = time.monotonic()
+    results: list[RunResult] = []
+    for i in range(runs):
+        run_config = replace(config, seed=config.seed + i)
+        callbacks = []
+        if progress:
+            callbacks.append(_progress_callback(i, runs, run_config, progress_stream or sys.stderr))
+        result = _train_one(i, run_config, split, callbacks)
+        results.append(result)
+        if on_run is not None:
+            on_run(result)
+    usable = [r for r in results if math.isfinite(r.val_loss)]
+    if not usable:
+        raise TrainingError(
+            f"all {runs} run(s) diverged (validation loss is not finite); "
+            f"lower the learning rate (now {config.learning_rate})"
+        )
+    chosen = min(usable, key=lambda r: (-r.val_accuracy, r.val_loss, r.index))
+    return TrainingReport(
+        dataset=dataset,
+        split=split,
+        config=config,
+        runs=results,
+        chosen_index=chosen.index,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _train_one(index: int, config: ModelConfig, split: Split, callbacks: list[Any]) -> RunResult:
+    t0 = time.monotonic()
+    model = build_model(config)
+    fit = model.fit(
+        split.fit_points,
+        split.fit_labels,
+        validation_data=(split.val_points, split.val_labels),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    val_prob = predict_proba(model, split.val_points)
+    test_prob = predict_proba(model, split.test_points)
+    return RunResult(
+        index=index,
+        seed=config.seed,
+        test_accuracy=_accuracy(test_prob, split.test_labels),
+        val_accuracy=_accuracy(val_prob, split.val_labels),
+        val_loss=_bce(val_prob, split.val_labels),
+        history=history,
+        seconds=time.monotonic() - t0,
+        model=model,
+    )
+
+
+def predict_proba(model: keras.Model, points: NDArray[Any]) -> NDArray[np.float32]:
+    """Class-1 probabilities ``(n,)`` with dropout off; a direct call, not ``predict()``."""
+    out = model(np.asarray(points, dtype=np.float32), training=False)
+    result: NDArray[np.float32] = np.asarray(out, dtype=np.float32).reshape(-1)
+    return result
+
+
+def _accuracy(prob: NDArray[Any], labels: NDArray[Any]) -> float:
+    return float(((prob > THRESHOLD).astype(np.int64) == labels).mean())
+
+
+def _bce(prob: NDArray[Any], labels: NDArray[Any]) -> float:
+    p = np.clip(prob.astype(np.float64), 1e-7, 1 - 1e-7)
+    if not np.isfinite(p).all():
+        return math.inf
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def _finite(value: float, digits: int = 6) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _progress_callback(index: int, runs: int, config: ModelConfig, stream: IO[str]) -> Any:
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
+        """One status line per run, rewritten in place each epoch."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            stream.write(
+                f"\r  run {index + 1}/{runs} (seed {config.seed})  epoch "
+                f"{epoch + 1:>{len(str(config.epochs))}}/{config.epochs}  "
+                f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.4f}"
+                f"  val_loss {logs.get('val_loss', math.nan):.4f}  "
+                f"val_acc {logs.get('val_accuracy', math.nan):.4f}"
+            )
+            stream.flush()
+
+        def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+            stream.write("\r\033[K")
+            stream.flush()
+
+    return EpochProgress()
+
+
+def model_name_for(model_dir: Path) -> str:
+    """The model's name is its folder's name (``models/xor`` -> ``xor``)."""
+    name = Path(os.path.abspath(model_dir)).name
+    return name or DEFAULT_MODEL_NAME
+
+
+def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]:
+    """Everything a reader needs to trust and reproduce the version (``version`` set later)."""
+    split = report.split
+    train_points = split.train_points
+    chosen = report.chosen
+    return {
+        "model_name": model_name,
+        "version": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "signature": {
+            "name": SIGNATURE_NAME,
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, 2]},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, 1]},
+            "threshold": THRESHOLD,
+        },
+        "config": report.config.to_dict(),
+        "data": report.dataset.describe(),
+        "split": {
+            "test_size": TEST_SIZE,
+            "random_state": SPLIT_SEED,
+            "validation_size": VALIDATION_SIZE,
+            "rows": split.sizes(),
+        },
+        "feature_ranges": {
+            name: {"min": float(train_points[:, i].min()), "max": float(train_points[:, i].max())}
+            for i, name in enumerate(("x", "y"))
+        },
+        "runs": [r.summary() for r in report.runs],
+        "chosen_run": chosen.index + 1,
+        "chosen_seed": chosen.seed,
+        "test_accuracy": _finite(chosen.test_accuracy),
+        "test_accuracy_runs": [_finite(a) for a in report.test_accuracies],
+        "test_accuracy_mean": _finite(report.test_accuracy_mean),
+        "test_accuracy_std": _finite(report.test_accuracy_std),
+        "test_accuracy_min": _finite(report.test_accuracy_min),
+        "true_rule_test_accuracy": _finite(report.true_rule_test_accuracy),
+        "history": {
+            key: [_finite(v) for v in chosen.history.get(key, [])]
+            for key in ("loss", "val_loss", "accuracy", "val_accuracy")
+        },
+        "training_seconds": round(report.seconds, 2),
+        "pictures": {
+            "data": plots.DATA_PNG,
+            "decision_surface": plots.SURFACE_PNG,
+            "learning_curves": plots.CURVES_PNG,
+        },
+        "packages": package_versions(),
+        "sample": _sample(split),
+    }
+
+
+def _sample(split: Split, rows: int = SAMPLE_ROWS) -> list[list[Any]]:
+    """Up to ``rows`` points for the playground, train and test in their true proportion."""
+    train_x, train_y = split.train_points, split.train_labels
+    n_train, n_test = len(train_y), len(split.test_labels)
+    total = n_train + n_test
+    take_test = min(n_test, round(rows * n_test / total))
+    take_train = min(n_train, rows - take_test)
+    rng = np.random.default_rng(0)
+    out: list[list[Any]] = []
+    for pts, lab, part, k in (
+        (train_x, train_y, "train", take_train),
+        (split.test_points, split.test_labels, "test", take_test),
+    ):
+        for i in np.sort(rng.choice(len(lab), size=k, replace=False)):
+            out.append([round(float(pts[i, 0]), 4), round(float(pts[i, 1]), 4), int(lab[i]), part])
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in (
+        "xor-dnn",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "scikit-learn",
+        "matplotlib",
+    ):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> dict[str, Any]:
+    """Write the chosen model, its pictures and metadata into ``folder`` (a temp dir)."""
+    model = report.chosen.model
+    export_savedmodel(model, folder)
+    _check_export(folder, model, report.split.test_points)
+    split = report.split
+    chosen = report.chosen
+    label = f"{model_name} (run {chosen.index + 1}, seed {chosen.seed})"
+    plots.plot_data(
+        report.dataset.points,
+        report.dataset.labels,
+        folder / plots.DATA_PNG,
+        title=f"{_data_label(report.dataset)}: {report.dataset.rows} points by class",
+    )
+    plots.plot_decision_surface(
+        lambda pts: predict_proba(model, pts),
+        (split.train_points, split.train_labels),
+        (split.test_points, split.test_labels),
+        folder / plots.SURFACE_PNG,
+        title=f"{label}: test accuracy {chosen.test_accuracy:.3f}",
+    )
+    plots.plot_learning_curves(
+        chosen.history, folder / plots.CURVES_PNG, title=f"{label}: learning curves"
+    )
+    metadata = build_metadata(report, model_name=model_name)
+    write_json_atomic(folder / METADATA_FILE, metadata)
+    return metadata
+
+
+def _data_label(dataset: Dataset) -> str:
+    if dataset.path is not None:
+        return dataset.path.name
+    g = dataset.generated or {}
+    return f"generated (noise {g.get('noise', 0)}, seed {g.get('seed', 0)})"
+
+
+def _check_export(folder: Path, model: keras.Model, points: NDArray[np.float32]) -> None:
+    """Reload the SavedModel with plain TensorFlow and compare it with the Keras model."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(folder))
+    fn = loaded.signatures[SIGNATURE_NAME]
+    got = fn(**{INPUT_NAME: tf.constant(points)})[OUTPUT_NAME].numpy().reshape(-1)
+    want = predict_proba(model, points)
+    diff = float(np.max(np.abs(got - want))) if len(points) else 0.0
+    if not diff <= EXPORT_TOLERANCE:
+        raise TrainingError(f"exported SavedModel differs from the Keras model by {diff:.3g}")
+
+
+def train_and_publish(
+    model_dir: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | Dataset | None = None,
+    runs: int = 5,
+    config: ModelConfig | None = None,
+    progress: bool = False,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> PublishedVersion:
+    """Train ``runs`` seeded models and publish the one chosen on validation as a new version.
+
+    ``data`` is a CSV path (validated; :class:`~training.data.DataError` names file, row and
+    column) or None for the embedded generated data. The version folder ``model_dir/<N>/``
+    appears atomically with the SavedModel, ``metadata.json`` and three PNG pictures.
+    """
+    dataset = resolve_dataset(data)
+    root = Path(model_dir)
+    # Fail on an unusable folder now, not after minutes of training.
+    root.mkdir(parents=True, exist_ok=True)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(f"{root}: model folder is not writable")
+    report = train_runs(dataset, config, runs, progress=progress, on_run=on_run)
+    name = model_name_for(root)
+    version, path = publish_version(root, lambda tmp: _write(tmp, report, name))
+    return PublishedVersion(version=version, path=path, metadata=read_metadata(path), report=report)
+
+
+def _write(folder: Path, report: TrainingReport, name: str) -> None:
+    write_version(folder, report, model_name=name)
