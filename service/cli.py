@@ -44,6 +44,8 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504 after)"),
     ("--max-points-per-request", "max_points_per_request", int, "points one request may carry"),
     ("--max-body-bytes", "max_body_bytes", int, "largest body accepted (413 above)"),
+    ("--header-timeout-s", "header_timeout_s", float, "request head deadline; idle keep-alive"),
+    ("--body-timeout-s", "body_timeout_s", float, "request body deadline (408 after)"),
     ("--poll-interval-s", "poll_interval_s", float, "model folder scan interval"),
     ("--keep-versions", "keep_versions", int, "newest versions kept loaded"),
     ("--drain-timeout-s", "drain_timeout_s", float, "SIGTERM: time to finish in-flight work"),
@@ -51,6 +53,9 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--log-level", "log_level", str, "debug, info, warning, error"),
     ("--root-path", "root_path", str, "path prefix behind a reverse proxy, e.g. /xor"),
     ("--cors-origins", "cors_origins", str, "comma-separated origins allowed by CORS"),
+    ("--docs-path", "docs_path", str, "URL of the OpenAPI UI, e.g. /_admin/docs"),
+    ("--openapi-path", "openapi_path", str, "URL of the OpenAPI schema"),
+    ("--metrics-path", "metrics_path", str, "URL of the Prometheus metrics"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--train-if-missing", "train_if_missing", "train the default model first if none exists"),
@@ -138,11 +143,27 @@ def serve(args: argparse.Namespace) -> int:
                 log_config=log_config(settings.log_format, settings.log_level),
                 access_log=False,
                 timeout_graceful_shutdown=int(max(1, round(settings.drain_timeout_s))),
+                # uvicorn only uses it as a call_later delay, so a float is fine.
+                timeout_keep_alive=settings.header_timeout_s,
+                http=http_protocol(),
+                ws="none",  # no WebSocket routes: an upgrade request is plain HTTP
                 server_header=False,
             )
         except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
             return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
     return EXIT_OK
+
+
+def http_protocol() -> str:
+    """Our hardened httptools protocol (head timeout and size, JSON errors), else uvicorn's
+    default when httptools is not installed."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "auto"
+    from service.server import PROTOCOL
+
+    return PROTOCOL
 
 
 def _train_if_missing(model_dir: Path) -> int:

@@ -9,6 +9,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "XOR_DNN_"
+# An absolute URL path of plain characters, not ending in a slash.
+_URL_PATH = r"^(/[A-Za-z0-9._~-]+)+$"
 
 
 class Settings(BaseSettings):
@@ -35,8 +37,10 @@ class Settings(BaseSettings):
     Prometheus multiprocess mode so /metrics reports every worker."""
     max_batch_size: int = Field(default=1024, ge=1, le=65536)
     """Most points merged into one model call."""
-    max_batch_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
-    """Longest a request waits for others to join its batch before the batch runs anyway."""
+    max_batch_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Longest a batch waits for more requests (only under concurrency). 0: a batch takes what
+    queued while the model was busy and runs at once, which measured best for this model on
+    CPU (docs/batching.md); set 1-2 ms for a model whose call cost dominates (large, GPU)."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
     request_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
@@ -45,6 +49,12 @@ class Settings(BaseSettings):
     """Most points one request may carry (any protocol)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted; larger bodies get 413 before they are read."""
+    header_timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    """A connection must send a complete request head within this many seconds of opening or
+    of its previous response (else 408 and close); idle keep-alive connections close after it."""
+    body_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """A request's whole body must arrive within this many seconds of its head (else 408 and
+    close), so a slow or stalled upload cannot hold a connection forever."""
     poll_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     """How often the model dir is scanned for new or removed versions."""
     keep_versions: int = Field(default=3, ge=1, le=100)
@@ -63,6 +73,12 @@ class Settings(BaseSettings):
     """Serve the OpenAPI docs at /docs and /openapi.json."""
     enable_metrics: bool = True
     """Serve Prometheus metrics at /metrics."""
+    docs_path: str = Field(default="/docs", pattern=_URL_PATH)
+    """Where the OpenAPI UI is served (when enable_docs), e.g. /_admin/docs."""
+    openapi_path: str = Field(default="/openapi.json", pattern=_URL_PATH)
+    """Where the OpenAPI schema is served (when enable_docs)."""
+    metrics_path: str = Field(default="/metrics", pattern=_URL_PATH)
+    """Where Prometheus metrics are served (when enable_metrics), e.g. /_admin/metrics."""
     train_if_missing: bool = False
     """If the model dir holds no version, train the default model on generated data first."""
 

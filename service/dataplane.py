@@ -7,6 +7,8 @@ the same limits, the same version resolution, the same metrics and drift signal.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,7 +89,7 @@ class DataPlane:
     ) -> Inference:
         """Probabilities for ``points`` ``(n, 2)`` from ``version`` (None: the default)."""
         self.check_points(int(points.shape[0]))
-        if not np.all(np.isfinite(points)):
+        if not np.isfinite(points).all():
             raise InvalidInput(
                 "points: every coordinate must be finite and within float32 range (|v| < 3.4e38)",
                 field="points",
@@ -100,9 +102,6 @@ class DataPlane:
                 "/readyz answers 200"
             )
         served = self.registry.get(version)
-        label = str(served.version)
-        for feature, count in served.out_of_range(points).items():
-            metrics.INPUT_OUT_OF_RANGE.labels(version=label, feature=feature).inc(count)
         deadline = time.monotonic() + self.settings.request_timeout_s
         try:
             probabilities = await self.batcher.submit(points, key=served.version, deadline=deadline)
@@ -112,8 +111,30 @@ class DataPlane:
         except DeadlineExceeded:
             metrics.DEADLINE_EXCEEDED.inc()
             raise
-        metrics.PREDICTED_POINTS.labels(protocol=protocol, version=label).inc(len(probabilities))
+        if not np.isfinite(probabilities).all():
+            raise _overflow(points, probabilities)
+        _points_counter(protocol, served.version).inc(len(probabilities))
         return Inference(served.version, probabilities)
+
+
+def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -> InvalidInput:
+    # Huge but finite coordinates can overflow the network's float32 arithmetic (inf - inf):
+    # a NaN probability must never leave as a 200 (JSON would carry it as null).
+    undefined = ~np.isfinite(probabilities)
+    i = int(np.flatnonzero(undefined)[0])
+    return InvalidInput(
+        f"points[{i}]: the model's float32 arithmetic overflows on ({points[i, 0]:.3g}, "
+        f"{points[i, 1]:.3g}): {int(undefined.sum())} point(s) have no defined probability; "
+        "use smaller coordinates",
+        field=f"points[{i}]",
+    )
+
+
+# Labelled children looked up once: ``labels()`` costs a lock and a dict build per call, on
+# every request. Prometheus keeps each child for the life of the process anyway.
+@functools.cache
+def _points_counter(protocol: str, version: int) -> Any:
+    return metrics.PREDICTED_POINTS.labels(protocol=protocol, version=str(version))
 
 
 def to_points(values: Any) -> NDArray[np.float32]:
@@ -123,11 +144,76 @@ def to_points(values: Any) -> NDArray[np.float32]:
 
 
 def parse_body(model: type[M], body: bytes | str) -> M:
-    """Validate a JSON body against ``model``; raise errors that name the field and limit."""
+    """Validate a JSON body against ``model``; raise errors that name the field and limit.
+
+    A body repeating a key in one object (``{"x": 1, "x": 2}``) is refused with 400: parsers
+    disagree on which value wins (pydantic keeps the last, others the first), and a proxy or
+    log reading the other one would see a different request than the model did.
+    """
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
+    _reject_duplicate_keys(body, _count_keys(parsed))
+    return parsed
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _reject_duplicate_keys(body: bytes | str, unique_keys: int) -> None:
+    # Every key is followed by a colon, so a body with no more colons than the parsed model has
+    # keys cannot repeat one: the common case costs one bytes.count. Otherwise (colons inside
+    # strings, or a real duplicate) a second, exact parse decides.
+    colons = body.count(b":") if isinstance(body, bytes) else body.count(":")
+    if colons <= unique_keys:
+        return
+
+    def check(pairs: list[tuple[str, Any]]) -> None:
+        if len(pairs) > 1 and len({key for key, _ in pairs}) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise _DuplicateKey(key)
+                seen.add(key)
+
+    try:
+        json.loads(body, object_pairs_hook=check)
+    except _DuplicateKey as exc:
+        key = _show(exc.args[0])
+        raise BadRequest(
+            f"body: duplicate key {key} in one object; each key may appear once", field="body"
+        ) from None
+    except (ValueError, RecursionError):  # pydantic accepted it; nothing more to say
+        return
+
+
+def _count_keys(value: Any) -> int:
+    """Distinct keys in a validated model (a lower bound where it cannot see: never above)."""
+    if isinstance(value, BaseModel):
+        names = value.model_fields_set
+        return len(names) + sum(_count_keys(getattr(value, name)) for name in names)
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(item) for item in value.values())
+    if isinstance(value, list) and value:
+        first = value[0]
+        if isinstance(first, BaseModel):
+            flat = _flat_field_count(type(first))
+            if flat is not None and all(type(item) is type(first) for item in value):
+                return flat * len(value)  # e.g. 1024 Points: no per-item Python work
+        if isinstance(first, BaseModel | dict | list):
+            return sum(_count_keys(item) for item in value)
+    return 0
+
+
+@functools.cache
+def _flat_field_count(model: type[BaseModel]) -> int | None:
+    """Keys every instance has, when all fields are required scalars (like Point), else None."""
+    fields = model.model_fields.values()
+    if all(f.is_required() and f.annotation in (int, float, str, bool) for f in fields):
+        return len(fields)
+    return None
 
 
 def validation_error(errors: list[Any], *, prefix: str = "") -> BadRequest | InvalidInput:
@@ -180,8 +266,17 @@ def _describe(err: dict[str, Any]) -> str:
     ctx = err.get("ctx") or {}
     if kind == "finite_number":
         return "must be a finite number (no NaN or Infinity)"
-    if kind in ("float_type", "int_type", "float_parsing"):
+    if kind in ("float_type", "float_parsing"):
         return f"must be a JSON number, got {_show(err.get('input'))}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole JSON number such as 2 (not 2.0), got {_show(err.get('input'))}"
+    if kind in ("less_than_equal", "greater_than_equal"):
+        bound = ctx.get("le", ctx.get("ge"))
+        if isinstance(bound, float) and abs(bound) > 1e38:
+            shown = _show(err.get("input"))
+            return f"must be a finite number in float32 range (|v| <= 3.4e38), got {shown}"
+        sign = "<=" if kind == "less_than_equal" else ">="
+        return f"must be {sign} {bound}, got {_show(err.get('input'))}"
     if kind == "extra_forbidden":
         return "unknown field (not allowed)"
     if kind == "missing":

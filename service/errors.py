@@ -6,6 +6,7 @@ The tree (one handler in the API layer turns any of these into the protocol's JS
     ├── BadRequest              400  the body is not parseable JSON (or too deeply nested)
     ├── InvalidInput            422  a field is wrong; the message names field and limit
     ├── PayloadTooLarge         413  body or point count over a configured limit
+    ├── RequestTimeout          408  the body did not arrive within body_timeout_s
     ├── UnsupportedMediaType    415  a Content-Type or Content-Encoding the route cannot read
     ├── NotFound                404  unknown model or version
     ├── Overloaded              429  the batch queue is full; carries retry_after seconds
@@ -49,6 +50,13 @@ class InvalidInput(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(ServiceError):
+    """The client sent its body too slowly; the connection is closed after the answer."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class UnsupportedMediaType(ServiceError):

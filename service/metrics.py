@@ -10,6 +10,7 @@ versions take the max, every worker loads the same versions).
 from __future__ import annotations
 
 import os
+import re
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -132,6 +133,7 @@ def multiprocess_enabled() -> bool:
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type; merges every worker in multiprocess mode."""
     if multiprocess_enabled():
+        reap_dead_workers()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -142,3 +144,40 @@ def mark_worker_dead(pid: int) -> None:
     """Drop a finished worker's live gauges so queue depth does not count ghosts."""
     if multiprocess_enabled():
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+_LIVE_GAUGE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def reap_dead_workers() -> list[int]:
+    """Drop the live gauges of workers that died without a clean shutdown (SIGKILL, OOM).
+
+    Such a worker never ran :func:`mark_worker_dead`; the supervisor restarts it under a new
+    pid, and its last queue depth would be summed into every scrape forever. Counters and
+    histograms of the dead worker are kept: what it answered was answered.
+    """
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return []
+    reaped = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        match = _LIVE_GAUGE.match(name)
+        if match and not _alive(int(match.group(1))):
+            pid = int(match.group(1))
+            multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+            reaped.append(pid)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -11,8 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-"""A JSON number (int or float literal), never a string or a boolean, never NaN/inf."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""The model computes in float32: a larger magnitude would become infinity."""
+
+FiniteFloat = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)
+]
+"""A JSON number (int or float literal) in float32 range, never a string, a boolean, NaN/inf."""
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 

@@ -42,7 +42,9 @@ JSON = "application/json"
 _LENIENT_TYPES = frozenset({"", JSON, "application/x-www-form-urlencoded", "text/plain"})
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
+    # async although it never awaits: FastAPI runs a plain-def dependency in its thread pool,
+    # a thread hop per request (measured: ~15% of the event loop's time under load).
     dataplane: DataPlane | None = getattr(request.app.state, "dataplane", None)
     if dataplane is None:  # only between app creation and the end of the lifespan's startup
         raise Unavailable("the service is starting up")
@@ -122,6 +124,9 @@ def error_response(exc: ServiceError, path: str) -> Response:
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status_code == 408:
+        # The client is too slow to keep: whatever of its body is still coming is not waited for.
+        headers["Connection"] = "close"
     status = exc.status_code
     if is_protocol_path(path):
         if isinstance(exc, InvalidInput):

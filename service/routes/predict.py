@@ -1,15 +1,31 @@
 """``POST /predict``: our own JSON API, ``{"points": [{"x", "y"}, ...]}`` in, one prediction
-per point out, in input order."""
+per point out, in input order.
+
+This is the hot path (thousands of requests per second on one core). Requests are served by
+:func:`serving_route`, a plain ASGI route placed ahead of the documented FastAPI route: it
+skips FastAPI's per-route machinery (dependency solving, two exit stacks, a second exception
+wrapper), about 30 µs of a ~250 µs request here. Both routes call the same :func:`predict`,
+so the documented one behaves identically if it is ever reached. The handler takes only the
+``Request``: the data plane comes from ``app.state`` and the optional ``version`` query
+parameter is checked here with the rule a ``Query(ge=1)`` would apply, and still appears in
+OpenAPI. Errors propagate as ServiceErrors to the app's one error handler, as from any route.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
-from service.dataplane import parse_body, to_points
-from service.routes.common import DataPlaneDep, json_response, read_body
+from service.dataplane import DataPlane, parse_body, to_points
+from service.errors import InvalidInput
+from service.routes.common import JSON, get_dataplane, read_body
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
@@ -27,6 +43,40 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         504: "Deadline passed before the batch ran",
     }.items()
 }
+_VERSION_DOC = "Pin a loaded version; default: the newest."
+_VERSION = TypeAdapter(Annotated[int, Field(ge=1)])
+
+
+def query_version(request: Request) -> int | None:
+    """``?version=N``: None when absent; 422 naming ``version`` when not an integer >= 1."""
+    if not request.scope["query_string"]:
+        return None  # the common case: no parsing at all
+    raw = request.query_params.get("version")
+    if raw is None:
+        return None
+    try:
+        return _VERSION.validate_python(raw, strict=False)
+    except ValidationError:
+        raise InvalidInput(
+            f"version: must be an integer >= 1 (a loaded model version), got {raw[:40]!r}",
+            field="version",
+        ) from None
+
+
+def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
+    """The response body; probabilities stay float32, so orjson prints their shortest text."""
+    class_ids = (probabilities >= 0.5).tolist()
+    return orjson.dumps(
+        {
+            "model_name": model_name,
+            "model_version": version,
+            "predictions": [
+                {"probability": p, "class_id": int(c)}
+                for p, c in zip(probabilities, class_ids, strict=True)
+            ],
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 @router.post(
@@ -35,33 +85,50 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     responses=_ERRORS,
     summary="Predict class-1 probabilities for a list of points",
     openapi_extra={
+        "parameters": [
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "description": _VERSION_DOC,
+                "schema": {"type": "integer", "minimum": 1, "title": "Version"},
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
             },
-        }
+        },
     },
 )
-async def predict(
-    request: Request,
-    dataplane: DataPlaneDep,
-    version: Annotated[
-        int | None, Query(ge=1, description="Pin a loaded version; default: the newest.")
-    ] = None,
-) -> Response:
+async def predict(request: Request) -> Response:
+    dataplane: DataPlane = await get_dataplane(request)
+    version = query_version(request)
     body = parse_body(PredictRequest, await read_body(request))
     dataplane.check_points(len(body.points))
     points = to_points([(p.x, p.y) for p in body.points])
     result = await dataplane.infer(points, version=version, protocol="predict")
-    predictions = [
-        {"probability": p, "class_id": int(c)}
-        for p, c in zip(result.probabilities, result.class_ids, strict=True)
-    ]
-    return json_response(
-        {
-            "model_name": dataplane.model_name,
-            "model_version": result.version,
-            "predictions": predictions,
-        }
-    )
+    content = predict_response(dataplane.model_name, result.version, result.probabilities)
+    return Response(content, media_type=JSON)
+
+
+class _PredictApp:
+    """:func:`predict` as a bare ASGI app: Starlette calls a class instance directly."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await predict(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class _ServingRoute(Route):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self  # the HTTP metrics label requests by route template
+        return match, child_scope
+
+
+def serving_route() -> Route:
+    """The route that serves ``POST /predict``; ``create_app`` puts it first in the table."""
+    return _ServingRoute("/predict", _PredictApp(), methods=["POST"], include_in_schema=False)

@@ -1,0 +1,158 @@
+"""The request path's speed measures keep behaviour: the body watchdog, the light ``/predict``
+handler, drift counted per batch, the GC freeze around model loads."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+from starlette.types import Message, Receive, Scope, Send
+
+from service.app import create_app, refresh_registry
+from service.config import Settings
+from service.errors import RequestTimeout
+from service.middleware import BodyLimitMiddleware
+from service.registry import ModelRegistry
+from tests.service.conftest import copy_models
+
+SCOPE: Scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+
+
+async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_stalled_body_times_out_within_a_tick() -> None:
+    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
+    never = asyncio.Event()
+
+    async def stalled() -> Message:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def send(_: Message) -> None:
+        raise AssertionError("nothing may be sent")
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout, match=r"0 bytes received.*0.3 s \(body_timeout_s\)"):
+        await middleware(SCOPE, stalled, send)
+    assert 0.3 <= time.monotonic() - started < 0.3 + middleware.watchdog.tick + 0.5
+
+
+async def test_trickled_body_counts_from_the_head_and_fast_bodies_pass() -> None:
+    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def trickle() -> Message:  # every read is quick, the whole is too slow
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    with pytest.raises(RequestTimeout, match="bytes received"):
+        await middleware(SCOPE, trickle, send)
+
+    async def at_once() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    for _ in range(100):  # many requests share the watchdog's single timer
+        await middleware(SCOPE, at_once, send)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200] * 100
+    await asyncio.sleep(middleware.watchdog.tick * 2)  # a leftover entry would fire here
+    await middleware(SCOPE, at_once, send)
+
+
+async def test_other_cancellation_is_not_a_timeout() -> None:
+    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=5.0)
+    never = asyncio.Event()
+
+    async def stalled() -> Message:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def send(_: Message) -> None:
+        pass
+
+    task = asyncio.create_task(middleware(SCOPE, stalled, send))
+    await asyncio.sleep(0.05)
+    task.cancel()  # the client left, or the server shuts down: not a 408
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_predict_version_query(client: TestClient) -> None:
+    body = {"points": [{"x": 1, "y": -1}]}
+    assert client.post("/predict?version=1", json=body).json()["model_version"] == 1
+    assert client.post("/predict?other=1", json=body).json()["model_version"] == 2
+    r = client.post("/predict?version=abc", json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "version"
+    assert "abc" in r.json()["error"]["message"]
+    # A bad version is reported before the body is even read, as a Query parameter would be.
+    r = client.post("/predict?version=0", content=b"not json", headers={"content-type": "x/y"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "version"
+    (param,) = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["parameters"]
+    assert param["name"] == "version" and param["schema"]["minimum"] == 1
+
+
+def test_predict_response_is_the_documented_shape(client: TestClient) -> None:
+    r = client.post("/predict", json={"points": [{"x": 1, "y": -1}, {"x": 2, "y": 2}]})
+    assert r.headers["content-type"] == "application/json"
+    payload = r.json()
+    assert payload["model_name"] == "xor" and payload["model_version"] == 2
+    assert [p["class_id"] for p in payload["predictions"]] == [1, 0]
+    for p in payload["predictions"]:
+        assert set(p) == {"probability", "class_id"} and 0.0 <= p["probability"] <= 1.0
+
+
+def drift(version: int, feature: str) -> float:
+    labels = {"version": str(version), "feature": feature}
+    return REGISTRY.get_sample_value("xor_dnn_input_out_of_range_points_total", labels) or 0.0
+
+
+def test_drift_is_counted_once_per_batch_with_every_point(model_dir: Path) -> None:
+    registry = ModelRegistry(model_dir, keep_versions=1)
+    registry.refresh()
+    before_x, before_y = drift(2, "x"), drift(2, "y")
+    points = np.array([[1e6, 0.1], [0.1, 0.2], [-1e6, -1e6]], np.float32)
+    registry.predict(2, points)
+    assert drift(2, "x") - before_x == 2 and drift(2, "y") - before_y == 1
+    registry.close()
+
+
+def test_model_loads_freeze_the_heap_and_dropped_versions_are_collected(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    root = copy_models(model_dir, tmp_path / "xor")
+    registry = ModelRegistry(root, keep_versions=1, retire_grace_s=0.3)
+    gc.unfreeze()
+    try:
+        assert refresh_registry(registry).loaded == [2]
+        assert gc.get_freeze_count() > 0  # the loaded model is out of the collector's sight
+        shutil.copytree(root / "2", root / ".tmp-3")
+        (root / ".tmp-3").rename(root / "3")
+        result = refresh_registry(registry)
+        assert result.loaded == [3] and result.unloaded == [2] and result.dropped == []
+        time.sleep(0.4)
+        result = refresh_registry(registry)  # its grace period is over: let go
+        assert result.dropped == [2] and gc.get_freeze_count() > 0
+    finally:
+        registry.close()
+        gc.unfreeze()
+
+
+def test_app_unfreezes_at_shutdown(model_dir: Path) -> None:
+    with TestClient(create_app(Settings(model_dir=model_dir))) as c:
+        assert c.get("/readyz").status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
