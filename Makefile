@@ -41,7 +41,8 @@ lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
 	.venv-lock/bin/pip install --quiet '.[dev]'
-	.venv-lock/bin/pip freeze --exclude xor-dnn | sort > requirements.lock
+	(echo '# Pinned versions of every dependency (make lock regenerates it); installs use it as constraints.'; \
+	 .venv-lock/bin/pip freeze --exclude xor-dnn | sort) > requirements.lock
 	rm -rf .venv-lock
 
 clean:
