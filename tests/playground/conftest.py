@@ -40,9 +40,11 @@ def _browser_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session; each test opens its own context."""
+    """One headless Chromium for the playground tests; each test opens its own context."""
+    # Package scope, not session: Playwright's sync API keeps an asyncio loop running in the
+    # main thread until it exits, which breaks every later asyncio test in the same run.
     if not Path(CHROMIUM).is_file():
         _browser_unavailable(f"{CHROMIUM} not found: apt-get install -y chromium")
     try:
