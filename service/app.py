@@ -22,7 +22,7 @@ from service import metrics
 from service.batcher import Batcher, BatchStats
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.middleware import BodyLimitMiddleware, JsonCORSMiddleware, RequestContextMiddleware
+from service.middleware import RETRY_AFTER_S, JsonCORSMiddleware, ServiceMiddleware
 from service.registry import ModelRegistry, RefreshResult
 from service.routes import health, models, predict, tfserving, v2
 from service.routes.common import install_error_handlers
@@ -30,8 +30,6 @@ from service.schemas import REQUEST_MODELS
 from xor_dnn import __version__
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_S = 1.0
 
 
 def record_batch(stats: BatchStats) -> None:
@@ -160,8 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", models.static_files(), name="static")
     _publish_request_schemas(app)
 
-    # add_middleware wraps: the last added runs first. Order, outside in: request id and
-    # metrics (sees every answer, including 413s), body limit, CORS, the routes.
+    # add_middleware wraps: the last added runs first. Order, outside in: the service layer
+    # (in-flight cap, request id, metrics, body limits: it sees every answer, including 413s
+    # and refusals), CORS, the routes.
     if settings.cors_origins:
         app.add_middleware(
             JsonCORSMiddleware,
@@ -171,11 +170,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(
-        BodyLimitMiddleware,
+        ServiceMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        max_inflight_requests=settings.inflight_cap,
+        root_path=settings.root_path,
     )
-    app.add_middleware(RequestContextMiddleware, root_path=settings.root_path)
     return app
 
 

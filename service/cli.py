@@ -41,6 +41,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--max-batch-size", "max_batch_size", int, "most points per model call"),
     ("--max-batch-wait-ms", "max_batch_wait_ms", float, "longest wait for a batch to fill"),
     ("--max-queue-points", "max_queue_points", int, "queue bound in points; beyond: 429"),
+    ("--max-inflight-requests", "max_inflight_requests", int, "POSTs in flight; beyond: 503"),
     ("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504 after)"),
     ("--max-points-per-request", "max_points_per_request", int, "points one request may carry"),
     ("--max-body-bytes", "max_body_bytes", int, "largest body accepted (413 above)"),

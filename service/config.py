@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     CPU (docs/batching.md); set 1-2 ms for a model whose call cost dominates (large, GPU)."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
+    max_inflight_requests: int = Field(default=-1, ge=-1, le=1_000_000)
+    """Most POST requests inside the service at once; the next gets 503 with Retry-After before
+    its body is read. -1 (default): max_queue_points / 8, at least 64 (8 points is a typical
+    request; the cap then refuses a storm before its bodies fill the queue); 0: no cap."""
     request_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     """Per-request deadline for queueing plus the model call; past it the answer is 504."""
     max_points_per_request: int = Field(default=1024, ge=1, le=1_000_000)
@@ -94,6 +98,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def inflight_cap(self) -> int:
+        """``max_inflight_requests`` resolved: the cap in requests, 0 for none."""
+        if self.max_inflight_requests >= 0:
+            return self.max_inflight_requests
+        return max(64, self.max_queue_points // 8)
 
     @property
     def max_batch_wait_s(self) -> float:

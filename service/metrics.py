@@ -87,7 +87,7 @@ QUEUE_REQUESTS = Gauge(
 )
 OVERLOAD_REFUSALS = Counter(
     "xor_dnn_overload_refusals_total",
-    "Requests refused at once with 429 because the batch queue was full.",
+    "Requests refused at once: 429 (batch queue full) or 503 (max_inflight_requests reached).",
 )
 DEADLINE_EXCEEDED = Counter(
     "xor_dnn_deadline_exceeded_total",

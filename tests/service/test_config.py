@@ -66,3 +66,17 @@ def test_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[st
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "--max-batch-size" in err and "XOR_DNN_MAX_BATCH_SIZE" in err
+
+
+def test_inflight_cap_is_sized_from_the_queue_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XOR_DNN_MAX_INFLIGHT_REQUESTS", raising=False)
+    monkeypatch.delenv("XOR_DNN_MAX_QUEUE_POINTS", raising=False)
+    assert Settings().inflight_cap == 65536 // 8
+    assert Settings(max_queue_points=64).inflight_cap == 64  # never below 64
+    assert Settings(max_queue_points=4096, max_inflight_requests=10).inflight_cap == 10
+    assert Settings(max_inflight_requests=0).inflight_cap == 0  # no cap
+    monkeypatch.setenv("XOR_DNN_MAX_INFLIGHT_REQUESTS", "32")
+    assert build_settings(parse([])).inflight_cap == 32
+    assert build_settings(parse(["--max-inflight-requests", "16"])).inflight_cap == 16
+    with pytest.raises(ValidationError, match="max_inflight_requests"):
+        Settings(max_inflight_requests=-2)

@@ -18,7 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from service.app import create_app, refresh_registry
 from service.config import Settings
 from service.errors import RequestTimeout
-from service.middleware import BodyLimitMiddleware
+from service.middleware import ServiceMiddleware
 from service.registry import ModelRegistry
 from tests.service.conftest import copy_models
 
@@ -33,7 +33,7 @@ async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def test_stalled_body_times_out_within_a_tick() -> None:
-    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
+    middleware = ServiceMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
     never = asyncio.Event()
 
     async def stalled() -> Message:
@@ -50,7 +50,7 @@ async def test_stalled_body_times_out_within_a_tick() -> None:
 
 
 async def test_trickled_body_counts_from_the_head_and_fast_bodies_pass() -> None:
-    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
+    middleware = ServiceMiddleware(read_body, max_body_bytes=1024, body_timeout_s=0.3)
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
@@ -74,7 +74,7 @@ async def test_trickled_body_counts_from_the_head_and_fast_bodies_pass() -> None
 
 
 async def test_other_cancellation_is_not_a_timeout() -> None:
-    middleware = BodyLimitMiddleware(read_body, max_body_bytes=1024, body_timeout_s=5.0)
+    middleware = ServiceMiddleware(read_body, max_body_bytes=1024, body_timeout_s=5.0)
     never = asyncio.Event()
 
     async def stalled() -> Message:
