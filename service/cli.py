@@ -173,10 +173,11 @@ def _train_if_missing(model_dir: Path) -> int:
     if latest_version(model_dir) is not None:
         return EXIT_OK
     log.info("no model version in %s: training the default model first", model_dir)
+    from training.cli import progress_default
     from training.train import train_and_publish
 
     try:
-        published = train_and_publish(model_dir, progress=True)
+        published = train_and_publish(model_dir, progress=progress_default())
     except Exception as exc:  # the service cannot start without a model; say why and stop
         log.error("training the default model failed: %s", exc)
         return EXIT_FAILED

@@ -133,7 +133,8 @@ def _add_generator_options(parser: argparse._ActionsContainer, *, prefix: str = 
     )
 
 
-def _progress_default() -> bool:
+def progress_default() -> bool:
+    """Whether to draw per-epoch progress: at a terminal yes, in CI or a log file no."""
     # Per-epoch redraws are for people at a terminal; CI logs get the per-run lines only.
     return sys.stderr.isatty() and not os.environ.get("CI")
 
@@ -207,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (DataError, ValueError) as exc:
         print(f"xor-dnn train: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    progress = _progress_default() if args.progress is None else args.progress
+    progress = progress_default() if args.progress is None else args.progress
     source = str(dataset.path) if dataset.path else f"generated {dataset.generated}"
     print(f"data: {source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]}...)")
     print(
@@ -314,7 +315,7 @@ def _register_experiment(subparsers: Any) -> None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from training.experiment import run_experiment
 
-    progress = _progress_default() if args.progress is None else args.progress
+    progress = progress_default() if args.progress is None else args.progress
     try:
         result = run_experiment(
             args.out,
