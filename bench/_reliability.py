@@ -170,6 +170,12 @@ class Outcomes:
     failed: int = 0
     lost: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    # Open loop only: how late each request was written after its due time. A large p99 means
+    # the generator (or its connection pool), not the server, set the pace.
+    send_lags: list[float] = field(default_factory=list)
+    # Open loop only: the same answers timed from the write instead (server + both event loops).
+    ok_from_write: list[float] = field(default_factory=list)
+    refused_from_write: list[float] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -191,6 +197,10 @@ class Outcomes:
             "ok_p99_ms": percentile(ok, 99) * 1e3,
             "refused_p50_ms": percentile(ref, 50) * 1e3,
             "refused_p99_ms": percentile(ref, 99) * 1e3,
+            "send_lag_p99_ms": percentile(sorted(self.send_lags), 99) * 1e3,
+            "ok_from_write_p99_ms": percentile(sorted(self.ok_from_write), 99) * 1e3,
+            "refused_from_write_p50_ms": percentile(sorted(self.refused_from_write), 50) * 1e3,
+            "refused_from_write_p99_ms": percentile(sorted(self.refused_from_write), 99) * 1e3,
         }
 
 
@@ -203,8 +213,12 @@ class _Client:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def send(self, raw: bytes, out: Outcomes) -> None:
-        started = time.perf_counter()
+    async def send(self, raw: bytes, out: Outcomes, due: float | None = None) -> None:
+        """Latency counts from ``due`` when given (open loop), else from now."""
+        now = time.perf_counter()
+        started = now if due is None else due
+        if due is not None:
+            out.send_lags.append(now - due)
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -233,13 +247,18 @@ class _Client:
             out.lost += 1
             out.errors[type(exc).__name__] += 1
             return
-        elapsed = time.perf_counter() - started
+        answered = time.perf_counter()
+        elapsed = answered - started
         out.statuses[status] += 1
         if status == 200:
             out.ok_latencies.append(elapsed)
+            if due is not None:
+                out.ok_from_write.append(answered - now)
         elif status in (429, 503):
             out.refused += 1
             out.refused_latencies.append(elapsed)
+            if due is not None:
+                out.refused_from_write.append(answered - now)
         else:
             out.failed += 1
         if not keep_alive:
@@ -281,7 +300,8 @@ async def closed_loop(
 async def open_loop(
     port: int, rate: float, duration: float, *, timeout: float = 30.0, pool: int = 64
 ) -> tuple[Outcomes, float]:
-    """Requests due at a fixed rate whatever the server does (latency from the due time)."""
+    """Requests due at a fixed rate whatever the server does; latency counts from the due
+    time, so waiting for one of the ``pool`` connections is counted (no coordinated omission)."""
     reqs = build_requests("127.0.0.1", port, "/predict", 256, seed=7)
     out = Outcomes()
     idle: asyncio.Queue[_Client] = asyncio.Queue()
@@ -291,10 +311,10 @@ async def open_loop(
     started = time.perf_counter()
     total = int(rate * duration)
 
-    async def one(raw: bytes) -> None:
+    async def one(raw: bytes, due: float) -> None:
         client = await idle.get()
         try:
-            await client.send(raw, out)
+            await client.send(raw, out, due)
         finally:
             idle.put_nowait(client)
 
@@ -302,7 +322,7 @@ async def open_loop(
         delay = started + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(one(reqs[i % len(reqs)]))
+        task = asyncio.create_task(one(reqs[i % len(reqs)], started + i / rate))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -380,6 +400,66 @@ def overload(
         "seconds": seconds,
         "calm_before": before.summary(calm_seconds),
         "overload": hot.summary(hot_s),
+        "calm_after": after.summary(calm_seconds),
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
+        "rss_max_mb": max((s[1] for s in samples), default=rss_after),
+        "recovery_first_ok_s": first_ok,
+        "healthy_after": healthy,
+    }
+
+
+def overload_open(
+    model_dir: Path,
+    work: Path,
+    *,
+    seconds: float = 5.0,
+    factors: tuple[float, ...] = (2.0, 4.0),
+    pool: int = 256,
+    calm_seconds: float = 3.0,
+) -> dict[str, Any]:
+    """Open-loop overload: measure peak, then arrivals at ``factors`` x peak for ``seconds``
+    each (latency from each request's due time), then calm. Unlike the closed loop, a refused
+    request is not replaced at once by its retry, so a refusal's latency is its own cost plus
+    queueing at the server's socket, not 512 / throughput."""
+    args = ("--max-queue-points", "64", "--max-batch-size", "64")
+    with running(model_dir, work / "overload_open.log", *args) as server:
+        pid = server.proc.pid
+        peak = peak_rps(server.port)
+        before, _ = asyncio.run(closed_loop(server.port, 8, calm_seconds))
+        rss_before = rss_mb(pid)
+        samples: list[tuple[float, float, int]] = []
+        phases: list[dict[str, Any]] = []
+        for factor in factors:
+            rate = peak * factor
+
+            async def storm(rate: float = rate) -> tuple[Outcomes, float]:
+                sampler = asyncio.create_task(_sample(pid, 0.5, samples))
+                try:
+                    return await open_loop(server.port, rate, seconds, timeout=10, pool=pool)
+                finally:
+                    sampler.cancel()
+
+            hot, hot_s = asyncio.run(storm())
+            phases.append(
+                {"factor": factor, "rate": rate, "sent_per_s": hot.sent / hot_s}
+                | hot.summary(hot_s)
+            )
+        rss_after = rss_mb(pid)
+        recovery_started = time.perf_counter()
+        first_ok = None
+        while first_ok is None and time.perf_counter() - recovery_started < 10:
+            r = httpx.post(f"{server.url}/predict", json={"points": [{"x": 1, "y": -1}]})
+            if r.status_code == 200:
+                first_ok = time.perf_counter() - recovery_started
+        after, _ = asyncio.run(closed_loop(server.port, 8, calm_seconds))
+        healthy = httpx.get(f"{server.url}/readyz").status_code == 200
+    return {
+        "peak_rps": peak,
+        "seconds": seconds,
+        "pool": pool,
+        "calm_before": before.summary(calm_seconds),
+        "phases": phases,
         "calm_after": after.summary(calm_seconds),
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,

@@ -1,5 +1,6 @@
-"""Reliability figures: overload, soak, SIGTERM, a killed worker, hot reload with corrupt
-versions, an unreadable model folder, and the batch scorer on a full disk.
+"""Reliability figures: overload (closed loop, and open loop at 2x/4x peak), soak, SIGTERM, a
+killed worker, hot reload with corrupt versions, an unreadable model folder, and the batch
+scorer on a full disk.
 
     python -m bench.reliability                      # full run (~10 min: 5 min soak)
     python -m bench.reliability --quick              # ~2 min, shorter load phases
@@ -23,20 +24,47 @@ from typing import Any
 
 from bench import _reliability as rel
 
-SCENARIOS = ("overload", "soak", "sigterm", "worker_kill", "hot_reload", "disk_full")
+SCENARIOS = (
+    "overload",
+    "overload_open",
+    "soak",
+    "sigterm",
+    "worker_kill",
+    "hot_reload",
+    "disk_full",
+)
+
+# Open-loop overload only: in the closed loop the refusal p99 is set by Little's law (clients
+# outstanding / throughput), not by what a refusal costs. Timed from the write, not the due
+# time: on 2 shared cores one Python generator cannot keep 2-4x peak on schedule, and its lag
+# (printed) is the client's, not the service's; see docs/hardening.md.
+OPEN_REFUSED_P99_MS = 50.0
 
 # (scenario, what, predicate on its figures, target text)
 Target = tuple[str, str, Callable[[dict[str, Any]], bool], str]
 TARGETS: list[Target] = [
     ("overload", "no request failed or lost", lambda f: f["overload"]["failed"] == 0
      and f["overload"]["lost"] == 0, "0 failed, 0 lost"),
-    ("overload", "refusals answered fast", lambda f: not f["overload"]["refused"]
-     or f["overload"]["refused_p99_ms"] < 50, "refused p99 < 50 ms"),
     ("overload", "accepted latency bounded", lambda f: f["overload"]["ok_p99_ms"] < 2000,
      "accepted p99 < 2 s"),
     ("overload", "memory flat", lambda f: f["rss_max_mb"] - f["rss_before_mb"] < 100,
      "RSS growth < 100 MB"),
     ("overload", "recovers at once", lambda f: f["recovery_first_ok_s"] is not None
+     and f["recovery_first_ok_s"] < 1.0 and f["calm_after"]["failed"] == 0,
+     "first 200 < 1 s after load"),
+    ("overload_open", "no request failed or lost", lambda f: all(
+        p["failed"] == 0 and p["lost"] == 0 for p in f["phases"]), "0 failed, 0 lost"),
+    ("overload_open", "excess refused", lambda f: all(p["refused"] > 0 for p in f["phases"]),
+     "429/503 at 2x and 4x"),
+    ("overload_open", "refusals answered fast", lambda f: all(
+        p["refused_from_write_p99_ms"] < OPEN_REFUSED_P99_MS for p in f["phases"]),
+     f"refused p99 from the write < {OPEN_REFUSED_P99_MS:.0f} ms"),
+    ("overload_open", "accepted latency bounded", lambda f: all(
+        p["ok_from_write_p99_ms"] < 2000 for p in f["phases"]),
+     "accepted p99 from the write < 2 s"),
+    ("overload_open", "memory flat", lambda f: f["rss_max_mb"] - f["rss_before_mb"] < 100,
+     "RSS growth < 100 MB"),
+    ("overload_open", "recovers at once", lambda f: f["recovery_first_ok_s"] is not None
      and f["recovery_first_ok_s"] < 1.0 and f["calm_after"]["failed"] == 0,
      "first 200 < 1 s after load"),
     ("soak", "zero errors", lambda f: f["failed"] == 0 and f["lost"] == 0 and f["refused"] == 0,
@@ -74,6 +102,8 @@ def run(names: list[str], model_dir: Path, work: Path, quick: bool) -> dict[str,
         folder.mkdir()
         if name == "overload":
             figures[name] = rel.overload(model_dir, folder, seconds=5 if quick else 20)
+        elif name == "overload_open":
+            figures[name] = rel.overload_open(model_dir, folder, seconds=3 if quick else 10)
         elif name == "soak":
             figures[name] = rel.soak(model_dir, folder, seconds=20 if quick else 300)
         elif name == "sigterm":
@@ -99,9 +129,9 @@ def print_tables(figures: dict[str, Any]) -> list[str]:
     """The figures and the targets; returns the missed targets."""
     print(
         "\n| phase | sent | ok | refused | failed | lost | ok/s | ok p50 ms | ok p99 ms "
-        "| refused p99 ms |"
+        "| refused p50 ms | refused p99 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows: list[tuple[str, dict[str, Any]]] = []
     if "overload" in figures:
         o = figures["overload"]
@@ -110,6 +140,14 @@ def print_tables(figures: dict[str, Any]) -> list[str]:
             (f"overload: {o['concurrency']} clients", o["overload"]),
             ("overload: calm after", o["calm_after"]),
         ]
+    if "overload_open" in figures:
+        o = figures["overload_open"]
+        rows.append(("open loop: calm before", o["calm_before"]))
+        rows += [
+            (f"open loop: {p['factor']:g}x peak = {p['rate']:.0f}/s offered", p)
+            for p in o["phases"]
+        ]
+        rows.append(("open loop: calm after", o["calm_after"]))
     for name in ("soak", "sigterm", "worker_kill", "hot_reload"):
         if name in figures:
             rows.append((name, figures[name]))
@@ -117,7 +155,7 @@ def print_tables(figures: dict[str, Any]) -> list[str]:
         print(
             f"| {label} | {f['sent']} | {f['ok']} | {f['refused']} | {f['failed']} | "
             f"{f['lost']} | {f['ok_per_s']:.0f} | {_ms(f['ok_p50_ms'])} | "
-            f"{_ms(f['ok_p99_ms'])} | {_ms(f['refused_p99_ms'])} |"
+            f"{_ms(f['ok_p99_ms'])} | {_ms(f['refused_p50_ms'])} | {_ms(f['refused_p99_ms'])} |"
         )
     if "overload" in figures:
         o = figures["overload"]
@@ -125,6 +163,28 @@ def print_tables(figures: dict[str, Any]) -> list[str]:
             f"\noverload: RSS {o['rss_before_mb']:.0f} -> max {o['rss_max_mb']:.0f} MB; "
             f"first 200 after load {_ms((o['recovery_first_ok_s'] or math.nan) * 1e3)} ms"
         )
+    if "overload_open" in figures:
+        o = figures["overload_open"]
+        lags = "; ".join(
+            f"{p['factor']:g}x: sent {p['sent_per_s']:.0f}/s, "
+            f"lag p99 {_ms(p['send_lag_p99_ms'])} ms, from the write: ok p99 "
+            f"{_ms(p['ok_from_write_p99_ms'])} ms, refused p50/p99 "
+            f"{_ms(p['refused_from_write_p50_ms'])}/{_ms(p['refused_from_write_p99_ms'])} ms"
+            for p in o["phases"]
+        )
+        print(
+            f"overload_open: peak {o['peak_rps']:.0f} req/s, {o['pool']} connections; generator "
+            f"{lags}; RSS {o['rss_before_mb']:.0f} -> max {o['rss_max_mb']:.0f} MB; first 200 "
+            f"after load {_ms((o['recovery_first_ok_s'] or math.nan) * 1e3)} ms"
+        )
+        for p in o["phases"]:
+            if p["sent_per_s"] < 0.9 * p["rate"] or p["send_lag_p99_ms"] > 50:
+                print(
+                    f"overload_open: NOTE the generator, not the service, set the pace at "
+                    f"{p['factor']:g}x (offered {p['rate']:.0f}/s, sent {p['sent_per_s']:.0f}/s, "
+                    f"lag p99 {_ms(p['send_lag_p99_ms'])} ms): latencies from the due time "
+                    "include that lag"
+                )
     if "soak" in figures:
         s = figures["soak"]
         print(

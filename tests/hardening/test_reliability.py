@@ -25,6 +25,20 @@ def test_overload_refuses_excess_and_recovers(model_dir: Path, tmp_path: Path) -
     assert f["healthy_after"]
 
 
+def test_open_loop_overload_refuses_excess_and_recovers(model_dir: Path, tmp_path: Path) -> None:
+    f = rel.overload_open(model_dir, tmp_path, seconds=1.5, factors=(2.0,), calm_seconds=1.0)
+    (hot,) = f["phases"]
+    # Twice the measured peak cannot all be served: the excess must be refused, not queued.
+    assert hot["ok"] > 0 and hot["refused"] > 0, hot
+    assert hot["failed"] == 0 and hot["lost"] == 0, hot
+    assert hot["sent"] == hot["ok"] + hot["refused"], hot
+    assert f["rss_max_mb"] - f["rss_before_mb"] < 150, f
+    assert f["recovery_first_ok_s"] is not None and f["recovery_first_ok_s"] < 1.0, f
+    after = f["calm_after"]
+    assert after["failed"] == after["lost"] == after["refused"] == 0, after
+    assert f["healthy_after"]
+
+
 def test_soak_at_half_peak_has_no_errors_and_no_fd_growth(model_dir: Path, tmp_path: Path) -> None:
     f = rel.soak(model_dir, tmp_path, seconds=8.0)
     assert f["ok"] > 0 and f["failed"] == f["lost"] == f["refused"] == 0, f
