@@ -387,14 +387,7 @@ def overload(
 
         hot, hot_s = asyncio.run(storm())
         rss_after = rss_mb(pid)
-        recovery_started = time.perf_counter()
-        first_ok = None
-        while first_ok is None and time.perf_counter() - recovery_started < 10:
-            r = httpx.post(f"{server.url}/predict", json={"points": [{"x": 1, "y": -1}]})
-            if r.status_code == 200:
-                first_ok = time.perf_counter() - recovery_started
-        after, _ = asyncio.run(closed_loop(server.port, 8, calm_seconds))
-        healthy = httpx.get(f"{server.url}/readyz").status_code == 200
+        first_ok, after, healthy = _recovery(server, calm_seconds)
     return {
         "concurrency": concurrency,
         "seconds": seconds,
@@ -407,6 +400,19 @@ def overload(
         "recovery_first_ok_s": first_ok,
         "healthy_after": healthy,
     }
+
+
+def _recovery(server: Server, calm_seconds: float) -> tuple[float | None, Outcomes, bool]:
+    """After an overload: seconds to the first 200, a calm closed-loop phase, and /readyz."""
+    started = time.perf_counter()
+    first_ok = None
+    while first_ok is None and time.perf_counter() - started < 10:
+        r = httpx.post(f"{server.url}/predict", json={"points": [{"x": 1, "y": -1}]})
+        if r.status_code == 200:
+            first_ok = time.perf_counter() - started
+    after, _ = asyncio.run(closed_loop(server.port, 8, calm_seconds))
+    healthy = httpx.get(f"{server.url}/readyz").status_code == 200
+    return first_ok, after, healthy
 
 
 def overload_open(
@@ -446,14 +452,7 @@ def overload_open(
                 | hot.summary(hot_s)
             )
         rss_after = rss_mb(pid)
-        recovery_started = time.perf_counter()
-        first_ok = None
-        while first_ok is None and time.perf_counter() - recovery_started < 10:
-            r = httpx.post(f"{server.url}/predict", json={"points": [{"x": 1, "y": -1}]})
-            if r.status_code == 200:
-                first_ok = time.perf_counter() - recovery_started
-        after, _ = asyncio.run(closed_loop(server.port, 8, calm_seconds))
-        healthy = httpx.get(f"{server.url}/readyz").status_code == 200
+        first_ok, after, healthy = _recovery(server, calm_seconds)
     return {
         "peak_rps": peak,
         "seconds": seconds,
