@@ -146,9 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.dataplane = None
     install_error_handlers(app)
-    # POST /predict is served by a plain ASGI route ahead of everything (routes.predict says
-    # why); the FastAPI route behind it documents the same handler in OpenAPI.
-    app.router.routes.insert(0, predict.serving_route())
+    # POST /predict is answered by ServiceMiddleware itself (its _predict says why); this
+    # route documents it in OpenAPI and serves cross-origin requests, through CORS.
     for router in (predict.router, tfserving.router, v2.router, health.router, models.router):
         app.include_router(router)
     if settings.enable_metrics:

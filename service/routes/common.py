@@ -21,7 +21,9 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive
 
 from service.dataplane import DataPlane, validation_error
 from service.errors import (
@@ -62,10 +64,6 @@ def json_response(
     return Response(body, status_code=status_code, media_type=JSON, headers=headers)
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
 async def read_body(
     request: Request, *, lenient: bool = False, extra_types: frozenset[str] = frozenset()
 ) -> bytes:
@@ -73,7 +71,25 @@ async def read_body(
 
     The size limit is enforced while reading, by the body-limit middleware.
     """
-    kind = media_type(request)
+    check_content_headers(
+        request.headers.get("content-type", ""),
+        request.headers.get("content-encoding", ""),
+        lenient=lenient,
+        extra_types=extra_types,
+    )
+    return require_body(await request.body())
+
+
+def check_content_headers(
+    content_type: str,
+    content_encoding: str,
+    *,
+    lenient: bool = False,
+    extra_types: frozenset[str] = frozenset(),
+) -> None:
+    """415 naming the header unless the body is declared JSON (or, ``lenient``, untyped) and
+    not compressed."""
+    kind = content_type.split(";", 1)[0].strip().lower()
     allowed = kind == JSON or kind.endswith("+json") or kind in extra_types
     if lenient:
         allowed = allowed or kind in _LENIENT_TYPES
@@ -84,13 +100,29 @@ async def read_body(
             + ("" if lenient else " (add -H 'Content-Type: application/json')"),
             field="Content-Type",
         )
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = content_encoding.strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedMediaType(
             f"Content-Encoding: only identity is accepted, got {encoding}",
             field="Content-Encoding",
         )
-    body = await request.body()
+
+
+async def receive_body(receive: Receive) -> bytes:
+    """The whole body from ASGI ``receive`` (one message, the usual case, costs no join);
+    :class:`ClientDisconnect` if the client goes away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return b"".join([*chunks, chunk]) if chunks else chunk
+        chunks.append(chunk)
+
+
+def require_body(body: bytes) -> bytes:
     if not body:
         raise BadRequest("body: empty; a JSON object is required", field="body")
     return body
@@ -138,6 +170,22 @@ def error_response(exc: ServiceError, path: str) -> Response:
     return json_response({"error": detail}, status, headers)
 
 
+def service_error_response(exc: ServiceError, scope: MutableMapping[str, Any]) -> Response:
+    """A raised ServiceError as its JSON answer; server-side failures are logged."""
+    if exc.status_code >= 500:
+        log.warning(
+            "%s %s -> %d: %s", scope.get("method"), scope.get("path"), exc.status_code, exc.message
+        )
+    return error_response(exc, route_path(scope))
+
+
+def unexpected_error_response(scope: MutableMapping[str, Any]) -> Response:
+    """Call inside ``except``: logs the traceback, answers a 500 that shows none of it."""
+    log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+    error = ServiceError("internal error; see the server log for this request id")
+    return error_response(error, route_path(scope))
+
+
 def _http_error(status: int, message: str) -> ServiceError:
     kinds: dict[int, type[ServiceError]] = {
         400: BadRequest,
@@ -160,11 +208,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        if exc.status_code >= 500:
-            log.warning(
-                "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message
-            )
-        return error_response(exc, route_path(request.scope))
+        return service_error_response(exc, request.scope)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -187,9 +231,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = ServiceError("internal error; see the server log for this request id")
-        return error_response(error, route_path(request.scope))
+        return unexpected_error_response(request.scope)
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

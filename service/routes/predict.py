@@ -19,13 +19,12 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import Field, TypeAdapter, ValidationError
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
-from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
 
 from service.dataplane import DataPlane, parse_body, to_points
 from service.errors import InvalidInput
-from service.routes.common import JSON, get_dataplane, read_body
+from service.routes.common import JSON, check_content_headers, get_dataplane, require_body
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
@@ -47,11 +46,11 @@ _VERSION_DOC = "Pin a loaded version; default: the newest."
 _VERSION = TypeAdapter(Annotated[int, Field(ge=1)])
 
 
-def query_version(request: Request) -> int | None:
+def query_version(query_string: bytes) -> int | None:
     """``?version=N``: None when absent; 422 naming ``version`` when not an integer >= 1."""
-    if not request.scope["query_string"]:
+    if not query_string:
         return None  # the common case: no parsing at all
-    raw = request.query_params.get("version")
+    raw = QueryParams(query_string).get("version")
     if raw is None:
         return None
     try:
@@ -61,6 +60,15 @@ def query_version(request: Request) -> int | None:
             f"version: must be an integer >= 1 (a loaded model version), got {raw[:40]!r}",
             field="version",
         ) from None
+
+
+async def predict_body(dataplane: DataPlane, body: bytes, version: int | None) -> bytes:
+    """The whole of ``/predict`` between the checked raw body and the JSON answer."""
+    request = parse_body(PredictRequest, require_body(body))
+    dataplane.check_points(len(request.points))
+    points = to_points([(p.x, p.y) for p in request.points])
+    result = await dataplane.infer(points, version=version, protocol="predict")
+    return predict_response(dataplane.model_name, result.version, result.probabilities)
 
 
 def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
@@ -104,31 +112,9 @@ def predict_response(model_name: str, version: int, probabilities: np.ndarray[An
 )
 async def predict(request: Request) -> Response:
     dataplane: DataPlane = await get_dataplane(request)
-    version = query_version(request)
-    body = parse_body(PredictRequest, await read_body(request))
-    dataplane.check_points(len(body.points))
-    points = to_points([(p.x, p.y) for p in body.points])
-    result = await dataplane.infer(points, version=version, protocol="predict")
-    content = predict_response(dataplane.model_name, result.version, result.probabilities)
+    version = query_version(request.scope["query_string"])
+    check_content_headers(
+        request.headers.get("content-type", ""), request.headers.get("content-encoding", "")
+    )
+    content = await predict_body(dataplane, await request.body(), version)
     return Response(content, media_type=JSON)
-
-
-class _PredictApp:
-    """:func:`predict` as a bare ASGI app: Starlette calls a class instance directly."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await predict(Request(scope, receive))
-        await response(scope, receive, send)
-
-
-class _ServingRoute(Route):
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self  # the HTTP metrics label requests by route template
-        return match, child_scope
-
-
-def serving_route() -> Route:
-    """The route that serves ``POST /predict``; ``create_app`` puts it first in the table."""
-    return _ServingRoute("/predict", _PredictApp(), methods=["POST"], include_in_schema=False)

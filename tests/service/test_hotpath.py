@@ -1,5 +1,5 @@
-"""The request path's speed measures keep behaviour: the body watchdog, the light ``/predict``
-handler, drift counted per batch, the GC freeze around model loads."""
+"""The request path's speed measures keep behaviour: the body watchdog, ``/predict`` answered
+by the middleware itself, drift counted per batch, the GC freeze around model loads."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from service.middleware import ServiceMiddleware
 from service.registry import ModelRegistry
 from tests.service.conftest import copy_models
 
-SCOPE: Scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+# Any POST but /predict (which the middleware answers itself) reaches the wrapped app.
+SCOPE: Scope = {"type": "http", "method": "POST", "path": "/echo", "headers": []}
 
 
 async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,6 +114,48 @@ def test_predict_response_is_the_documented_shape(client: TestClient) -> None:
     assert [p["class_id"] for p in payload["predictions"]] == [1, 0]
     for p in payload["predictions"]:
         assert set(p) == {"probability", "class_id"} and 0.0 <= p["probability"] <= 1.0
+
+
+PREDICT_CASES: list[tuple[str, dict[str, str], bytes]] = [
+    ("/predict", {"content-type": "application/json"}, b'{"points": [{"x": 1, "y": -1}]}'),
+    ("/predict?version=1", {"content-type": "application/json"}, b'{"points":[{"x":2,"y":2}]}'),
+    ("/predict?version=9", {"content-type": "application/json"}, b'{"points":[{"x":2,"y":2}]}'),
+    ("/predict?version=x", {"content-type": "application/json"}, b"{}"),
+    ("/predict", {"content-type": "text/plain"}, b'{"points": [{"x": 1, "y": -1}]}'),
+    ("/predict", {"content-type": "application/json", "content-encoding": "gzip"}, b"{}"),
+    ("/predict", {"content-type": "application/json"}, b""),
+    ("/predict", {"content-type": "application/json"}, b'{"points": [{"x": "1", "y": 0}]}'),
+    ("/predict", {"content-type": "application/json"}, b'{"points": []}'),
+    ("/predict", {"content-type": "application/json"}, b'{"points": [{"x": 1, "x": 2, "y": 0}]}'),
+    ("/predict", {"content-type": "application/json"}, b'{"points": [{"x": 1e39, "y": 0}]}'),
+    ("/predict", {"content-type": "application/json; charset=utf-8"}, b"[" * 5000),
+]
+
+
+@pytest.mark.parametrize(("url", "headers", "body"), PREDICT_CASES)
+def test_middleware_predict_answers_as_the_routed_handler(
+    client: TestClient, url: str, headers: dict[str, str], body: bytes
+) -> None:
+    """The middleware's own /predict and the FastAPI route (taken by cross-origin requests)
+    give the same status, headers that matter and body, good input or bad."""
+    fast = client.post(url, content=body, headers=headers)
+    routed = client.post(url, content=body, headers={**headers, "origin": "http://elsewhere"})
+    assert fast.status_code == routed.status_code
+    assert fast.json() == routed.json()
+    for name in ("content-type", "retry-after"):
+        assert fast.headers.get(name) == routed.headers.get(name)
+    assert len(fast.headers["x-request-id"]) == 32 and fast.headers["x-request-id"] != (
+        routed.headers["x-request-id"]
+    )
+
+
+def test_middleware_predict_is_counted_under_its_route(client: TestClient) -> None:
+    labels = {"route": "/predict", "method": "POST", "status": "200"}
+    before = REGISTRY.get_sample_value("xor_dnn_http_requests_total", labels) or 0.0
+    for _ in range(3):
+        client.post("/predict", json={"points": [{"x": 1, "y": 1}]})
+    after = REGISTRY.get_sample_value("xor_dnn_http_requests_total", labels)
+    assert after == before + 3
 
 
 def drift(version: int, feature: str) -> float:
