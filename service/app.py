@@ -23,7 +23,7 @@ from service.batcher import Batcher, BatchStats
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.middleware import RETRY_AFTER_S, JsonCORSMiddleware, ServiceMiddleware
-from service.registry import ModelRegistry, RefreshResult
+from service.registry import ModelRegistry, RefreshResult, set_tf_threads
 from service.routes import health, models, predict, tfserving, v2
 from service.routes.common import install_error_handlers
 from service.schemas import REQUEST_MODELS
@@ -75,6 +75,7 @@ async def _poll(registry: ModelRegistry, interval: float) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    set_tf_threads(settings.tf_threads)
     registry = ModelRegistry(
         settings.model_dir,
         model_name=settings.model_name,

@@ -40,6 +40,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--workers", "workers", int, "server processes (1 batches best; scale with replicas)"),
     ("--max-batch-size", "max_batch_size", int, "most points per model call"),
     ("--max-batch-wait-ms", "max_batch_wait_ms", float, "longest wait for a batch to fill"),
+    ("--tf-threads", "tf_threads", int, "TensorFlow threads per pool (0: one per core)"),
     ("--max-queue-points", "max_queue_points", int, "queue bound in points; beyond: 429"),
     ("--max-inflight-requests", "max_inflight_requests", int, "POSTs in flight; beyond: 503"),
     ("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504 after)"),

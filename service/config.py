@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     """Longest a batch waits for more requests (only under concurrency). 0: a batch takes what
     queued while the model was busy and runs at once, which measured best for this model on
     CPU (docs/batching.md); set 1-2 ms for a model whose call cost dominates (large, GPU)."""
+    tf_threads: int = Field(default=1, ge=0, le=256)
+    """TensorFlow's intra- and inter-op thread pools in each worker. 1 (default): a batch of
+    this small model is a few microseconds of arithmetic, and more threads only add hand-offs
+    and CPU that the HTTP side needs (docs/batching.md); 0: TensorFlow's default, one per core."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
     max_inflight_requests: int = Field(default=-1, ge=-1, le=1_000_000)

@@ -41,6 +41,26 @@ WARMUP_POINTS = np.array(
 FEATURES = ("x", "y")
 
 
+def set_tf_threads(threads: int) -> bool:
+    """Size TensorFlow's intra- and inter-op thread pools; 0 leaves TensorFlow's default.
+
+    Only possible before TensorFlow's runtime starts: returns True if applied, False if the
+    runtime was already running with other pools (a second app in one process, as in tests),
+    which it keeps.
+    """
+    if threads <= 0:
+        return False
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.info("TensorFlow already running; its thread pools stay as they are")
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ServedVersion:
     """A loaded, warmed version plus what the request path needs precomputed."""

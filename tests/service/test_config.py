@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,7 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.poll_interval_s == 1.0 and s.keep_versions == 3 and s.drain_timeout_s == 20
     assert s.cors_origins == [] and s.enable_docs and s.enable_metrics
     assert not s.train_if_missing and s.log_format == "text" and s.root_path == ""
+    assert s.tf_threads == 1
 
 
 def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +49,7 @@ def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("port", 70000), ("workers", 0), ("max_batch_size", 0), ("log_format", "xml"),
-     ("root_path", "xor/"), ("poll_interval_s", 0), ("keep_versions", 0)],
+     ("root_path", "xor/"), ("poll_interval_s", 0), ("keep_versions", 0), ("tf_threads", -1)],
 )  # fmt: skip
 def test_invalid_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -80,3 +84,39 @@ def test_inflight_cap_is_sized_from_the_queue_unless_set(monkeypatch: pytest.Mon
     assert build_settings(parse(["--max-inflight-requests", "16"])).inflight_cap == 16
     with pytest.raises(ValidationError, match="max_inflight_requests"):
         Settings(max_inflight_requests=-2)
+
+
+TF_POOLS = """
+import json, sys
+import tensorflow as tf
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.config import Settings
+with TestClient(create_app(Settings(model_dir=sys.argv[1], tf_threads=int(sys.argv[2])))) as c:
+    assert c.post("/predict", json={"points": [{"x": 1, "y": 1}]}).status_code == 200
+    t = tf.config.threading
+    print(json.dumps([t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads()]))
+"""
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, [1, 1]), (2, [2, 2]), (0, [0, 0])])
+def test_tf_threads_sizes_tensorflows_pools_in_a_fresh_process(
+    model_dir: Path, threads: int, expected: list[int]
+) -> None:
+    """Set before the first model loads (0 keeps TensorFlow's default, reported as 0)."""
+    out = subprocess.run(
+        [sys.executable, "-c", TF_POOLS, str(model_dir), str(threads)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_every_setting_is_in_the_documented_tables() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for doc in (root / "README.md", root / "docs" / "service.md"):
+        text = doc.read_text()
+        missing = [f for f in Settings.model_fields if f"`XOR_DNN_{f.upper()}`" not in text]
+        assert not missing, f"{doc.name} does not document {missing}"

@@ -144,8 +144,9 @@ def test_middleware_predict_answers_as_the_routed_handler(
     assert fast.json() == routed.json()
     for name in ("content-type", "retry-after"):
         assert fast.headers.get(name) == routed.headers.get(name)
-    assert len(fast.headers["x-request-id"]) == 32 and fast.headers["x-request-id"] != (
-        routed.headers["x-request-id"]
+    assert (
+        len(fast.headers["x-request-id"]) == 32
+        and fast.headers["x-request-id"] != (routed.headers["x-request-id"])
     )
 
 
