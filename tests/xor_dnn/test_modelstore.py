@@ -93,6 +93,50 @@ def test_load_version_round_trip(model_dir: Path) -> None:
         model.predict(np.zeros((3, 3)))
 
 
+def test_flat_signature_call_equals_the_public_call(model_dir: Path) -> None:
+    import tensorflow as tf
+
+    model = load_version(model_dir, 1)
+    assert model._flat is not None  # this TensorFlow has the flat entry point
+    rng = np.random.default_rng(7)
+    for n in (1, 7, 1024):
+        points = rng.uniform(-8, 8, size=(n, 2)).astype(np.float32)
+        public = model._fn(points=tf.constant(points))["probability"].numpy().reshape(-1)
+        np.testing.assert_array_equal(model.predict(points), public)
+
+
+def test_without_a_flat_entry_point_the_public_call_serves(model_dir: Path) -> None:
+    loaded = load_version(model_dir, 1)
+
+    class PublicOnly:  # a signature as a TensorFlow without ``_call_flat`` would give
+        def __init__(self, fn: object) -> None:
+            self._fn = fn
+
+        def __call__(self, **kwargs: object) -> object:
+            return self._fn(**kwargs)  # type: ignore[operator]
+
+    assert modelstore._flat_signature_call(PublicOnly(loaded._fn)) is None
+    public = modelstore.LoadedModel(1, loaded.path, _fn=PublicOnly(loaded._fn))
+    points = np.array([[2.0, 2.0], [2.0, -2.0]], np.float32)
+    np.testing.assert_array_equal(public.predict(points), loaded.predict(points))
+
+
+def test_a_flat_call_that_disagrees_is_not_used(model_dir: Path) -> None:
+    loaded = load_version(model_dir, 1)
+
+    class Skewed:  # the flat path answers differently from the public call
+        captured_inputs = loaded._fn.captured_inputs
+
+        def __call__(self, **kwargs: object) -> object:
+            return loaded._fn(**kwargs)
+
+        def _call_flat(self, args: list[object], captured: object) -> object:
+            out = loaded._fn._call_flat(args, captured)
+            return {"probability": out["probability"] * 0.5}
+
+    assert modelstore._flat_signature_call(Skewed()) is None
+
+
 def test_load_missing_and_corrupt_versions(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelStoreError, match="version 99 not found"):
         load_version(model_dir, 99)
