@@ -1,14 +1,14 @@
 """``POST /predict``: our own JSON API, ``{"points": [{"x", "y"}, ...]}`` in, one prediction
 per point out, in input order.
 
-This is the hot path (thousands of requests per second on one core). Requests are served by
-:func:`serving_route`, a plain ASGI route placed ahead of the documented FastAPI route: it
-skips FastAPI's per-route machinery (dependency solving, two exit stacks, a second exception
-wrapper), about 30 µs of a ~250 µs request here. Both routes call the same :func:`predict`,
-so the documented one behaves identically if it is ever reached. The handler takes only the
-``Request``: the data plane comes from ``app.state`` and the optional ``version`` query
-parameter is checked here with the rule a ``Query(ge=1)`` would apply, and still appears in
-OpenAPI. Errors propagate as ServiceErrors to the app's one error handler, as from any route.
+This is the hot path (thousands of requests per second on one core). Requests are answered
+by ``ServiceMiddleware._predict``, straight from the service's one ASGI middleware: it skips
+Starlette's exception middleware, the router and FastAPI's per-route machinery (dependency
+solving, exit stacks, wrappers around ``send``). It runs :func:`predict_body` and renders
+errors with the app's own renderers, as the FastAPI route below does; that route documents
+``/predict`` in OpenAPI and serves the requests the middleware passes on (cross-origin ones,
+which must go through CORS). The optional ``version`` query parameter is checked with the
+rule a ``Query(ge=1)`` would apply, and still appears in OpenAPI.
 """
 
 from __future__ import annotations
