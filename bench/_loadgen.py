@@ -25,10 +25,10 @@ import json
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 LOCALHOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -96,7 +96,7 @@ class Connection:
     async def request(self, raw: bytes, timeout: float) -> int:
         if self.writer is None:
             await self.connect()
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         try:
             self.writer.write(raw)
             async with asyncio.timeout(timeout):
@@ -144,51 +144,148 @@ async def closed_loop(
     return tally, time.perf_counter() - t_start
 
 
+class _ProtocolConn(asyncio.Protocol):
+    """One keep-alive connection driven by callbacks, for the open loop: no task, stream or
+    queue per request, which keeps the generator's own CPU (and so its share of a 2-core
+    machine, and the scheduling delays it causes the server) small."""
+
+    def __init__(self, on_answer: Callable[[_ProtocolConn, int | None], None]) -> None:
+        self.on_answer = on_answer
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.due = 0.0
+        self.busy = False
+        self.timed_out = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def send(self, raw: bytes, due: float) -> None:
+        assert self.transport is not None
+        self.due, self.busy = due, True
+        self.transport.write(raw)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        marker = head.find(b"\r\ncontent-length:")
+        if marker < 0:  # chunked or close-delimited: not what the service sends
+            self.fail("no Content-Length")
+            return
+        stop = head.find(b"\r\n", marker + 2)
+        length = int(head[marker + 17 : stop if stop >= 0 else None])
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        self.busy = False
+        if b"\r\nconnection: close" in head:
+            self.fail(None)  # before the callback, which then replaces this connection
+        self.on_answer(self, int(head[9:12]))
+
+    def fail(self, _reason: str | None) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.busy:
+            self.busy = False
+            self.on_answer(self, None)
+
+
 async def open_loop(
     host: str, port: int, reqs: list[bytes], rate: float, duration: float, timeout: float, pool: int
 ) -> tuple[Tally, float]:
+    """Requests due at ``t0 + i / rate``; each goes out on an idle connection at its due time
+    (or, if all ``pool`` are busy, on the first that frees up) and its latency counts from the
+    due time, so a stalled server cannot hide its stall by slowing the client down."""
+    loop = asyncio.get_running_loop()
     tally = Tally()
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
-    conns = [Connection(host, port) for _ in range(pool)]
-    # Connect the whole pool before the clock starts, as wrk does: the idle queue cycles
-    # through every connection, so lazily opened ones would put `pool` TCP handshakes (and
-    # the server's per-connection setup) into the first requests' latency, about 1% of a
-    # 5 s run at 2,000 req/s: the whole p99.
-    await asyncio.gather(*(conn.connect() for conn in conns))
-    for conn in conns:
-        idle.put_nowait(conn)
     total = int(rate * duration)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(raw: bytes, due: float) -> None:
-        conn = await idle.get()
-        try:
-            status = await conn.request(raw, timeout)
-        except Exception as exc:
-            tally.failures[type(exc).__name__] += 1
-            return
-        finally:
-            idle.put_nowait(conn)
-        tally.latencies.append(time.perf_counter() - due)
-        tally.statuses[status] += 1
-
-    t_start = time.perf_counter()
+    idle: deque[_ProtocolConn] = deque()
+    backlog: deque[tuple[int, float]] = deque()  # (index, due) of requests waiting for a conn
+    finished = loop.create_future()
+    reconnects: set[asyncio.Task[None]] = set()
+    conns: list[_ProtocolConn] = []
+    answered = 0
     sent = 0
-    while sent < total:
+
+    def on_answer(conn: _ProtocolConn, status: int | None) -> None:
+        nonlocal answered
+        answered += 1
+        if status is None:
+            tally.failures["TimeoutError" if conn.timed_out else "ConnectionLost"] += 1
+        else:
+            tally.latencies.append(time.perf_counter() - conn.due)
+            tally.statuses[status] += 1
+        if conn.transport is None:  # lost: replace it, keeping the pool's size
+            task = loop.create_task(reconnect())
+            reconnects.add(task)
+            task.add_done_callback(reconnects.discard)
+        elif backlog:
+            index, due = backlog.popleft()
+            conn.send(reqs[index % len(reqs)], due)
+        else:
+            idle.append(conn)
+        if answered >= total and not finished.done():
+            finished.set_result(None)
+
+    async def connect() -> _ProtocolConn:
+        _, conn = await loop.create_connection(lambda: _ProtocolConn(on_answer), host, port)
+        return conn
+
+    async def reconnect() -> None:
+        try:
+            conn = await connect()
+        except OSError:
+            tally.failures["ConnectError"] += 1
+            return
+        conns.append(conn)
+        if backlog:
+            index, due = backlog.popleft()
+            conn.send(reqs[index % len(reqs)], due)
+        else:
+            idle.append(conn)
+
+    # Connect the whole pool before the clock starts, as wrk does: connections opened on
+    # demand would put `pool` TCP handshakes into the first requests' latency.
+    conns.extend(await asyncio.gather(*(connect() for _ in range(pool))))
+    idle.extend(conns)
+    t_start = time.perf_counter()
+
+    def tick() -> None:
+        nonlocal sent
         now = time.perf_counter()
         due_count = min(total, int((now - t_start) * rate) + 1)
         while sent < due_count:
             due = t_start + sent / rate
-            task = asyncio.create_task(one(reqs[sent % len(reqs)], due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if idle:
+                idle.popleft().send(reqs[sent % len(reqs)], due)
+            else:
+                backlog.append((sent, due))
             sent += 1
-        await asyncio.sleep(min(0.001, max(t_start + sent / rate - time.perf_counter(), 0)))
-    if tasks:
-        await asyncio.gather(*tasks)
+        if sent < total:
+            loop.call_later(max(0.0, t_start + sent / rate - time.perf_counter()), tick)
+
+    def sweep() -> None:  # requests past their timeout: count them and drop the connection
+        now = time.perf_counter()
+        for conn in conns:
+            if conn.busy and now - conn.due > timeout and conn.transport is not None:
+                conn.timed_out = True
+                conn.transport.abort()
+        if not finished.done():
+            loop.call_later(0.1, sweep)
+
+    tick()
+    sweep()
+    await finished
     elapsed = time.perf_counter() - t_start
-    while not idle.empty():
-        idle.get_nowait().close()
+    for conn in conns:
+        conn.fail(None)
     return tally, elapsed
 
 
