@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,84 +34,25 @@ from typing import Any
 import httpx
 
 from bench._loadgen import build_requests, percentile, read_response
+from service.process import ServerProcess, start_server, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 120.0
 
 
 # -- servers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    """A real ``python -m service`` process on a free 127.0.0.1 port."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(timeout=30)
-
-
-def start_server(model_dir: Path, log_path: Path, *args: str, ready: bool = True) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XOR_DNN_")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    cmd = [
-        sys.executable, "-m", "service", "--model-dir", str(model_dir), "--port", str(port),
-        "--poll-interval-s", "0.2", "--log-level", "warning", *args,
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(proc, port, log_path)
-    if ready:
-        wait_ready(server)
-    return server
-
-
-def wait_ready(server: Server, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.log()[-3000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    server.proc.kill()
-    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()[-3000:]}")
+# The bench reads no log lines, and an info line per request would cost CPU under load.
+QUIET = ("--log-level", "warning")
 
 
 @contextlib.contextmanager
-def running(model_dir: Path, log_path: Path, *args: str) -> Iterator[Server]:
-    server = start_server(model_dir, log_path, *args)
+def running(model_dir: Path, log_path: Path, *args: str) -> Iterator[ServerProcess]:
+    server = start_server(model_dir, log_path, *QUIET, *args)
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=30)
+        server.kill()
 
 
 def rss_mb(pid: int) -> float:
@@ -402,7 +342,7 @@ def overload(
     }
 
 
-def _recovery(server: Server, calm_seconds: float) -> tuple[float | None, Outcomes, bool]:
+def _recovery(server: ServerProcess, calm_seconds: float) -> tuple[float | None, Outcomes, bool]:
     """After an overload: seconds to the first 200, a calm closed-loop phase, and /readyz."""
     started = time.perf_counter()
     first_ok = None
@@ -507,7 +447,7 @@ def sigterm_under_load(
 ) -> dict[str, Any]:
     """SIGTERM while ``concurrency`` clients keep sending: nothing the server took is lost."""
     drain = 20.0
-    server = start_server(model_dir, work / "sigterm.log", "--drain-timeout-s", str(drain))
+    server = start_server(model_dir, work / "sigterm.log", *QUIET, "--drain-timeout-s", str(drain))
     try:
 
         async def scenario() -> tuple[Outcomes, float, float]:
@@ -525,8 +465,7 @@ def sigterm_under_load(
 
         out, elapsed, exit_s = asyncio.run(scenario())
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
+        server.kill()
     return {
         **out.summary(elapsed),
         "exit_code": server.proc.returncode,
@@ -571,7 +510,7 @@ def worker_killed(model_dir: Path, work: Path, *, seconds: float = 8.0) -> dict[
             return out, elapsed, restarted, now
 
         out, elapsed, restarted, now = asyncio.run(scenario())
-        wait_ready(server, 60)
+        wait_until_ready(server, 60)
         final = scrape(server.url)
         counted = metric(final, "xor_dnn_http_requests_total", route="/predict", status="200")
         queue_gauge = metric(final, "xor_dnn_queue_points")

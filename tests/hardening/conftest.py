@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import ServerProcess, start_server
+from service.process import ServerProcess, start_server
 
 # Short so the slow-client checks stay fast; production defaults are 5 s and 10 s.
 HEADER_TIMEOUT_S = 1.0

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.service.conftest import ServerProcess, start_server
+from service.process import ServerProcess, start_server
 
 CAP = 4
 JSON = {"Content-Type": "application/json"}

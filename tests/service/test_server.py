@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import ServerProcess, start_server
+from service.process import ServerProcess, start_server
 from xor_dnn.modelstore import load_version
 
 pytestmark = pytest.mark.slow

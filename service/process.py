@@ -1,0 +1,138 @@
+"""Run ``python -m service`` as a child process on a free loopback port and wait until
+``/readyz`` answers: used by the test suite, the benchmarks and the deploy checks.
+
+Usage::
+
+    server = start_server(Path("models/xor"), Path("server.log"), "--workers", "2")
+    try:
+        httpx.post(f"{server.url}/predict", json={"points": [{"x": 1, "y": -1}]})
+    finally:
+        assert server.stop() == 0, server.log()
+
+The readiness probe uses the standard library only (this module ships with the package, whose
+runtime dependencies do not include an HTTP client), and ignores ``*_proxy`` variables: the
+server is always on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 120.0
+LOG_TAIL_CHARS = 3000
+# The folder holding the ``service`` package: the child imports this very copy of it.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel's pick for port 0)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A real ``python -m service`` process; its stdout and stderr go to ``log_path``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM (a graceful drain) and wait for the exit code; raises
+        ``subprocess.TimeoutExpired`` if the process outlives ``timeout``."""
+        self.proc.send_signal(signal.SIGTERM)  # a no-op once the process has exited
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """:meth:`terminate`, then SIGKILL if the drain takes longer than ``timeout``."""
+        try:
+            return self.terminate(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL and reap, if still running (cleanup after a test or benchmark)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def start_server(
+    model_dir: Path,
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> ServerProcess:
+    """Start ``python -m service --model-dir MODEL_DIR --port <free> --poll-interval-s 0.2
+    ARGS...``; with ``wait``, return once ``/readyz`` answers 200.
+
+    Settings come from the flags: ``XOR_DNN_*`` variables inherited from the caller's shell are
+    dropped, except those given in ``env`` (which is merged over the inherited environment).
+    """
+    port = free_port()
+    extra = env or {}
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("XOR_DNN_") or k in extra}
+    child_env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    child_env.update(extra)
+    cmd = [
+        sys.executable, "-m", "service",
+        # Absolute: the child runs in the package's parent folder, not the caller's.
+        "--model-dir", str(Path(model_dir).absolute()), "--port", str(port),
+        "--poll-interval-s", "0.2", *args,
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=_PACKAGE_PARENT, env=child_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = ServerProcess(proc, port, log_path)
+    if wait:
+        wait_until_ready(server, timeout)
+    return server
+
+
+def wait_until_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll ``/readyz`` until it answers 200. Raises ``RuntimeError`` with the log's tail if
+    the process exits first, or kills it and raises if it is not ready within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited {server.proc.returncode}:\n{server.log()[-LOG_TAIL_CHARS:]}"
+            )
+        if _ready(server.url):
+            return
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()[-LOG_TAIL_CHARS:]}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(f"{url}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):  # refused, reset, 503 (HTTPError), timeout
+        return False
