@@ -19,9 +19,11 @@
   const CONCURRENCY = 3; // parallel calls per batch of points: enough to let the service batch
   const MAX_RETRIES = 5;
   const MAX_PROBES = 20;
-  // Points use the full class colours; the surface uses paler ones so points stay visible.
-  const COLOURS = { 0: [245, 147, 34], 1: [8, 119, 189] };
-  const SURFACE = { 0: [248, 190, 122], 1: [110, 172, 214], mid: [240, 241, 242] };
+  // The lesson's convention, as in the training pictures: class 0 blue, class 1 orange
+  // (#1f77b4, #ff7f0e, also --class0/--class1 in style.css). The surface uses paler tints of
+  // the same hues (--surface0/--surface1) so points stay visible.
+  const COLOURS = { 0: [31, 119, 180], 1: [255, 127, 14] };
+  const SURFACE = { 0: [110, 172, 214], 1: [248, 190, 122], mid: [240, 241, 242] };
   const INK = "#1f2328";
   const MISTAKE = "#d62728";
 

@@ -1,8 +1,9 @@
 """The playground page in a real headless Chromium against a real uvicorn server.
 
-The page colours the surface orange where the model says class 0 and blue where it says
-class 1, so a pixel counts as class 0 when red clearly dominates blue and as class 1 when
-blue clearly dominates red. The canvas spans [-5, 5]² with +y up.
+The page follows the lesson's colours (those of the training pictures): class 0 blue, class 1
+orange, for the surface, the sample points, the probe markers, the legend and the badges. So a
+pixel counts as class 0 when blue clearly dominates red and as class 1 when red clearly
+dominates blue. The canvas spans [-5, 5]² with +y up.
 """
 
 from __future__ import annotations
@@ -38,12 +39,26 @@ QUADRANT_JS = """
       const py = Math.floor(((5 - y) / 10) * c.height);
       const k = 4 * (py * c.width + px);
       const red = img[k], blue = img[k + 2];
-      if (red > blue + 40) out.class0++;
-      else if (blue > red + 40) out.class1++;
+      if (blue > red + 40) out.class0++;
+      else if (red > blue + 40) out.class1++;
       else out.other++;
     }
   }
   return out;
+}
+"""
+
+# The canvas pixel (RGB) under each plane point [x, y].
+PIXELS_AT_JS = """
+(points) => {
+  const c = document.getElementById("surface");
+  const img = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  return points.map(([x, y]) => {
+    const px = Math.floor(((x + 5) / 10) * c.width);
+    const py = Math.floor(((5 - y) / 10) * c.height);
+    const k = 4 * (py * c.width + px);
+    return [img[k], img[k + 1], img[k + 2]];
+  });
 }
 """
 
@@ -110,6 +125,17 @@ def quadrant(page: Any, sx: int, sy: int) -> dict[str, int]:
     ys = [lo, hi] if sy > 0 else [-hi, -lo]
     result: dict[str, int] = page.evaluate(QUADRANT_JS, [*xs, *ys, 16])
     return result
+
+
+def colour_class(rgb: list[int] | tuple[int, ...]) -> int | None:
+    """0 for the blue family, 1 for the orange family, None for neither (as QUADRANT_JS)."""
+    red, blue = rgb[0], rgb[2]
+    return 0 if blue > red + 40 else 1 if red > blue + 40 else None
+
+
+def css_colours(value: str) -> list[tuple[int, ...]]:
+    """Every ``rgb(r, g, b)`` in a computed CSS value, in order."""
+    return [tuple(map(int, m)) for m in re.findall(r"rgba?\((\d+), (\d+), (\d+)", value)]
 
 
 def click_at(page: Any, x: float, y: float) -> None:
@@ -196,6 +222,17 @@ def test_page_draws_the_surface_through_the_batch_api_without_errors(
         assert sum(sizes) == grid_points + len(sample), sizes
         assert len(calls) <= grid_points // 1024 + 2, sizes
 
+        # Each sample dot is filled with its label's colour (a later dot may cover a few).
+        dots = page.evaluate(PIXELS_AT_JS, [row[:2] for row in sample])
+        same = sum(colour_class(rgb) == row[2] for rgb, row in zip(dots, sample, strict=True))
+        assert same >= 0.95 * len(sample), (same, len(sample))
+        # The legend: class 0 on the blue end of the colour bar, class 1 on the orange end.
+        assert page.inner_text(".legend").split() == ["class", "0", "class", "1"]
+        bar = css_colours(
+            page.eval_on_selector(".colorbar", "e => getComputedStyle(e).backgroundImage")
+        )
+        assert [colour_class(bar[0]), colour_class(bar[-1])] == [0, 1], bar
+
         info = page.inner_text("#model-info")
         assert "xor" in info and "2 → 16 → 8 → 1" in info and "none" in info
         assert re.search(r"Test accuracy\s+\d+\.\d %", info), info
@@ -242,6 +279,13 @@ def test_a_click_shows_the_probability_a_direct_predict_call_gives(
         assert shown_text == f"{answer['probability']:.4f}"
         assert shown_class == answer["class_id"] == (1 if x * y < 0 else 0)
         assert page.locator("#probes li").count() == 1
+        # The probe's marker and badge wear its class's colour.
+        (marker,) = page.evaluate(PIXELS_AT_JS, [[shown_x, shown_y]])
+        assert colour_class(marker) == shown_class, marker
+        badge = page.locator(f"#probe-result .badge.c{shown_class}")
+        assert badge.inner_text() == f"class {shown_class}"
+        fill = css_colours(badge.evaluate("e => getComputedStyle(e).backgroundColor"))
+        assert [colour_class(c) for c in fill] == [shown_class], fill
         watch.assert_clean()
     finally:
         context.close()
