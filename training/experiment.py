@@ -2,7 +2,7 @@
 
 Each architecture is trained over the same seeds on the same split of each dataset, with the
 same code path as ``xor-dnn train`` (:func:`training.train.train_runs`); the figure shows the
-decision surface of the run each architecture would publish (best validation accuracy).
+decision surface of the run each architecture would publish (closest to the runs' majority vote).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_experiment(
     fig_path = plots.plot_experiment(
         panels,
         out / plots.EXPERIMENT_PNG,
-        title=f"Decision surfaces (test points shown), best-validation run of {runs}",
+        title=f"Decision surfaces (test points shown), published run of {runs}",
     )
     return ExperimentResult(rows, markdown, md_path, json_path, fig_path)
 

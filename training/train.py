@@ -1,9 +1,12 @@
-"""Fit N seeded runs on the lesson's split, pick one on validation, publish it as a version.
+"""Fit N seeded runs on the lesson's split, pick one without the test split, publish it.
 
-The split follows the lesson: 25% test with ``random_state=42``. A validation part (20% of
-the training part, also seeded) is carved out for choosing the published run, so the test
-split is only ever used for reporting. Every run trains on the same fit part; run ``i`` uses
-seed ``config.seed + i``.
+The split follows the lesson: 25% test with ``random_state=42``; the test split is only ever
+used for reporting. By default every run learns from the whole training part, as in the
+lesson, and the published run is the one whose classes agree most with the majority vote of
+all runs on the training points (the most typical run; no labels are used to choose). With
+``ModelConfig.validation_size`` > 0 a seeded validation cut is held out of the training part
+instead and the run with the best validation accuracy is published. Every run trains on the
+same fit part; run ``i`` uses seed ``config.seed + i``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +43,6 @@ if TYPE_CHECKING:
 
 TEST_SIZE = 0.25
 SPLIT_SEED = 42
-VALIDATION_SIZE = 0.2
 SAMPLE_ROWS = 300
 MIN_ROWS = 20
 THRESHOLD = 0.5
@@ -55,7 +57,7 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    """The lesson's train/test split, with the validation part carved from the train part."""
+    """The lesson's train/test split; the validation part (maybe empty) comes from train."""
 
     fit_points: NDArray[np.float32]
     fit_labels: NDArray[np.int64]
@@ -73,6 +75,10 @@ class Split:
     def train_labels(self) -> NDArray[np.int64]:
         return np.concatenate([self.fit_labels, self.val_labels])
 
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_labels) > 0
+
     def sizes(self) -> dict[str, int]:
         return {
             "fit": len(self.fit_labels),
@@ -83,22 +89,38 @@ class Split:
 
 @dataclass
 class RunResult:
-    """One seeded training run; ``model`` is the trained Keras model (final weights)."""
+    """One seeded training run; ``model`` is the trained Keras model (final weights).
+
+    ``fit_loss`` is the binary cross-entropy on the points the run learned from, dropout off.
+    Without a validation split ``val_accuracy`` and ``val_loss`` are NaN. ``agreement`` is
+    set once all runs are done: the fraction of training points on which this run's class
+    matches the runs' majority vote.
+    """
 
     index: int
     seed: int
     test_accuracy: float
+    fit_loss: float
     val_accuracy: float
     val_loss: float
     history: dict[str, list[float]]
     seconds: float
     model: keras.Model = field(repr=False)
+    agreement: float = math.nan
+
+    @property
+    def usable(self) -> bool:
+        """False for a run that diverged (a non-finite loss)."""
+        has_val = not math.isnan(self.val_accuracy)
+        return math.isfinite(self.fit_loss) and (not has_val or math.isfinite(self.val_loss))
 
     def summary(self) -> dict[str, Any]:
         return {
             "run": self.index + 1,
             "seed": self.seed,
             "test_accuracy": _finite(self.test_accuracy),
+            "fit_loss": _finite(self.fit_loss),
+            "agreement": _finite(self.agreement),
             "val_accuracy": _finite(self.val_accuracy),
             "val_loss": _finite(self.val_loss),
             "seconds": round(self.seconds, 2),
@@ -115,6 +137,11 @@ class TrainingReport:
     runs: list[RunResult]
     chosen_index: int
     seconds: float
+
+    @property
+    def selection(self) -> str:
+        """How the published run was chosen: ``"validation"`` or ``"majority_vote"``."""
+        return "validation" if self.split.has_validation else "majority_vote"
 
     @property
     def chosen(self) -> RunResult:
@@ -145,11 +172,19 @@ class TrainingReport:
 
     def table(self) -> str:
         """A plain-text table of the runs, the chosen one marked."""
-        lines = ["run  seed  val_acc  val_loss  test_acc", "---  ----  -------  --------  --------"]
+        if self.split.has_validation:
+            head, why = "val_acc  val_loss", "best validation"
+        else:
+            head, why = "  agree  fit_loss", "closest to the runs' majority vote"
+        lines = [f"run  seed  {head}  test_acc", "---  ----  -------  --------  --------"]
         for r in self.runs:
-            mark = "  <- chosen (best validation)" if r.index == self.chosen_index else ""
+            if self.split.has_validation:
+                a, b = r.val_accuracy, r.val_loss
+            else:
+                a, b = r.agreement, r.fit_loss
+            mark = f"  <- chosen ({why})" if r.index == self.chosen_index else ""
             lines.append(
-                f"{r.index + 1:>3}  {r.seed:>4}  {r.val_accuracy:>7.4f}  {r.val_loss:>8.4f}  "
+                f"{r.index + 1:>3}  {r.seed:>4}  {a:>7.4f}  {b:>8.4f}  "
                 f"{r.test_accuracy:>8.4f}{mark}"
             )
         lines.append(
@@ -170,19 +205,21 @@ class PublishedVersion:
     report: TrainingReport | None = field(default=None, repr=False, compare=False)
 
 
-def split_dataset(dataset: Dataset, *, validation_size: float = VALIDATION_SIZE) -> Split:
-    """The lesson's 25% test split (random_state 42), then a seeded validation cut."""
+def split_dataset(dataset: Dataset, *, validation_size: float = 0.0) -> Split:
+    """The lesson's 25% test split (random_state 42), then a seeded validation cut if asked."""
     from sklearn.model_selection import train_test_split
 
     if dataset.rows < MIN_ROWS:
         raise DataError(
             dataset.path,
-            f"only {dataset.rows} data rows; training needs at least {MIN_ROWS} "
-            "(25% go to test and 20% of the rest to validation)",
+            f"only {dataset.rows} data rows; training needs at least {MIN_ROWS} (25% go to test)",
         )
     x_train, x_test, y_train, y_test = train_test_split(
         dataset.points, dataset.labels, test_size=TEST_SIZE, random_state=SPLIT_SEED
     )
+    if validation_size <= 0:
+        no_points = np.empty((0, 2), dtype=x_train.dtype)
+        return Split(x_train, y_train, no_points, y_train[:0], x_test, y_test)
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=validation_size, random_state=SPLIT_SEED
     )
@@ -207,16 +244,18 @@ def train_runs(
     progress_stream: IO[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
 ) -> TrainingReport:
-    """Train ``runs`` models (seeds ``config.seed + i``) and choose one on validation.
+    """Train ``runs`` models (seeds ``config.seed + i``) and choose one without the test split.
 
-    The chosen run has the best validation accuracy, ties broken by lower validation loss,
-    then by the earlier run. ``progress`` draws a per-epoch status line on
-    ``progress_stream`` (stderr by default); ``on_run`` is called after each run.
+    Without a validation split (the default) the chosen run is the one that agrees most with
+    the majority vote of all runs on the training points (:func:`majority_vote_choice`). With
+    one, it has the best validation accuracy, ties broken by lower validation loss, then by
+    the earlier run. ``progress`` draws a per-epoch status line on ``progress_stream``
+    (stderr by default); ``on_run`` is called after each run.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     config = config or ModelConfig()
-    split = split_dataset(dataset)
+    split = split_dataset(dataset, validation_size=config.validation_size)
     started = time.monotonic()
     results: list[RunResult] = []
     for i in range(runs):
@@ -228,30 +267,59 @@ def train_runs(
         results.append(result)
         if on_run is not None:
             on_run(result)
-    usable = [r for r in results if math.isfinite(r.val_loss)]
+    usable = [r for r in results if r.usable]
     if not usable:
         raise TrainingError(
-            f"all {runs} run(s) diverged (validation loss is not finite); "
+            f"all {runs} run(s) diverged (the loss is not finite); "
             f"lower the learning rate (now {config.learning_rate})"
         )
-    chosen = min(usable, key=lambda r: (-r.val_accuracy, r.val_loss, r.index))
+    if split.has_validation:
+        chosen = min(usable, key=lambda r: (-r.val_accuracy, r.val_loss, r.index)).index
+    else:
+        probabilities = [predict_proba(r.model, split.fit_points) for r in usable]
+        agreements = majority_vote_agreement(probabilities)
+        for r, agreement in zip(usable, agreements, strict=True):
+            r.agreement = agreement
+        chosen = usable[majority_vote_choice(agreements)].index
     return TrainingReport(
         dataset=dataset,
         split=split,
         config=config,
         runs=results,
-        chosen_index=chosen.index,
+        chosen_index=chosen,
         seconds=time.monotonic() - started,
     )
+
+
+def majority_vote_agreement(probabilities: Sequence[NDArray[Any]]) -> list[float]:
+    """For each run, the fraction of points where its class matches the runs' majority vote.
+
+    ``probabilities`` holds each run's class-1 probabilities on the same points. The vote is
+    the mean probability over the runs (a soft vote: when an even number of runs splits, the
+    more confident side wins).
+    """
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    majority = stacked.mean(axis=0) > THRESHOLD
+    return [float(((p > THRESHOLD) == majority).mean()) for p in stacked]
+
+
+def majority_vote_choice(agreements: Sequence[float]) -> int:
+    """Index of the run closest to the majority vote; ties go to the earlier run.
+
+    Choosing the most typical run needs neither the test split nor held-out labels, and it
+    steers clear of an outlier seed (a dead unit, a boundary bent by a few noisy labels).
+    """
+    return min(range(len(agreements)), key=lambda i: (-agreements[i], i))
 
 
 def _train_one(index: int, config: ModelConfig, split: Split, callbacks: list[Any]) -> RunResult:
     t0 = time.monotonic()
     model = build_model(config)
+    validation = (split.val_points, split.val_labels) if split.has_validation else None
     fit = model.fit(
         split.fit_points,
         split.fit_labels,
-        validation_data=(split.val_points, split.val_labels),
+        validation_data=validation,
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
@@ -259,14 +327,20 @@ def _train_one(index: int, config: ModelConfig, split: Split, callbacks: list[An
         callbacks=callbacks,
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    val_prob = predict_proba(model, split.val_points)
+    fit_prob = predict_proba(model, split.fit_points)
     test_prob = predict_proba(model, split.test_points)
+    val_accuracy = val_loss = math.nan
+    if split.has_validation:
+        val_prob = predict_proba(model, split.val_points)
+        val_accuracy = _accuracy(val_prob, split.val_labels)
+        val_loss = _bce(val_prob, split.val_labels)
     return RunResult(
         index=index,
         seed=config.seed,
         test_accuracy=_accuracy(test_prob, split.test_labels),
-        val_accuracy=_accuracy(val_prob, split.val_labels),
-        val_loss=_bce(val_prob, split.val_labels),
+        fit_loss=_bce(fit_prob, split.fit_labels),
+        val_accuracy=val_accuracy,
+        val_loss=val_loss,
         history=history,
         seconds=time.monotonic() - t0,
         model=model,
@@ -307,8 +381,11 @@ def _progress_callback(index: int, runs: int, config: ModelConfig, stream: IO[st
                 f"\r  run {index + 1}/{runs} (seed {config.seed})  epoch "
                 f"{epoch + 1:>{len(str(config.epochs))}}/{config.epochs}  "
                 f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.4f}"
-                f"  val_loss {logs.get('val_loss', math.nan):.4f}  "
-                f"val_acc {logs.get('val_accuracy', math.nan):.4f}"
+                + (
+                    f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
+                    if "val_loss" in logs and "val_accuracy" in logs
+                    else ""
+                )
             )
             stream.flush()
 
@@ -345,9 +422,10 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
         "split": {
             "test_size": TEST_SIZE,
             "random_state": SPLIT_SEED,
-            "validation_size": VALIDATION_SIZE,
+            "validation_size": report.config.validation_size,
             "rows": split.sizes(),
         },
+        "selection": report.selection,
         "feature_ranges": {
             name: {"min": float(train_points[:, i].min()), "max": float(train_points[:, i].max())}
             for i, name in enumerate(("x", "y"))

@@ -68,6 +68,7 @@ def test_data_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--epochs", "0"], "--epochs must be in [1, 100000]"),
         (["train", "--learning-rate", "abc"], "--learning-rate must be a float"),
         (["train", "--runs", "0"], "--runs must be in [1, 1000]"),
+        (["train", "--validation-size", "0.9"], "--validation-size must be in [0.0, 0.5]"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -99,11 +100,29 @@ def test_train_reports_runs_and_publishes(
     assert code == 0
     out = capsys.readouterr().out
     assert "run 1/2 seed 0: test accuracy" in out and "run 2/2 seed 1" in out
+    assert "fit loss" in out and "<- chosen (closest to the runs' majority vote)" in out
     assert "test accuracy over 2 run(s): mean" in out
     assert f"published version 1: {model_dir / '1'}" in out
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
     assert meta["config"]["hidden_units"] == [4]
     assert meta["data"]["generated"] == {"n": 120, "noise": 0.0, "seed": 0}
+    assert meta["selection"] == "majority_vote"
+    assert meta["split"]["rows"] == {"fit": 90, "validation": 0, "test": 30}
+
+
+def test_train_with_a_validation_cut_chooses_on_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "xor"
+    args = ["train", "--model-dir", str(model_dir), "--runs", "2", "--hidden", "4"]
+    assert main([*args, "--validation-size", "0.2", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "(validation " in out and "<- chosen (best validation)" in out
+    meta = json.loads((model_dir / "1" / "metadata.json").read_text())
+    assert meta["config"]["validation_size"] == 0.2
+    assert meta["split"]["validation_size"] == 0.2
+    assert meta["split"]["rows"] == {"fit": 72, "validation": 18, "test": 30}
+    assert meta["selection"] == "validation"
 
 
 def test_progress_line_per_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

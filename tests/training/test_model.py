@@ -26,6 +26,8 @@ def layer_kinds(config: ModelConfig) -> list[tuple[str, int | float]]:
 def test_lesson_config_is_the_lessons_network() -> None:
     config = ModelConfig.lesson()
     assert (config.epochs, config.batch_size, config.learning_rate) == (100, 32, 0.001)
+    # The lesson fits on its whole training part: no validation cut.
+    assert config.validation_size == 0.0
     assert layer_kinds(config) == [
         ("relu", 6),
         ("dropout", 0.2),
@@ -43,10 +45,11 @@ def test_lesson_config_is_the_lessons_network() -> None:
 def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> None:
     config = ModelConfig()
     lesson = ModelConfig.lesson()
-    assert (config.epochs, config.batch_size, config.learning_rate) == (
+    assert (config.epochs, config.batch_size, config.learning_rate, config.validation_size) == (
         lesson.epochs,
         lesson.batch_size,
         lesson.learning_rate,
+        lesson.validation_size,
     )
     assert layer_kinds(config) == [
         ("relu", 64),
@@ -76,6 +79,8 @@ def test_configurable_layers_and_no_hidden_layer() -> None:
         {"epochs": 0},
         {"batch_size": 0},
         {"learning_rate": 0.0},
+        {"validation_size": -0.1},
+        {"validation_size": 0.6},
     ],
 )
 def test_bad_config_is_refused(kwargs: dict[str, object]) -> None:

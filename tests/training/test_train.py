@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,18 @@ from training.model import ModelConfig
 from training.train import (
     TEST_SIZE,
     PublishedVersion,
+    majority_vote_agreement,
+    majority_vote_choice,
     split_dataset,
     train_and_publish,
+    train_runs,
 )
 from xor_dnn.modelstore import list_versions, load_version
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
 CONFIG = ModelConfig(hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4)
+VALIDATED = replace(CONFIG, validation_size=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +39,31 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> PublishedVersion:
     )
 
 
-def test_split_is_the_lessons_and_validation_comes_from_train_only() -> None:
+def test_default_split_is_the_lessons_and_fits_on_the_whole_training_part() -> None:
     from sklearn.model_selection import train_test_split
 
     ds = generated_dataset(400, seed=2)
     split = split_dataset(ds)
-    _, lesson_test, _, lesson_test_labels = train_test_split(
+    lesson_train, lesson_test, lesson_train_labels, lesson_test_labels = train_test_split(
         ds.points, ds.labels, test_size=TEST_SIZE, random_state=42
     )
     assert np.array_equal(split.test_points, lesson_test)
     assert np.array_equal(split.test_labels, lesson_test_labels)
+    assert np.array_equal(split.fit_points, lesson_train)
+    assert np.array_equal(split.fit_labels, lesson_train_labels)
+    assert split.sizes() == {"fit": 300, "validation": 0, "test": 100}
+    assert not split.has_validation
+
+
+def test_validation_cut_comes_from_train_only() -> None:
+    ds = generated_dataset(400, seed=2)
+    split = split_dataset(ds, validation_size=0.2)
     assert split.sizes() == {"fit": 240, "validation": 60, "test": 100}
+    assert split.has_validation
     seen = {tuple(p) for p in split.train_points.tolist()}
     assert not seen & {tuple(p) for p in split.test_points.tolist()}
-    assert np.array_equal(split_dataset(ds).val_points, split.val_points)
+    assert seen == {tuple(p) for p in split_dataset(ds).fit_points.tolist()}
+    assert np.array_equal(split_dataset(ds, validation_size=0.2).val_points, split.val_points)
 
 
 def test_too_few_rows_is_a_data_error() -> None:
@@ -73,6 +89,10 @@ def test_metadata_has_every_documented_field(published: PublishedVersion) -> Non
     assert meta["version"] == 1
     assert datetime.fromisoformat(meta["created_at"]).tzinfo is not None
     assert meta["config"] == CONFIG.to_dict()
+    assert meta["config"]["validation_size"] == 0.0
+    assert meta["split"]["validation_size"] == 0.0
+    assert meta["split"]["rows"] == {"fit": 180, "validation": 0, "test": 60}
+    assert meta["selection"] == "majority_vote"
     ds = generated_dataset(240, noise=0.05, seed=1)
     assert meta["data"]["sha256"] == ds.sha256
     assert meta["data"]["rows"] == 240
@@ -92,8 +112,10 @@ def test_metadata_has_every_documented_field(published: PublishedVersion) -> Non
     assert meta["test_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
     assert meta["test_accuracy_std"] == pytest.approx(np.std(accs), abs=1e-6)
     assert meta["test_accuracy_min"] == pytest.approx(min(accs), abs=1e-6)
-    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+    for key in ("loss", "accuracy"):
         assert len(meta["history"][key]) == EPOCHS
+    # Nothing is held out by default, so there is no validation curve.
+    assert meta["history"]["val_loss"] == meta["history"]["val_accuracy"] == []
     assert "tensorflow" in meta["packages"] or "tensorflow-cpu" in meta["packages"]
     assert "keras" in meta["packages"] and "numpy" in meta["packages"]
 
@@ -105,13 +127,44 @@ def test_metadata_has_every_documented_field(published: PublishedVersion) -> Non
         assert cls in (0, 1) and part in ("train", "test")
 
 
-def test_chosen_run_is_best_on_validation(published: PublishedVersion) -> None:
+def test_chosen_run_is_closest_to_the_majority_vote(published: PublishedVersion) -> None:
     meta = published.metadata
     runs = meta["runs"]
-    best = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["run"]))
+    assert [r["seed"] for r in runs] == [CONFIG.seed, CONFIG.seed + 1]
+    assert all(0 < r["agreement"] <= 1 and r["fit_loss"] > 0 for r in runs)
+    assert all(r["val_accuracy"] is None and r["val_loss"] is None for r in runs)
+    best = max(runs, key=lambda r: (r["agreement"], -r["run"]))
     assert meta["chosen_run"] == best["run"]
     assert meta["chosen_seed"] == CONFIG.seed + best["run"] - 1
-    assert [r["seed"] for r in runs] == [CONFIG.seed, CONFIG.seed + 1]
+
+
+def test_majority_vote_agreement_and_choice() -> None:
+    # Three runs on five points: run 1 is the outlier, runs 0 and 2 match the vote.
+    probabilities = [
+        np.array([0.9, 0.8, 0.1, 0.2, 0.7]),
+        np.array([0.1, 0.2, 0.9, 0.8, 0.6]),
+        np.array([0.8, 0.9, 0.2, 0.1, 0.9]),
+    ]
+    agreements = majority_vote_agreement(probabilities)
+    assert agreements == pytest.approx([1.0, 0.2, 1.0])
+    assert majority_vote_choice(agreements) == 0  # a tie goes to the earlier run
+    assert majority_vote_choice([0.9, 0.95, 0.95]) == 1
+    # The vote is the mean probability, so two runs that disagree do not tie.
+    two = majority_vote_agreement([np.array([0.9, 0.45]), np.array([0.2, 0.4])])
+    assert two == pytest.approx([1.0, 0.5])
+    assert majority_vote_agreement([np.array([0.7, 0.2])]) == [1.0]
+
+
+def test_with_a_validation_cut_the_best_validation_run_is_chosen() -> None:
+    report = train_runs(generated_dataset(240, noise=0.05, seed=1), VALIDATED, runs=2)
+    assert report.selection == "validation"
+    assert report.split.sizes() == {"fit": 144, "validation": 36, "test": 60}
+    runs = report.runs
+    best = max(runs, key=lambda r: (r.val_accuracy, -r.val_loss, -r.index))
+    assert report.chosen_index == best.index
+    assert all(len(r.history["val_loss"]) == EPOCHS for r in runs)
+    assert all(np.isnan(r.agreement) for r in runs)
+    assert "<- chosen (best validation)" in report.table()
 
 
 def test_published_model_matches_reported_accuracy(published: PublishedVersion) -> None:
