@@ -277,6 +277,12 @@ def measure(server: Server, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` as ``1.23x``; ``-`` when ``b`` answered nothing in the run (naive at c=128
+    completes no request within a few seconds under wrk, which counts only finished ones)."""
+    return f"{a / b:.2f}x" if b > 0 and a == a and b == b else "-"
+
+
 def fmt(v: float, digits: int = 1) -> str:
     return "-" if v != v else f"{v:,.{digits}f}"
 
@@ -441,7 +447,7 @@ def report(
             svc = cells[("service", c)].median("rps")
             print(
                 f"| {c} | "
-                + " | ".join(f"{svc / cells[(t, c)].median('rps'):.2f}x" for t in others)
+                + " | ".join(_ratio(svc, cells[(t, c)].median("rps")) for t in others)
                 + " |"
             )
         print()
@@ -457,7 +463,8 @@ def report(
     if "service" in targets and c in levels:
         svc = cells[("service", c)].median("rps")
         if "floor" in targets:
-            ratio = svc / cells[("floor", c)].median("rps")
+            floor_rps = cells[("floor", c)].median("rps")
+            ratio = svc / floor_rps if floor_rps > 0 else float("nan")
             checks.append(
                 (
                     f"/predict vs floor at c={c}",
@@ -467,7 +474,8 @@ def report(
                 )
             )
         if "naive" in targets:
-            ratio = svc / cells[("naive", c)].median("rps")
+            naive_rps = cells[("naive", c)].median("rps")
+            ratio = svc / naive_rps if naive_rps > 0 else float("inf")
             checks.append(
                 (
                     f"/predict vs naive at c={c}",
