@@ -1,9 +1,12 @@
 """Batch-scoring benchmark: throughput and peak memory at 1M and 5M points, against the naive way.
 
-Each run is a fresh ``xor-dnn score`` process; its peak RSS comes from ``wait4`` (that child
-only) and its rows/s from the job's own JSON summary, which excludes the TensorFlow import and
-model load (reported separately as startup). The naive way is what a notebook does: pandas
-reads the whole file, Keras ``model.predict``, pandas writes it back.
+Each run is a fresh ``xor-dnn score`` process; its peak RSS is its own ``VmHWM`` and its rows/s
+come from the job's own JSON summary, which times the run from opening the input to the
+renamed output and leaves out only the TensorFlow import, model load and warm-up call
+(reported separately as startup). The repeats are interleaved (every case once, then again),
+so a burst of load from another process on a shared machine hits every case alike. The naive
+way is what a notebook does: pandas reads the whole file, Keras ``model.predict``, pandas
+writes it back.
 
     python bench/score.py                 # full run (~5M points), prints a table
     python bench/score.py --sizes 200000  # quick look; memory target needs two sizes
@@ -143,28 +146,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}")
 
     rows: list[dict[str, Any]] = []
-    for n in sorted(args.sizes):
-        inputs = make_inputs(work, n)
-        for fmt in ("csv", "parquet"):
+    cases = [(n, fmt) for n in sorted(args.sizes) for fmt in ("csv", "parquet")]
+    inputs = {n: make_inputs(work, n) for n in sorted(args.sizes)}
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {case: [] for case in cases}
+    for _ in range(args.repeats):
+        for n, fmt in cases:
+            # Repeats replace the previous run's file: unlinking it is inside the timed window.
             out = work / f"scored-{n}.{fmt}"
-            runs = [
-                run_child([*score, "-i", str(inputs[fmt]), "-o", str(out)])
-                for _ in range(args.repeats)
-            ]
-            assert all(r["rows_scored"] == n for r in runs)
-            rows.append(
-                {
-                    "case": f"{fmt}->{fmt}",
-                    "rows": n,
-                    "way": "xor-dnn score",
-                    "rows_per_s": statistics.median(r["rows_per_second"] for r in runs),
-                    "seconds": statistics.median(r["seconds"] for r in runs),
-                    "startup": statistics.median(r["startup_seconds"] for r in runs),
-                    "rss_mb": max(r["rss_mb"] for r in runs),
-                    "cpu_per_m": statistics.median(r["cpu_seconds"] / n * 1e6 for r in runs),
-                }
-            )
-            out.unlink(missing_ok=True)
+            runs[n, fmt].append(run_child([*score, "-i", str(inputs[n][fmt]), "-o", str(out)]))
+    for n, fmt in cases:
+        (work / f"scored-{n}.{fmt}").unlink(missing_ok=True)
+    for (n, fmt), done in runs.items():
+        assert all(r["rows_scored"] == n for r in done)
+        rows.append(
+            {
+                "case": f"{fmt}->{fmt}",
+                "rows": n,
+                "way": "xor-dnn score",
+                "rows_per_s": statistics.median(r["rows_per_second"] for r in done),
+                "seconds": statistics.median(r["seconds"] for r in done),
+                "startup": statistics.median(r["startup_seconds"] for r in done),
+                "rss_mb": max(r["rss_mb"] for r in done),
+                "cpu_per_m": statistics.median(r["cpu_seconds"] / n * 1e6 for r in done),
+            }
+        )
     if args.naive_size:
         inputs = make_inputs(work, args.naive_size)
         for fmt in ("csv", "parquet"):
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n| case | rows | way | rows/s (median of {args.repeats}) | seconds | "
-        "startup s (TF import + load) | peak RSS MB | CPU s per 1M rows |"
+        "startup s (TF import + load + warm-up) | peak RSS MB | CPU s per 1M rows |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:

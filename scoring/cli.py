@@ -203,7 +203,10 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         progress=args.progress,
     )
     model_dir = args.model_dir or Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
-    summary = score(options, lambda: load_model(model_dir, args.model_version))
+    summary = score(
+        options,
+        lambda: load_model(model_dir, args.model_version, warm_up_rows=args.chunk_size),
+    )
     return summary.to_dict()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,7 @@ def test_strict_mode_names_first_bad_row_and_writes_nothing(
     assert (err.value.row, err.value.column) == (expected_row, "x")
     assert f"row {expected_row}, column 'x'" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"in.{fmt}"]
+    assert job_threads() == []
 
 
 def test_strict_mode_on_malformed_csv_row(model_dir: Path, tmp_path: Path) -> None:
@@ -305,3 +308,109 @@ def test_failure_mid_run_leaves_nothing(model_dir: Path, tmp_path: Path) -> None
     # The earlier complete file is untouched and no temporary file is left.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.csv"]
     assert (tmp_path / "out.csv").read_text() == "previous result\n"
+    assert job_threads() == []
+
+
+def job_threads() -> list[str]:
+    """The job's reader and writer threads still alive (none once score() has returned)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("xor-dnn-score")]
+
+
+def test_read_error_mid_run_surfaces_and_leaves_nothing(model_dir: Path, tmp_path: Path) -> None:
+    # Reading runs ahead on its own thread: an error it meets after some chunks were scored
+    # (invalid UTF-8 near the end of a CSV) must still fail the job, with no file left.
+    src = write_points(points_table(6000), tmp_path / "in.csv", Format.CSV)
+    data = src.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) - 2000) + 1
+    src.write_bytes(data[:cut] + b"\xff" + data[cut:])
+    predict, version, _ = load_model(model_dir, 2)
+    calls = 0
+
+    def counting(points: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        return predict(points)
+
+    options = ScoreOptions(src, tmp_path / "out.parquet", Format.CSV, Format.PARQUET, 256)
+    with pytest.raises(InputError, match=r"in\.csv: cannot read"):
+        score(options, lambda: (counting, version, 0.0))
+    assert calls > 1  # the failure came mid-run, not at open
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    assert job_threads() == []
+
+
+def test_seconds_run_from_open_to_rename_without_the_model_load(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    src = write_points(points_table(100), tmp_path / "in.parquet", Format.PARQUET)
+    predict, version, _ = load_model(model_dir, 2)
+
+    def slow_load() -> tuple[Callable[[np.ndarray], np.ndarray], int, float]:
+        time.sleep(1.0)
+        return predict, version, 1.0
+
+    options = ScoreOptions(src, tmp_path / "out.parquet", Format.PARQUET, Format.PARQUET)
+    summary = score(options, slow_load)
+    assert summary.startup_seconds == 1.0
+    assert 0.0 < summary.seconds < 1.0
+    assert summary.rows_per_second == pytest.approx(100 / summary.seconds, rel=0.01)
+
+
+def _publish_constant_model(root: Path, value: float) -> None:
+    import tensorflow as tf
+
+    class Constant(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="points")])
+        def serve(self, points: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"probability": points[:, :1] * 0.0 + value}
+
+    module = Constant()
+    tf.saved_model.save(module, str(root / "1"), signatures={"serving_default": module.serve})
+
+
+@pytest.mark.parametrize("value", [1.5, float("nan")])
+def test_model_load_warms_up_and_rejects_impossible_probabilities(
+    tmp_path: Path, value: float
+) -> None:
+    _publish_constant_model(tmp_path, value)
+    with pytest.raises(ModelError, match="version 1: warm-up returned"):
+        load_model(tmp_path, 1)
+
+
+def test_model_load_warm_up_accepts_a_valid_model(tmp_path: Path) -> None:
+    _publish_constant_model(tmp_path, 0.25)
+    predict, version, seconds = load_model(tmp_path, None, warm_up_rows=1000)
+    assert version == 1 and seconds > 0
+    np.testing.assert_array_equal(predict(np.zeros((3, 2), np.float32)), [0.25] * 3)
+
+
+def test_loaded_predict_is_bit_identical_to_the_signature(
+    model_dir: Path, reference: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    # load_model folds the variables into constants for speed; the answers must not move.
+    predict, version, _ = load_model(model_dir, 2, warm_up_rows=1000)
+    xy = np.random.default_rng(7).uniform(-20, 20, size=(70_000, 2)).astype(np.float32)
+    assert version == 2
+    np.testing.assert_array_equal(predict(xy), reference(xy))
+    np.testing.assert_array_equal(predict(xy[:3]), reference(xy[:3]))
+
+
+@pytest.mark.parametrize("broken", ["raises", "inexact"])
+def test_model_load_falls_back_to_the_signature(
+    model_dir: Path,
+    reference: Callable[[np.ndarray], np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    broken: str,
+) -> None:
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants
+
+    def fold(fn: Any) -> Any:
+        if broken == "raises":
+            raise ValueError("cannot fold this graph")
+        return lambda points: [tf.fill([tf.shape(points)[0], 1], 0.5)]
+
+    monkeypatch.setattr(convert_to_constants, "convert_variables_to_constants_v2", fold)
+    predict, _, _ = load_model(model_dir, 2, warm_up_rows=100)
+    xy = np.random.default_rng(8).uniform(-5, 5, size=(500, 2)).astype(np.float32)
+    np.testing.assert_array_equal(predict(xy), reference(xy))
