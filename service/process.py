@@ -20,7 +20,7 @@ import http.client
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404
 import sys
 import time
 import urllib.request
@@ -105,7 +105,9 @@ def start_server(
         "--poll-interval-s", "0.2", *args,
     ]  # fmt: skip
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
+        # B404/B603: subprocess only starts this package's own server (sys.executable -m
+        # service plus the caller's flags) from an argv list: no shell, nothing parsed.
+        proc = subprocess.Popen(  # nosec B603
             cmd, cwd=_PACKAGE_PARENT, env=child_env, stdout=log, stderr=subprocess.STDOUT
         )
     server = ServerProcess(proc, port, log_path)
