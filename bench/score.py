@@ -2,9 +2,10 @@
 
 Each run is a fresh ``xor-dnn score`` process; its peak RSS is its own ``VmHWM`` and its rows/s
 come from the job's own JSON summary, which times the run from opening the input to the
-renamed output and leaves out only the TensorFlow import, model load and warm-up call
+renamed output and leaves out only the TensorFlow import, model load and warm-up calls
 (reported separately as startup). The repeats are interleaved (every case once, then again),
-so a burst of load from another process on a shared machine hits every case alike. The naive
+so a burst of load from another process on a shared machine hits every case alike, and the
+page cache is synced before each run, so one run's writeback does not slow the next. The naive
 way is what a notebook does: pandas reads the whole file, Keras ``model.predict``, pandas
 writes it back.
 
@@ -152,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for n, fmt in cases:
             # Repeats replace the previous run's file: unlinking it is inside the timed window.
+            # The previous run's output is flushed to disk first, so its writeback (250 MB
+            # after a 5M-row CSV) does not land in this run's window; no run ever fsyncs.
             out = work / f"scored-{n}.{fmt}"
+            os.sync()
             runs[n, fmt].append(run_child([*score, "-i", str(inputs[n][fmt]), "-o", str(out)]))
     for n, fmt in cases:
         (work / f"scored-{n}.{fmt}").unlink(missing_ok=True)
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.naive_size:
         inputs = make_inputs(work, args.naive_size)
         for fmt in ("csv", "parquet"):
+            os.sync()
             r = run_child(
                 [sys.executable, "-c", NAIVE_SCRIPT, str(inputs[fmt]), str(work / f"naive.{fmt}")]
             )

@@ -101,6 +101,12 @@ class _RangeFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def stop_pacing(self) -> None:
+        """Let every read through from now on (the consumer is done or gone)."""
+        with self._pace:
+            self._ahead = None
+            self._pace.notify_all()
+
     def want(self, wanted: bool) -> None:
         """The consumer starts (True) or stops (False) waiting for the next batch."""
         with self._pace:
@@ -112,7 +118,11 @@ class _RangeFile(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self._ahead is not None:
             with self._pace:
-                while not self._closing and self._reads - self._taken >= self._ahead:
+                while (
+                    self._ahead is not None
+                    and not self._closing
+                    and self._reads - self._taken >= self._ahead
+                ):
                     timed_out = not self._pace.wait(_STALL if self._wanted else None)
                     if timed_out and self._wanted:
                         break
@@ -222,49 +232,53 @@ class CsvSource:
         if self.total == 0:
             return
         self._file = _RangeFile(self.path, self.start, self.stop, ahead=_CSV_BLOCKS_AHEAD)
-        self._file.want(True)
         try:
-            reader = pcsv.open_csv(
-                self._file,
-                read_options=pcsv.ReadOptions(
-                    column_names=self.names,
-                    block_size=_block_size(self.path, self.start, self.stop, self._chunk_size),
-                    # One thread keeps the invalid-row callback's line numbers exact.
-                    use_threads=False,
-                ),
-                parse_options=pcsv.ParseOptions(
-                    invalid_row_handler=self._on_invalid, ignore_empty_lines=False
-                ),
-                convert_options=pcsv.ConvertOptions(
-                    column_types=dict.fromkeys(self.names, pa.string()),
-                    strings_can_be_null=False,
-                ),
-            )
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _open_error(self.path, exc) from exc
-        ordinal = 0
-        while True:
             self._file.want(True)
             try:
-                data = reader.read_next_batch()
-            except StopIteration:
-                break
+                reader = pcsv.open_csv(
+                    self._file,
+                    read_options=pcsv.ReadOptions(
+                        column_names=self.names,
+                        block_size=_block_size(self.path, self.start, self.stop, self._chunk_size),
+                        # One thread keeps the invalid-row callback's line numbers exact.
+                        use_threads=False,
+                    ),
+                    parse_options=pcsv.ParseOptions(
+                        invalid_row_handler=self._on_invalid, ignore_empty_lines=False
+                    ),
+                    convert_options=pcsv.ConvertOptions(
+                        column_types=dict.fromkeys(self.names, pa.string()),
+                        strings_can_be_null=False,
+                    ),
+                )
             except (pa.ArrowInvalid, OSError) as exc:
                 raise _open_error(self.path, exc) from exc
-            finally:
-                self._file.want(False)
-            numbers = _csv_numbers(
-                self._lines_before + 1, ordinal, np.asarray(self._skip_keys, dtype=np.int64)
-            )
+            ordinal = 0
+            while True:
+                self._file.want(True)
+                try:
+                    data = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise _open_error(self.path, exc) from exc
+                finally:
+                    self._file.want(False)
+                numbers = _csv_numbers(
+                    self._lines_before + 1, ordinal, np.asarray(self._skip_keys, dtype=np.int64)
+                )
 
-            ordinal += data.num_rows
-            last = int(numbers(np.array([data.num_rows - 1]))[0]) if data.num_rows else 0
-            flush = [m for m in self._bad if m.row <= last] if data.num_rows else []
-            self._bad = self._bad[len(flush) :]
-            yield Batch(data, numbers, flush, self._file.consumed)
-        if self._bad:
-            yield Batch(_empty(self.schema), _no_rows, self._bad, self.total)
-            self._bad = []
+                ordinal += data.num_rows
+                last = int(numbers(np.array([data.num_rows - 1]))[0]) if data.num_rows else 0
+                flush = [m for m in self._bad if m.row <= last] if data.num_rows else []
+                self._bad = self._bad[len(flush) :]
+                yield Batch(data, numbers, flush, self._file.consumed)
+            if self._bad:
+                yield Batch(_empty(self.schema), _no_rows, self._bad, self.total)
+                self._bad = []
+        finally:
+            # Dropping Arrow's reader waits for its background read: never leave one held back.
+            self._file.stop_pacing()
 
     def close(self) -> None:
         if self._file is not None:

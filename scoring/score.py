@@ -463,8 +463,9 @@ def _system_allocator() -> None:
 
     Every chunk allocates and frees the same few buffers. glibc hands them back to the next
     chunk; mimalloc returns freed pages to the OS and faults fresh ones in, zeroed as 2 MB huge
-    pages (``clear_page`` took up to a quarter of a 1M-row run's CPU under ``perf``). Measured
-    on 1M-row Parquet runs: 0.30 -> 0.28 CPU s, 3.3M -> 3.6M rows/s; peak RSS unchanged.
+    pages (``clear_page`` took up to a quarter of a 1M-row run's CPU under ``perf``). Faster in
+    four of five interleaved comparisons (3.28M -> 3.60M rows/s on 1M Parquet rows), peak RSS
+    the same; see docs/scoring.md.
     """
     pa.set_memory_pool(pa.system_memory_pool())
 
@@ -542,8 +543,9 @@ def load_model(
 
     Also sets the process up for a run: TensorFlow on one thread, Arrow on the system allocator.
 
-    ``seconds`` also covers a warm-up call of ``warm_up_rows`` points (pass the chunk size;
-    0: one point only), so the scoring loop starts with a model already at full speed.
+    ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
+    the chunk size), so the scoring loop starts with a model already at full speed, and the
+    folding of the weights into constants when that answers those calls bit for bit.
     """
     from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
 

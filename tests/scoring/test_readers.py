@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,44 @@ def test_parquet_reader_holds_one_row_group_not_the_file(tmp_path: Path) -> None
     source.close()
     assert seen == rows
     assert peak < file_bytes / 5, (peak, file_bytes)
+
+
+def _csv(path: Path, rows: int, *, long_every: int = 0) -> Path:
+    xy = np.random.default_rng(1).uniform(-5, 5, size=(rows, 2))
+    with open(path, "w") as fh:
+        fh.write("x,y,label\n")
+        for i, (x, y) in enumerate(xy):
+            label = "z" * 60_000 if long_every and i % long_every == 0 else f"p{i}"
+            fh.write(f"{x!r},{y!r},{label}\n")
+    return path
+
+
+def test_csv_reader_reads_a_few_blocks_ahead_not_the_file(tmp_path: Path) -> None:
+    # Arrow's streaming CSV reader reads up to 32 blocks ahead on its own thread; the reader
+    # must hold it to a few, or a big file costs tens of MB more than a small one.
+    path = _csv(tmp_path / "in.csv", 150_000)  # about 6 MB: 90 blocks of 64 KiB
+    source = open_source(path, Format.CSV, Shard(), 1000, ("x", "y"))
+    tracemalloc.start()
+    try:
+        seen = 0
+        for batch in source.batches():
+            seen += batch.data.num_rows
+            time.sleep(0.002)  # a consumer slower than the reading thread
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        source.close()
+    assert seen == 150_000
+    assert peak < 12 * 65536, peak
+
+
+def test_csv_lines_near_a_block_long_are_all_read(tmp_path: Path) -> None:
+    # 60 kB lines in 64 KiB blocks: most batches need the next block to finish their last
+    # line, so pacing the reads must still let those through (a deadlock would hang here).
+    path = _csv(tmp_path / "in.csv", 3000, long_every=20)
+    source = open_source(path, Format.CSV, Shard(), 100, ("x", "y"))
+    labels = [v for b in source.batches() for v in b.data.column("label").to_pylist()]
+    source.close()
+    assert len(labels) == 3000
+    assert [len(v) for v in labels[::20]] == [60_000] * 150
+    assert labels[2999] == "p2999"
