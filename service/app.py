@@ -175,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         max_inflight_requests=settings.inflight_cap,
         root_path=settings.root_path,
+        access_log=settings.access_log,
     )
     return app
 

@@ -53,6 +53,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--drain-timeout-s", "drain_timeout_s", float, "SIGTERM: time to finish in-flight work"),
     ("--log-format", "log_format", str, "text or json"),
     ("--log-level", "log_level", str, "debug, info, warning, error"),
+    ("--access-log", "access_log", str, "requests logged: errors (4xx/5xx), all or off"),
     ("--root-path", "root_path", str, "path prefix behind a reverse proxy, e.g. /xor"),
     ("--cors-origins", "cors_origins", str, "comma-separated origins allowed by CORS"),
     ("--docs-path", "docs_path", str, "URL of the OpenAPI UI, e.g. /_admin/docs"),

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     """Log lines as human text or one JSON object per line."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     """Lowest level logged."""
+    access_log: Literal["all", "errors", "off"] = "errors"
+    """Which requests get an access-log line (method, path, status, latency, request id):
+    ``errors`` (default) those answered 4xx/5xx, ``all`` every request, ``off`` none. Like
+    TensorFlow Serving and Triton, successes are not logged one by one by default: a line per
+    request cost 25-35% of /predict's throughput here (docs/service.md); the request metrics
+    count every request either way."""
     root_path: str = Field(default="", pattern=r"^(/[^\s?#]*[^/\s?#])?$")
     """Path prefix a reverse proxy serves the app under (e.g. /xor), for docs and the page."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -98,7 +104,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "access_log", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

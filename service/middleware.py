@@ -42,6 +42,8 @@ from service.routes.common import (
 from service.routes.predict import predict_body, query_version
 
 access_log = logging.getLogger("service.access")
+# Access-log modes (Settings.access_log) -> the lowest status logged.
+_ACCESS_LOG_MIN_STATUS = {"all": 0, "errors": 400, "off": 1000}
 
 REQUEST_ID_HEADER = "x-request-id"
 RETRY_AFTER_S = 1.0
@@ -85,14 +87,17 @@ class ServiceMiddleware:
         max_body_bytes: int,
         body_timeout_s: float = 10.0,
         max_inflight_requests: int = 0,
-        log_requests: bool = True,
+        access_log: str = "errors",
         root_path: str = "",
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.max_inflight_requests = max_inflight_requests  # 0: no cap
-        self.log_requests = log_requests
+        if access_log not in _ACCESS_LOG_MIN_STATUS:
+            raise ValueError(f"access_log must be one of {sorted(_ACCESS_LOG_MIN_STATUS)}")
+        # Requests answered with at least this status get an access-log line.
+        self.log_min_status = _ACCESS_LOG_MIN_STATUS[access_log]
         self.root_path = root_path
         self.watchdog = BodyWatchdog(tick=min(1.0, max(0.01, body_timeout_s / 10)))
         self.inflight = 0
@@ -194,14 +199,18 @@ class ServiceMiddleware:
             count, latency = _http_metrics(template, method, status)
             count.inc()
             latency.observe(elapsed)
-            if self.log_requests and access_log.isEnabledFor(logging.INFO):
+            if status >= self.log_min_status and access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s -> %d in %.1f ms",
                     method,
                     scope.get("path", ""),
                     status,
                     elapsed * 1000,
-                    extra={"status": status, "duration_ms": round(elapsed * 1000, 3)},
+                    extra={
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "request_id": request_id,
+                    },
                 )
             request_id_var.reset(token)
 

@@ -57,7 +57,18 @@ def test_tritonclient_and_tfserving_json(
     # Plain TF Serving REST JSON, over a real socket.
     r = httpx.post(f"{server.url}/v1/models/xor:predict", json={"instances": QUADRANTS.tolist()})
     np.testing.assert_allclose(np.array(r.json()["predictions"])[:, 0], want, rtol=1e-5)
+
+    # The default access log (errors): a failed request's id is in the log, a success's is not.
+    good = {"points": [{"x": 1.0, "y": -1.0}]}
+    r = httpx.post(f"{server.url}/predict", json=good, headers={"X-Request-ID": "quiet-200"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "quiet-200"
+    bad = {"points": [{"x": 1.0}]}
+    r = httpx.post(f"{server.url}/predict", json=bad, headers={"X-Request-ID": "traced-422"})
+    assert r.status_code == 422 and r.headers["x-request-id"] == "traced-422"
     assert server.terminate() == 0
+    log = server.log()
+    assert re.search(r"\[traced-422\] service.access: POST /predict -> 422 in ", log), log[-3000:]
+    assert "quiet-200" not in log
 
 
 def _predict_200s(text: str) -> float:
