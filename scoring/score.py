@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +33,6 @@ from scoring.readers import Batch, Source, open_source
 from scoring.shards import Shard
 from scoring.validate import OK, REASONS, describe, parse_coordinate
 from scoring.writers import REJECT_SCHEMA, Sink, open_sink
-
-if TYPE_CHECKING:
-    from xor_dnn.modelstore import LoadedModel
 
 PROBABILITY, CLASS_ID, MODEL_VERSION = "probability", "class_id", "model_version"
 ADDED_COLUMNS = (PROBABILITY, CLASS_ID, MODEL_VERSION)
@@ -470,18 +467,14 @@ def _system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _warm_up(
-    predict: Predict, version: int, rows: int
-) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+def _warm_up(predict: Predict, version: int, rows: int) -> None:
     """Make the first signature calls here, as part of startup, and check their answers.
 
     The first call instantiates the graph (about 0.1 s), and the first call at a new size
     faults in that size's activation memory (about 15 ms for 65,536 points); neither depends
     on the input, so a run should not pay them inside its timed loop. The service does the same.
-    Returns each call's ``(points, probabilities)``.
     """
     rng = np.random.default_rng(0)
-    calls = []
     for n in sorted({1, max(rows, 1)}):
         points = rng.uniform(-5.0, 5.0, size=(n, 2)).astype(np.float32)
         try:
@@ -495,45 +488,6 @@ def _warm_up(
                 f"version {version}: warm-up returned misshapen, non-finite or out-of-range"
                 f" probabilities (shape {probs.shape})"
             )
-        calls.append((points, probs))
-    return calls
-
-
-def _fold_variables(model: LoadedModel) -> Predict | None:
-    """The serving signature with its variables folded into constants; None if TF cannot.
-
-    Constant weights spare TensorFlow the variable reads and let oneDNN keep its prepared
-    weights from call to call: 8% less model CPU (175 -> 161 ms per 2**20 points, measured).
-    The graph and its kernels are the same, and load_model() uses this function only once it
-    has answered the warm-up points bit for bit like the signature.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    from xor_dnn.modelstore import OUTPUT_NAME
-
-    signature = model._fn  # modelstore keeps the signature it checked here (no public name)
-    try:
-        folded = convert_variables_to_constants_v2(signature)
-        # The folded function returns the signature's outputs as a flat list, in nest order.
-        wanted = signature.structured_outputs[OUTPUT_NAME]
-        flat = tf.nest.flatten(signature.structured_outputs)
-        index = next(i for i, spec in enumerate(flat) if spec is wanted)
-    except Exception:  # a graph TensorFlow cannot fold: keep the signature
-        return None
-
-    def predict(points: NDArray[np.float32]) -> NDArray[np.float32]:
-        arr = np.ascontiguousarray(points, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"points must have shape (n, 2), got {arr.shape}")
-        result: NDArray[np.float32] = folded(tf.constant(arr))[index].numpy().reshape(-1)
-        if result.shape[0] != arr.shape[0]:
-            raise ModelError(f"model returned {result.shape[0]} outputs for {len(arr)} points")
-        return result
-
-    return predict
 
 
 def load_model(
@@ -544,8 +498,9 @@ def load_model(
     Also sets the process up for a run: TensorFlow on one thread, Arrow on the system allocator.
 
     ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
-    the chunk size), so the scoring loop starts with a model already at full speed, and the
-    folding of the weights into constants when that answers those calls bit for bit.
+    the chunk size), so the scoring loop starts with a model already at full speed. The model
+    runs its signature with the weights folded into constants when that answers exactly like
+    the signature (``xor_dnn.modelstore``: 8% less model CPU per 2**20 points, measured).
     """
     from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
 
@@ -568,14 +523,5 @@ def load_model(
     except ModelStoreError as exc:
         raise ModelError(str(exc)) from exc
     rows = min(warm_up_rows, WARM_UP_ROWS)
-    calls = _warm_up(model.predict, model.version, rows)
-    predict: Predict = model.predict
-    folded = _fold_variables(model)
-    if folded is not None:
-        try:
-            exact = all(np.array_equal(folded(points), probs) for points, probs in calls)
-        except Exception:  # the folded graph fails where the signature did not: keep the latter
-            exact = False
-        if exact:
-            predict = folded
-    return predict, model.version, time.perf_counter() - started
+    _warm_up(model.predict, model.version, rows)
+    return model.predict, model.version, time.perf_counter() - started

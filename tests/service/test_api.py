@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -71,43 +70,6 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     # A header that could forge log lines is replaced, not echoed.
     forged = client.get("/healthz", headers={"X-Request-ID": "a b\tc"}).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", forged)
-
-
-def _access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "service.access"]
-
-
-@pytest.mark.parametrize(
-    ("mode", "logged"),
-    [("errors", ["422"]), ("all", ["200", "422"]), ("off", [])],
-)
-def test_access_log_modes(
-    model_dir: Path, caplog: pytest.LogCaptureFixture, mode: str, logged: list[str]
-) -> None:
-    app = create_app(Settings(model_dir=model_dir, access_log=mode))  # type: ignore[arg-type]
-    with TestClient(app) as c, caplog.at_level(logging.INFO, logger="service.access"):
-        caplog.clear()
-        ok = c.post(
-            "/predict", json={"points": [{"x": 1, "y": -1}]}, headers={"X-Request-ID": "ok-1"}
-        )
-        bad = c.post(
-            "/predict", json={"points": [{"x": "1", "y": -1}]}, headers={"X-Request-ID": "bad-1"}
-        )
-    assert (ok.status_code, bad.status_code) == (200, 422)
-    lines = _access_lines(caplog)
-    assert [str(r.status) for r in lines] == logged  # type: ignore[attr-defined]
-    # Each line names the request, and the service's log filter stamps its request id.
-    for r in lines:
-        assert r.getMessage().startswith("POST /predict -> ")
-    assert [r.request_id for r in lines] == [  # type: ignore[attr-defined]
-        {"200": "ok-1", "422": "bad-1"}[status] for status in logged
-    ]
-
-
-def test_access_log_setting_is_validated() -> None:
-    with pytest.raises(ValueError, match="access_log"):
-        Settings(access_log="some")  # type: ignore[arg-type]
-    assert Settings(access_log="ALL").access_log == "all"  # type: ignore[arg-type]
 
 
 JSON = {"content-type": "application/json"}

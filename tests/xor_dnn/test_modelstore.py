@@ -93,48 +93,81 @@ def test_load_version_round_trip(model_dir: Path) -> None:
         model.predict(np.zeros((3, 3)))
 
 
-def test_flat_signature_call_equals_the_public_call(model_dir: Path) -> None:
+def test_fast_call_equals_the_public_call(model_dir: Path) -> None:
     import tensorflow as tf
 
     model = load_version(model_dir, 1)
-    assert model._flat is not None  # this TensorFlow has the flat entry point
+    # This TensorFlow folds the weights, and the folded graph answers to float32 rounding.
+    assert model.call_path == "folded" and model._call is not None
+    assert model.signature is model._fn
     rng = np.random.default_rng(7)
-    for n in (1, 7, 1024):
+    for n in (1, 7, 33, 1024, 5000):
         points = rng.uniform(-8, 8, size=(n, 2)).astype(np.float32)
-        public = model._fn(points=tf.constant(points))["probability"].numpy().reshape(-1)
-        np.testing.assert_array_equal(model.predict(points), public)
+        public = model.signature(points=tf.constant(points))["probability"].numpy().reshape(-1)
+        got = model.predict(points)
+        np.testing.assert_allclose(got, public, rtol=modelstore.FAST_CALL_RTOL, atol=1e-7)
+        assert ((got > 0.5) == (public > 0.5)).all()
 
 
-def test_without_a_flat_entry_point_the_public_call_serves(model_dir: Path) -> None:
+def test_each_fast_path_alone_equals_the_public_call(model_dir: Path) -> None:
+    import tensorflow as tf
+
+    model = load_version(model_dir, 1)  # keeps the variables alive while fn is used
+    fn = model.signature
+    points = tf.constant(np.random.default_rng(3).uniform(-6, 6, (64, 2)).astype(np.float32))
+    public = fn(points=points)["probability"].numpy()
+    for make in (modelstore._folded_call, modelstore._flat_signature_call):
+        call = make(fn)
+        assert call is not None, make.__name__
+        np.testing.assert_allclose(call(points).numpy(), public, rtol=1e-5, atol=1e-7)
+
+
+class _PublicOnly:
+    """A signature as a TensorFlow without the private entry points would give."""
+
+    def __init__(self, fn: object) -> None:
+        self._fn = fn
+        self.structured_outputs = fn.structured_outputs  # type: ignore[attr-defined]
+
+    def __call__(self, **kwargs: object) -> object:
+        return self._fn(**kwargs)  # type: ignore[operator]
+
+
+def test_without_private_entry_points_the_public_call_serves(model_dir: Path) -> None:
     loaded = load_version(model_dir, 1)
-
-    class PublicOnly:  # a signature as a TensorFlow without ``_call_flat`` would give
-        def __init__(self, fn: object) -> None:
-            self._fn = fn
-
-        def __call__(self, **kwargs: object) -> object:
-            return self._fn(**kwargs)  # type: ignore[operator]
-
-    assert modelstore._flat_signature_call(PublicOnly(loaded._fn)) is None
-    public = modelstore.LoadedModel(1, loaded.path, _fn=PublicOnly(loaded._fn))
+    public_only = _PublicOnly(loaded.signature)
+    assert modelstore._flat_signature_call(public_only) is None
+    assert modelstore._folded_call(public_only) is None
+    call, path = modelstore._fast_call(public_only)
+    assert (call, path) == (None, "signature")
+    public = modelstore.LoadedModel(1, loaded.path, _fn=public_only)
     points = np.array([[2.0, 2.0], [2.0, -2.0]], np.float32)
     np.testing.assert_array_equal(public.predict(points), loaded.predict(points))
 
 
-def test_a_flat_call_that_disagrees_is_not_used(model_dir: Path) -> None:
-    loaded = load_version(model_dir, 1)
+def test_a_fast_path_that_disagrees_is_not_used(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_version(model_dir, 1)
+    fn = model.signature
+    folded = modelstore._folded_call(fn)
+    assert folded is not None
 
-    class Skewed:  # the flat path answers differently from the public call
-        captured_inputs = loaded._fn.captured_inputs
+    def skewed_folded(f: object) -> object:  # answers differently from the public call
+        return lambda t: folded(t) * 0.5
 
-        def __call__(self, **kwargs: object) -> object:
-            return loaded._fn(**kwargs)
+    monkeypatch.setattr(modelstore, "_folded_call", skewed_folded)
+    call, path = modelstore._fast_call(fn)
+    assert path == "flat" and call is not None
 
-        def _call_flat(self, args: list[object], captured: object) -> object:
-            out = loaded._fn._call_flat(args, captured)
-            return {"probability": out["probability"] * 0.5}
+    def failing_flat(f: object) -> object:  # raises where the public call does not
+        def call(t: object) -> object:
+            raise RuntimeError("private API changed")
 
-    assert modelstore._flat_signature_call(Skewed()) is None
+        return call
+
+    monkeypatch.setattr(modelstore, "_flat_signature_call", failing_flat)
+    assert modelstore._fast_call(fn) == (None, "signature")
 
 
 def test_load_missing_and_corrupt_versions(model_dir: Path, tmp_path: Path) -> None:
