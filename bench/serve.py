@@ -21,8 +21,9 @@ when it is installed (Debian: ``apt-get install wrk``), else ``bench/_loadgen.py
 servers need; open-loop runs always use ``bench/_loadgen.py`` (wrk has no fixed rate). Targets and
 servers are interleaved (each repeat visits every target, in a rotated order) and the median
 of the repeats is reported, so a burst of load from elsewhere on this shared machine lands
-on all targets alike. Then ``/predict`` is driven open loop at half of its peak throughput
-and its p99 latency is checked.
+on all targets alike; each run starts once every server is idle (an overloaded baseline's
+backlog would otherwise eat into the next target's run). Then ``/predict`` is driven open
+loop at half of its peak throughput and its p99 latency is checked.
 
 Targets (exit status 1 if one is missed):
 
@@ -103,6 +104,31 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+SETTLE_CPU_SHARE = 0.03
+SETTLE_TIMEOUT_S = 60.0
+
+
+def settle(servers: list[Server], *, window: float = 0.2) -> float:
+    """Wait until no server burns CPU (a backlog from the previous run); return the wait.
+
+    A server overloaded in one run keeps working after its load generator stops: the naive
+    baseline at c=128 still has some 128 queued ``model.predict`` calls (~6 s of CPU), which
+    would land on whichever target is measured next. Each run therefore starts once every
+    server used under ``SETTLE_CPU_SHARE`` of a core over ``window`` seconds (at most
+    ``SETTLE_TIMEOUT_S``).
+    """
+    started = time.monotonic()
+    before = [cpu_seconds(s.proc.pid) for s in servers]
+    while time.monotonic() - started < SETTLE_TIMEOUT_S:
+        time.sleep(window)
+        after = [cpu_seconds(s.proc.pid) for s in servers]
+        busy = [b - a for a, b in zip(before, after, strict=True) if a == a and b == b]
+        if all(d < SETTLE_CPU_SHARE * window for d in busy):
+            break
+        before = after
+    return time.monotonic() - started
 
 
 def child_env() -> dict[str, str]:
@@ -382,6 +408,9 @@ def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: lis
             for rep in range(args.repeats):
                 order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for s in order:
+                    waited = settle(servers)
+                    if waited > 1.0:
+                        print(f"  (waited {waited:.1f} s for the servers to go idle)", flush=True)
                     r = measure(s, duration=args.duration, concurrency=c, generator=args.generator)
                     cells.setdefault((s.name, c), Cell()).runs.append(r)
                     print(
@@ -398,6 +427,7 @@ def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: lis
             half_rate = peak / 2
             open_loop = Cell()
             for _ in range(args.repeats):
+                settle(servers)
                 r = measure(by_name["service"], duration=args.duration * 2, rate=half_rate)
                 open_loop.runs.append(r)
                 print(
