@@ -199,7 +199,11 @@ def test_kill_mid_run_leaves_no_output(
     src = write_points(points_table(200_000), tmp_path / "in.parquet", Format.PARQUET)
     out = tmp_path / "out" / "o.csv"
     # Tiny chunks make the run last long enough to be caught in the middle.
-    proc = _cli("-i", str(src), "-o", str(out), "--model-dir", str(model_dir), "--chunk-size", "50")
+    # PYTHONFAULTHANDLER: if the job ever hangs after the signal, SIGABRT prints its threads.
+    proc = _cli(
+        "-i", str(src), "-o", str(out), "--model-dir", str(model_dir), "--chunk-size", "50",
+        env={"PYTHONFAULTHANDLER": "1"},
+    )  # fmt: skip
     deadline = time.monotonic() + 180
     while not any(out.parent.glob(".o.csv.tmp-*")):
         assert proc.poll() is None, proc.communicate()
@@ -207,7 +211,12 @@ def test_kill_mid_run_leaves_no_output(
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"no exit 60 s after {sig.name}; the job's threads:\n{stderr[-8000:]}")
     assert proc.returncode == code
     assert not out.exists() and not (out.parent / "o.rejects.csv").exists()
     if sig != signal.SIGKILL:  # a handled signal also removes the temporary files
