@@ -331,8 +331,25 @@ def overload(
     return {
         "concurrency": concurrency,
         "seconds": seconds,
-        "calm_before": before.summary(calm_seconds),
         "overload": hot.summary(hot_s),
+    } | _around_overload(
+        before, after, calm_seconds, rss_before, rss_after, samples, first_ok, healthy
+    )
+
+
+def _around_overload(
+    before: Outcomes,
+    after: Outcomes,
+    calm_seconds: float,
+    rss_before: float,
+    rss_after: float,
+    samples: list[tuple[float, float, int]],
+    first_ok: float | None,
+    healthy: bool,
+) -> dict[str, Any]:
+    """What both overload scenarios report around the storm: calm phases, memory, recovery."""
+    return {
+        "calm_before": before.summary(calm_seconds),
         "calm_after": after.summary(calm_seconds),
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
@@ -397,15 +414,10 @@ def overload_open(
         "peak_rps": peak,
         "seconds": seconds,
         "pool": pool,
-        "calm_before": before.summary(calm_seconds),
         "phases": phases,
-        "calm_after": after.summary(calm_seconds),
-        "rss_before_mb": rss_before,
-        "rss_after_mb": rss_after,
-        "rss_max_mb": max((s[1] for s in samples), default=rss_after),
-        "recovery_first_ok_s": first_ok,
-        "healthy_after": healthy,
-    }
+    } | _around_overload(
+        before, after, calm_seconds, rss_before, rss_after, samples, first_ok, healthy
+    )
 
 
 def soak(

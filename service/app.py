@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 from service import metrics
 from service.batcher import Batcher, BatchStats
-from service.config import Settings
+from service.config import SUPERVISOR_PID_ENV, Settings
 from service.dataplane import DataPlane
 from service.middleware import RETRY_AFTER_S, JsonCORSMiddleware, ServiceMiddleware
 from service.registry import ModelRegistry, RefreshResult, set_tf_threads
@@ -203,4 +206,35 @@ def _publish_request_schemas(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """uvicorn's factory for ``--workers > 1``: each worker rebuilds Settings from XOR_DNN_*."""
+    exit_with_supervisor()
     return create_app(Settings())
+
+
+def exit_with_supervisor() -> bool:
+    """Have Linux send this worker SIGTERM when its supervisor dies; True if arranged.
+
+    uvicorn's supervisor stops its workers on SIGTERM, but a supervisor that is killed outright
+    (SIGKILL, the OOM killer) cannot: its workers would go on serving the port, unsupervised,
+    invisible to ``/metrics`` aggregation's cleanup. ``prctl(PR_SET_PDEATHSIG)`` asks the
+    kernel to SIGTERM the worker then, which drains it like any shutdown. uvicorn starts and
+    restarts workers from its main thread, whose end is the process's end, as the flag needs.
+    If the supervisor died before the flag was set, the worker stops itself at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):  # no libc or no prctl: nothing to arrange
+        return False
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor and supervisor != str(os.getppid()):
+        log.warning(
+            "the supervisor (pid %s) is gone before this worker started; exiting", supervisor
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -124,6 +124,9 @@ def serve(args: argparse.Namespace) -> int:
 
         app: Any
         if settings.workers > 1:
+            from service.config import SUPERVISOR_PID_ENV
+
+            os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the workers watch this process
             app = "service.app:create_app_from_env"
         else:
             from service.app import create_app

@@ -13,6 +13,11 @@ ENV_PREFIX = "XOR_DNN_"
 _URL_PATH = r"^(/[A-Za-z0-9._~-]+)+$"
 
 
+SUPERVISOR_PID_ENV = "_XOR_DNN_SUPERVISOR_PID"
+"""Set by ``xor-dnn serve --workers N`` for its workers: the supervisor's process id (not a
+setting: the workers use it to notice a supervisor that died before they started)."""
+
+
 class Settings(BaseSettings):
     """Every knob of ``xor-dnn serve``; an env var ``XOR_DNN_<FIELD>`` sets each one.
 

@@ -16,6 +16,7 @@ server is always on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -50,6 +51,10 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    own_group: bool = False
+    """True when the process leads its own process group (``start_server`` starts it so):
+    :meth:`kill` then kills the whole group, ``--workers N`` children included, which a
+    SIGKILL of the supervisor alone would leave running (and holding the port)."""
 
     @property
     def url(self) -> str:
@@ -65,18 +70,27 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 60.0) -> int:
-        """:meth:`terminate`, then SIGKILL if the drain takes longer than ``timeout``."""
+        """:meth:`terminate`, then SIGKILL (group too) if the drain outlasts ``timeout``."""
         try:
             return self.terminate(timeout)
         except subprocess.TimeoutExpired:
+            self._kill_group()
             self.proc.kill()
         return self.proc.wait(timeout=30)
 
     def kill(self) -> None:
-        """SIGKILL and reap, if still running (cleanup after a test or benchmark)."""
+        """SIGKILL and reap, if still running, with its workers (cleanup after a test or
+        benchmark)."""
+        self._kill_group()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+    def _kill_group(self) -> None:
+        if self.own_group:
+            # Also after the leader exited: its workers may still be alive in the group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def start_server(
@@ -108,9 +122,14 @@ def start_server(
         # B404/B603: subprocess only starts this package's own server (sys.executable -m
         # service plus the caller's flags) from an argv list: no shell, nothing parsed.
         proc = subprocess.Popen(  # nosec B603
-            cmd, cwd=_PACKAGE_PARENT, env=child_env, stdout=log, stderr=subprocess.STDOUT
+            cmd,
+            cwd=_PACKAGE_PARENT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() reaches its workers
         )
-    server = ServerProcess(proc, port, log_path)
+    server = ServerProcess(proc, port, log_path, own_group=True)
     if wait:
         wait_until_ready(server, timeout)
     return server

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -72,3 +76,58 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         server.terminate(timeout=0.5)
     assert server.stop(timeout=0.5) == -9
+
+
+def _workers(pid: int) -> list[int]:
+    """Worker processes of a ``--workers N`` supervisor (its children, not the resource
+    tracker multiprocessing also starts)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if b"resource_tracker" not in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.slow
+def test_workers_exit_when_their_supervisor_is_killed(
+    model_dir: Path, tmp_path: Path, server_factory: list[ServerProcess]
+) -> None:
+    server = start_server(model_dir, tmp_path / "server.log", "--workers", "2")
+    server_factory.append(server)
+    workers = _workers(server.proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor only, as the OOM killer would
+    server.proc.wait(timeout=30)
+    assert _wait_gone(workers, 30) == [], server.log()[-3000:]
+
+
+@pytest.mark.slow
+def test_kill_reaps_the_workers_too(model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(model_dir, tmp_path / "server.log", "--workers", "2")
+    workers = _workers(server.proc.pid)
+    assert len(workers) == 2 and server.own_group
+    server.kill()
+    assert _wait_gone(workers, 5) == []
