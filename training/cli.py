@@ -153,8 +153,8 @@ def _register_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train N seeded runs and publish one (chosen without the test split) as a version",
-        description="Train the lesson's dropout DNN (default: 64,64 + dropout 0.2; --lesson for "
-        "the lesson's 6,4) on the lesson's split (25% test, "
+        description="Train the lesson's dropout DNN (default: 64,64 + dropout 0.2, lr 0.003; "
+        "--lesson for the lesson's 6,4 at lr 0.001) on the lesson's split (25% test, "
         "random_state 42), report every run's test accuracy, and publish the run closest to the "
         "runs' majority vote (or, with --validation-size, the best on validation) as "
         "MODEL_DIR/<next N>/ (SavedModel + metadata.json + pictures).",
@@ -274,9 +274,9 @@ def _register_experiment(subparsers: Any) -> None:
         "experiment",
         help="the lesson as a table: linear vs hidden layers, with/without dropout, clean/noisy",
         description="Train each architecture (no hidden layer; 6,4; 6,4 + dropout 0.2; "
-        "20,20 + dropout 0.2; 64,64 + dropout 0.2) over several seeds on clean and noisy "
-        "generated data, and write a Markdown table, a JSON file and a figure of decision "
-        "surfaces.",
+        "20,20 + dropout 0.2; the default 64,64 + dropout 0.2 at lr 0.003) over several "
+        "seeds on clean and noisy generated data, and write a Markdown table, a JSON file "
+        "and a figure of decision surfaces.",
     )
     p.add_argument(
         "--out",

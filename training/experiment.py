@@ -23,6 +23,8 @@ class Architecture:
     name: str
     hidden_units: tuple[int, ...]
     dropout: float
+    learning_rate: float = 0.001
+    """The lesson's (Keras' default) unless a row says otherwise."""
 
 
 ARCHITECTURES = (
@@ -30,7 +32,7 @@ ARCHITECTURES = (
     Architecture("6,4 no dropout", (6, 4), 0.0),
     Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
-    Architecture("64,64 + dropout 0.2 (default)", (64, 64), 0.2),
+    Architecture("64,64 + dropout 0.2, lr 0.003 (default)", (64, 64), 0.2, 0.003),
 )
 
 
@@ -87,7 +89,12 @@ def run_experiment(
     for data_name, dataset in datasets:
         panel_row: list[plots.Panel] = []
         for arch in architectures:
-            config = replace(base, hidden_units=arch.hidden_units, dropout=arch.dropout)
+            config = replace(
+                base,
+                hidden_units=arch.hidden_units,
+                dropout=arch.dropout,
+                learning_rate=arch.learning_rate,
+            )
             say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
             report = train_runs(dataset, config, runs, progress=progress)
             row = {
