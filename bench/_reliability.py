@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench._loadgen import build_requests, percentile, read_response
-from service.process import ServerProcess, start_server, wait_until_ready
+from service.process import ServerProcess, start_server, wait_until_ready, worker_pids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,22 +64,6 @@ def rss_mb(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes (the workers of a ``--workers N`` supervisor)."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in out if b"resource_tracker" not in _cmdline(c)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def slope_per_minute(samples: list[tuple[float, float]]) -> float:
@@ -490,7 +474,7 @@ def worker_killed(model_dir: Path, work: Path, *, seconds: float = 8.0) -> dict[
     """``--workers 2``: SIGKILL one worker under load; the other serves, the supervisor
     restarts it, and the merged metrics stay consistent (counters never go backwards)."""
     with running(model_dir, work / "workers.log", "--workers", "2") as server:
-        workers = children(server.proc.pid)
+        workers = worker_pids(server.proc.pid)
         victim = workers[0]
         scrapes: list[float] = []
 
@@ -510,7 +494,7 @@ def worker_killed(model_dir: Path, work: Path, *, seconds: float = 8.0) -> dict[
             restarted = None
             now: list[int] = []
             while time.perf_counter() - killed_at < seconds:
-                now = children(server.proc.pid)
+                now = worker_pids(server.proc.pid)
                 if restarted is None and len(now) == 2 and victim not in now:
                     restarted = time.perf_counter() - killed_at
                 text = await asyncio.to_thread(scrape, server.url)

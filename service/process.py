@@ -157,3 +157,20 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except (OSError, http.client.HTTPException):  # refused, reset, 503 (HTTPError), timeout
         return False
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes of a ``--workers N`` supervisor: its children (Linux /proc), not
+    the resource tracker multiprocessing also starts."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if b"resource_tracker" not in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

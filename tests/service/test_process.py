@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -14,7 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.process import ServerProcess, free_port, start_server, wait_until_ready
+from service.process import (
+    ServerProcess,
+    free_port,
+    start_server,
+    wait_until_ready,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -78,23 +83,6 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     assert server.stop(timeout=0.5) == -9
 
 
-def _workers(pid: int) -> list[int]:
-    """Worker processes of a ``--workers N`` supervisor (its children, not the resource
-    tracker multiprocessing also starts)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in found if b"resource_tracker" not in _cmdline(c)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def _alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by init) counts as gone.
     try:
@@ -117,7 +105,7 @@ def test_workers_exit_when_their_supervisor_is_killed(
 ) -> None:
     server = start_server(model_dir, tmp_path / "server.log", "--workers", "2")
     server_factory.append(server)
-    workers = _workers(server.proc.pid)
+    workers = worker_pids(server.proc.pid)
     assert len(workers) == 2, workers
     os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor only, as the OOM killer would
     server.proc.wait(timeout=30)
@@ -127,7 +115,7 @@ def test_workers_exit_when_their_supervisor_is_killed(
 @pytest.mark.slow
 def test_kill_reaps_the_workers_too(model_dir: Path, tmp_path: Path) -> None:
     server = start_server(model_dir, tmp_path / "server.log", "--workers", "2")
-    workers = _workers(server.proc.pid)
+    workers = worker_pids(server.proc.pid)
     assert len(workers) == 2 and server.own_group
     server.kill()
     assert _wait_gone(workers, 5) == []
