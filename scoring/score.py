@@ -499,8 +499,9 @@ def load_model(
 
     ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
     the chunk size), so the scoring loop starts with a model already at full speed. The model
-    runs its signature with the weights folded into constants when that answers exactly like
-    the signature (``xor_dnn.modelstore``: 8% less model CPU per 2**20 points, measured).
+    runs its signature with the weights folded into constants when that answers like the
+    signature to float32 rounding (``xor_dnn.modelstore``: 8% less model CPU per 2**20 points,
+    measured).
     """
     from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
 

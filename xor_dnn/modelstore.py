@@ -163,7 +163,8 @@ float32 rounding, far below what a 0.5 threshold or a client printing 6 decimals
 
 @dataclass
 class LoadedModel:
-    """A loaded SavedModel version; :meth:`predict` is a plain signature call, thread-safe."""
+    """A loaded SavedModel version; :meth:`predict` runs its signature (see ``call_path``),
+    thread-safe."""
 
     version: int
     path: Path
@@ -213,7 +214,7 @@ def _flat_signature_call(fn: Any) -> Callable[[Any], Any] | None:
     ``inspect.Signature`` and re-flattens it, about a third of a ~115 µs call here (a service
     makes thousands a second). ``_call_flat`` is the step that follows, with the same graph and
     captured variables. It is private API: :func:`_fast_call` uses it only if this TensorFlow
-    has it and it answers exactly like the public call.
+    has it and it answers like the public call.
     """
     call_flat = getattr(fn, "_call_flat", None)
     captured = getattr(fn, "captured_inputs", None)
@@ -237,6 +238,7 @@ def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
     it answers the probe points like the public call to float32 rounding.
     """
     try:
+        import tensorflow as tf
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2,
         )
@@ -244,9 +246,8 @@ def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
         folded = convert_variables_to_constants_v2(fn)
         # The folded function returns the signature's outputs as a flat list, in nest order.
         wanted = fn.structured_outputs[OUTPUT_NAME]
-        index = next(
-            i for i, spec in enumerate(_nest_flatten(fn.structured_outputs)) if spec is wanted
-        )
+        flat_outputs = tf.nest.flatten(fn.structured_outputs)
+        index = next(i for i, spec in enumerate(flat_outputs) if spec is wanted)
         call_flat = folded._call_flat
         captured = folded.captured_inputs
     except Exception:  # private API moved, or a graph TensorFlow cannot fold
@@ -258,14 +259,8 @@ def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
     return call
 
 
-def _nest_flatten(structure: Any) -> list[Any]:
-    import tensorflow as tf
-
-    return list(tf.nest.flatten(structure))
-
-
 def _fast_call(fn: Any) -> tuple[Callable[[Any], Any] | None, str]:
-    """The fastest way to run ``fn`` that answers exactly like ``fn(points=...)``.
+    """The fastest way to run ``fn`` that answers like ``fn(points=...)``, and its name.
 
     Tries the folded graph, then the flat call; each must give the public call's outputs to
     float32 rounding (relative :data:`FAST_CALL_RTOL`, absolute :data:`FAST_CALL_ATOL`) on the
