@@ -66,6 +66,27 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fds(pid: int, *, at_most: int | None = None, timeout: float = 15.0) -> int:
+    """The process's open descriptors once the connections a load left behind are closed.
+
+    A client's closed connection stays open on the server until its event loop reads the
+    FIN, so a count taken the moment the load ends includes sockets about to close. With
+    ``at_most``, wait until the count is at most that (a leak never gets there: the last count
+    is returned at ``timeout``); without, until it stops falling (three equal reads in a row).
+    """
+    deadline = time.monotonic() + timeout
+    count, same = open_fds(pid), 0
+    while time.monotonic() < deadline:
+        if at_most is not None and count <= at_most:
+            return count
+        time.sleep(0.1)
+        previous, count = count, open_fds(pid)
+        same = same + 1 if count == previous else 0
+        if at_most is None and same >= 2:
+            return count
+    return count
+
+
 def slope_per_minute(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, value) samples, per minute."""
     if len(samples) < 2:
@@ -404,15 +425,23 @@ def overload_open(
     )
 
 
+# Descriptors a soak may end with beyond its start (lazily opened pools, a log rotation).
+FD_SLACK = 8
+
+
 def soak(
     model_dir: Path, work: Path, *, seconds: float = 60.0, fraction: float = 0.5
 ) -> dict[str, Any]:
-    """An open-loop run at ``fraction`` of the measured peak: errors, RSS and fd trends."""
+    """An open-loop run at ``fraction`` of the measured peak: errors, RSS and fd trends.
+
+    ``fds_start`` and ``fds_end`` are counted with the load's connections closed (see
+    :func:`settled_fds`), so only descriptors the server kept count as growth."""
     with running(model_dir, work / "soak.log") as server:
         pid = server.proc.pid
         peak = peak_rps(server.port)
         rate = max(10.0, peak * fraction)
         asyncio.run(open_loop(server.port, rate, 2.0))  # warm: allocator pools, connections
+        fds_start = settled_fds(pid)
         samples: list[tuple[float, float, int]] = []
 
         async def run() -> tuple[Outcomes, float]:
@@ -424,6 +453,7 @@ def soak(
 
         out, elapsed = asyncio.run(run())
         samples.append((elapsed, rss_mb(pid), open_fds(pid)))
+        fds_end = settled_fds(pid, at_most=fds_start + FD_SLACK)
     return {
         "peak_rps": peak,
         "rate": rate,
@@ -432,8 +462,8 @@ def soak(
         "rss_start_mb": samples[0][1],
         "rss_end_mb": samples[-1][1],
         "rss_slope_mb_per_min": slope_per_minute([(t, r) for t, r, _ in samples]),
-        "fds_start": samples[0][2],
-        "fds_end": samples[-1][2],
+        "fds_start": fds_start,
+        "fds_end": fds_end,
         "fds_max": max(s[2] for s in samples),
     }
 

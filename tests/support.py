@@ -1,7 +1,9 @@
-"""Helpers shared by tests: a tiny real model published in the production layout."""
+"""Helpers shared by tests: a tiny real model published in the production layout, and POST
+requests held in flight over a raw socket."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from training.data import generated_dataset
@@ -31,3 +33,23 @@ def publish_tiny(model_dir: Path, *, epochs: int = 30, seed: int = 0) -> Publish
 def publish_tiny_model(model_dir: Path, *, epochs: int = 30, seed: int = 0) -> int:
     """As :func:`publish_tiny`, returning only the version number."""
     return publish_tiny(model_dir, epochs=epochs, seed=seed).version
+
+
+def slow_upload(url: str, body: bytes, path: str = "/predict") -> socket.socket:
+    """A POST whose head and first body byte are sent, the rest held back: it stays in flight."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body[:1])
+    return sock
+
+
+def finish_upload(sock: socket.socket, body: bytes) -> int:
+    """Send the rest of a :func:`slow_upload`'s body; its answer's status code."""
+    sock.sendall(body[1:])
+    status_line = sock.recv(65536).split(b"\r\n", 1)[0]
+    sock.close()
+    return int(status_line.split()[1])

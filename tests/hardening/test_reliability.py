@@ -5,6 +5,8 @@ Each starts its own real server(s), so together they take about a minute and a h
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,9 +44,52 @@ def test_open_loop_overload_refuses_excess_and_recovers(model_dir: Path, tmp_pat
 def test_soak_at_half_peak_has_no_errors_and_no_fd_growth(model_dir: Path, tmp_path: Path) -> None:
     f = rel.soak(model_dir, tmp_path, seconds=8.0)
     assert f["ok"] > 0 and f["failed"] == f["lost"] == f["refused"] == 0, f
-    assert f["fds_end"] - f["fds_start"] <= 8, f
+    assert f["fds_end"] - f["fds_start"] <= rel.FD_SLACK, f
     # Too short to judge a slope on; only a runaway leak shows in 8 s.
     assert f["rss_end_mb"] - f["rss_start_mb"] < 100, f
+
+
+# Holds socket pairs on command: "brief" closes them after a moment (like connections a load
+# leaves behind), "keep" never does (a leak).
+_HOLDER = """
+import socket, sys, time
+print("ready", flush=True)
+for line in sys.stdin:
+    pairs = [socket.socketpair() for _ in range(10)]
+    print("opened", flush=True)
+    if line.strip() == "brief":
+        time.sleep(0.3)
+        for a, b in pairs:
+            a.close(); b.close()
+    else:
+        kept = pairs
+"""
+
+
+@pytest.mark.timeout(60)
+def test_fd_check_ignores_closing_connections_and_catches_a_leak() -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        start = rel.settled_fds(holder.pid)
+        budget = start + rel.FD_SLACK
+
+        holder.stdin.write("brief\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "opened"
+        assert rel.open_fds(holder.pid) >= start + 20  # counted while still open...
+        assert rel.settled_fds(holder.pid, at_most=budget) <= budget  # ...not once closed
+
+        holder.stdin.write("keep\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "opened"
+        assert rel.settled_fds(holder.pid, at_most=budget, timeout=1.0) >= start + 20
+    finally:
+        holder.kill()
+        holder.communicate()
 
 
 def test_sigterm_under_load_loses_nothing(model_dir: Path, tmp_path: Path) -> None:

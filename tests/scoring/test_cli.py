@@ -4,9 +4,11 @@ the Indexed-Job simulation and the kills."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +191,31 @@ def test_indexed_job_processes_union_equals_one_run(model_dir: Path, tmp_path: P
     assert out.read_bytes() == whole.read_bytes()
 
 
+def _frozen_mid_run(proc: subprocess.Popen[str], out: Path, rows: int) -> bool:
+    """Stop the job (SIGSTOP) as soon as its temporary output appears; True if it is then
+    provably in the middle of its run: alive, nothing under the final name, and fewer than
+    half of its rows written (what is left takes far longer than delivering a signal)."""
+    deadline = time.monotonic() + 180
+    while (tmp := next(out.parent.glob(f".{out.name}.tmp-*"), None)) is None:
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.communicate()
+            return False  # finished between two looks
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGSTOP)
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while (state := stat.read_text().rsplit(")", 1)[1].split()[0]) not in "TtZ":
+        time.sleep(0.001)
+    if state == "Z" or out.exists():
+        return False
+    try:
+        with tmp.open("rb") as fh:
+            written = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:  # renamed into place just before the stop
+        return False
+    return written - 1 < rows // 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)]
@@ -196,21 +223,26 @@ def test_indexed_job_processes_union_equals_one_run(model_dir: Path, tmp_path: P
 def test_kill_mid_run_leaves_no_output(
     model_dir: Path, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
-    src = write_points(points_table(200_000), tmp_path / "in.parquet", Format.PARQUET)
     out = tmp_path / "out" / "o.csv"
-    # Tiny chunks make the run last long enough to be caught in the middle.
-    # PYTHONFAULTHANDLER: if the job ever hangs after the signal, SIGABRT prints its threads.
-    proc = _cli(
-        "-i", str(src), "-o", str(out), "--model-dir", str(model_dir), "--chunk-size", "50",
-        env={"PYTHONFAULTHANDLER": "1"},
-    )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not any(out.parent.glob(".o.csv.tmp-*")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no temporary output appeared"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(sig)
+    # The job is frozen mid-run before the signal is sent, so how fast it runs on this
+    # machine cannot decide the outcome; a job too quick to catch gets a larger input.
+    for rows in (200_000, 1_000_000):
+        src = write_points(points_table(rows), tmp_path / f"in-{rows}.parquet", Format.PARQUET)
+        # PYTHONFAULTHANDLER: if the job ever hangs after the signal, SIGABRT prints its threads.
+        proc = _cli(
+            "-i", str(src), "-o", str(out), "--model-dir", str(model_dir), "--chunk-size", "50",
+            env={"PYTHONFAULTHANDLER": "1"},
+        )  # fmt: skip
+        if _frozen_mid_run(proc, out, rows):
+            break
+        proc.kill()
+        proc.communicate()
+        shutil.rmtree(out.parent)
+    else:
+        pytest.fail("the job finished every time before it could be stopped mid-run")
+    proc.send_signal(sig)  # pending while stopped, delivered on SIGCONT (SIGKILL at once)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)
     try:
         proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

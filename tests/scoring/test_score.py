@@ -350,9 +350,11 @@ def test_seconds_run_from_open_to_rename_without_the_model_load(
         return predict, version, 1.0
 
     options = ScoreOptions(src, tmp_path / "out.parquet", Format.PARQUET, Format.PARQUET)
+    started = time.perf_counter()
     summary = score(options, slow_load)
+    wall = time.perf_counter() - started
     assert summary.startup_seconds == 1.0
-    assert 0.0 < summary.seconds < 1.0
+    assert 0.0 < summary.seconds <= wall - 1.0  # the whole call less the (>= 1 s) load
     assert summary.rows_per_second == pytest.approx(100 / summary.seconds, rel=0.01)
 
 

@@ -3,9 +3,10 @@ multi-worker metrics, SIGTERM drain with requests in flight."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from service.process import ServerProcess, start_server
+from tests.support import finish_upload, slow_upload
 from xor_dnn.modelstore import load_version
 
 pytestmark = pytest.mark.slow
@@ -139,47 +141,30 @@ def test_cli_multiproc_dir_is_created_and_removed(
     assert not made[0].exists()
 
 
-async def _flood(url: str, n: int, points: int) -> list[int | str]:
-    body = json.dumps({"points": [{"x": 1.0, "y": -1.0}] * points}).encode()
-
-    async def one(client: httpx.AsyncClient) -> int | str:
-        try:
-            r = await client.post(
-                f"{url}/predict", content=body, headers={"content-type": "application/json"}
-            )
-            if r.status_code != 200:
-                return f"{r.status_code}: {r.text[:200]}"
-            assert len(r.json()["predictions"]) == points
-            return r.status_code
-        except httpx.TransportError as exc:
-            return type(exc).__name__
-
-    limits = httpx.Limits(max_connections=n)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        return list(await asyncio.gather(*(one(client) for _ in range(n))))
-
-
 def test_sigterm_drains_requests_in_flight(
     model_dir: Path, tmp_path: Path, server_factory: list[ServerProcess]
 ) -> None:
+    held_count = 8
+    body = json.dumps({"points": [{"x": 1.0, "y": -1.0}] * 500}).encode()
     server = start_server(
         model_dir, tmp_path / "server.log",
-        "--max-points-per-request", "20000", "--max-body-bytes", "2000000",
-        "--max-queue-points", "1000000",
+        "--max-inflight-requests", str(held_count), "--body-timeout-s", "120",
     )  # fmt: skip
     server_factory.append(server)
-
-    async def scenario() -> list[int | str]:
-        flood = asyncio.create_task(_flood(server.url, 24, 20000))
-        # Let every request be sent and accepted: parsing 24 bodies of 20k points keeps the
-        # server busy well past this point.
-        await asyncio.sleep(1.0)
-        assert not flood.done(), "the requests finished before SIGTERM; make them heavier"
-        server.proc.send_signal(__import__("signal").SIGTERM)
-        return await flood
-
-    statuses = asyncio.run(scenario())
+    held = [slow_upload(server.url, body) for _ in range(held_count)]
+    try:
+        # Every held request is inside the service once the in-flight cap refuses one more:
+        # SIGTERM then provably arrives with all of them in flight, however busy the machine.
+        deadline = time.monotonic() + 60
+        while httpx.post(f"{server.url}/predict", content=body, timeout=30).status_code != 503:
+            assert time.monotonic() < deadline, "the held requests never filled the cap"
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        statuses = [finish_upload(sock, body) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
     assert server.proc.wait(timeout=60) == 0, server.log()
-    assert statuses == [200] * 24, statuses
+    assert statuses == [200] * held_count, statuses
     log = server.log()
     assert "Shutting down" in log or "stopped" in log
