@@ -32,7 +32,7 @@ from scoring.progress import Progress
 from scoring.readers import Batch, Source, open_source
 from scoring.shards import Shard
 from scoring.validate import OK, REASONS, describe, parse_coordinate
-from scoring.writers import REJECT_SCHEMA, Sink, open_sink
+from scoring.writers import REJECT_SCHEMA, Sink, discard_temp_files, open_sink
 
 PROBABILITY, CLASS_ID, MODEL_VERSION = "probability", "class_id", "model_version"
 ADDED_COLUMNS = (PROBABILITY, CLASS_ID, MODEL_VERSION)
@@ -420,6 +420,9 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
             # The original error matters more than a failed cleanup.
             with contextlib.suppress(Exception):
                 sink.abort()
+        for final in (out_path, rejects_path):
+            with contextlib.suppress(Exception):
+                discard_temp_files(final)
         raise
     finally:
         if reader is not None:

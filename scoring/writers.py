@@ -58,6 +58,15 @@ def temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def discard_temp_files(final: Path) -> None:
+    """Remove every temporary file this process made for ``final``.
+
+    A sink removes its own on abort; this also catches one whose sink was never returned
+    (Ctrl-C or SIGTERM landing while it was being opened)."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-{os.getpid()}-*"):
+        tmp.unlink(missing_ok=True)
+
+
 class _AtomicFile:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -66,6 +75,7 @@ class _AtomicFile:
         except OSError as exc:
             raise OutputError(f"output {path}: cannot create its folder: {exc}") from exc
         self.tmp = temp_path(path)
+        self._committed = False
 
     def _rename(self) -> None:
         try:
@@ -73,9 +83,14 @@ class _AtomicFile:
         except OSError as exc:
             self._unlink()
             raise OutputError(f"output {self.path}: cannot rename into place: {exc}") from exc
+        self._committed = True
 
     def _unlink(self) -> None:
         self.tmp.unlink(missing_ok=True)
+        # Aborted after its own commit (the job failed renaming its other output): outputs
+        # appear together or not at all.
+        if self._committed:
+            self.path.unlink(missing_ok=True)
 
 
 def _csv_header(names: list[str]) -> bytes:

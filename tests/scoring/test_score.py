@@ -416,3 +416,25 @@ def test_model_load_falls_back_to_the_signature(
     predict, _, _ = load_model(model_dir, 2, warm_up_rows=100)
     xy = np.random.default_rng(8).uniform(-5, 5, size=(500, 2)).astype(np.float32)
     np.testing.assert_array_equal(predict(xy), reference(xy))
+
+
+@pytest.mark.parametrize("output", ["out.csv", "out.parquet"])
+def test_interrupt_while_an_output_opens_leaves_no_temporary_file(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    # Ctrl-C landing after a sink made its temporary file but before the job holds the sink.
+    import scoring.score as job
+
+    real_open = job.open_sink
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        real_open(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "open_sink", interrupted)
+    src = write_points(points_table(100), tmp_path / "in.parquet", Format.PARQUET)
+    fmt = Format.CSV if output.endswith(".csv") else Format.PARQUET
+    options = ScoreOptions(src, tmp_path / "out" / output, Format.PARQUET, fmt)
+    with pytest.raises(KeyboardInterrupt):
+        score(options, lambda: load_model(model_dir, 2))
+    assert list((tmp_path / "out").iterdir()) == []
