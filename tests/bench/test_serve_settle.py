@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench import serve
-from bench.serve import Server, cpu_seconds, settle
+from bench._resources import cpu_seconds
+from bench.serve import Server, settle
 
 
 def _server(tmp_path: Path, code: str) -> Server:

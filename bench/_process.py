@@ -1,5 +1,7 @@
 """Run ``python -m service`` as a child process on a free loopback port and wait until
-``/readyz`` answers: used by the test suite, the benchmarks and the deploy checks.
+``/readyz`` answers: the one server-process helper of the test suite, the benchmarks and the
+deploy checks (the service itself never starts itself this way, so it lives outside the
+runtime packages).
 
 Usage::
 
@@ -9,9 +11,7 @@ Usage::
     finally:
         assert server.stop() == 0, server.log()
 
-The readiness probe uses the standard library only (this module ships with the package, whose
-runtime dependencies do not include an HTTP client), and ignores ``*_proxy`` variables: the
-server is always on 127.0.0.1.
+The readiness probe ignores ``*_proxy`` variables: the server is always on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_CHARS = 3000
-# The folder holding the ``service`` package: the child imports this very copy of it.
+# The checkout holding the ``service`` package: the child imports this very copy of it.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -160,17 +162,11 @@ def _ready(url: str) -> bool:
 
 
 def worker_pids(pid: int) -> list[int]:
-    """The worker processes of a ``--workers N`` supervisor: its children (Linux /proc), not
-    the resource tracker multiprocessing also starts."""
+    """The worker processes of a ``--workers N`` supervisor: its children, not the resource
+    tracker multiprocessing also starts."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in found if b"resource_tracker" not in _cmdline(c)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):  # gone between the listing and the look
+            if not any("resource_tracker" in arg for arg in child.cmdline()):
+                found.append(child.pid)
+    return found
