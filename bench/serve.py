@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,8 @@ from typing import Any
 from bench import _loadgen
 from bench._loadgen import GENERATORS, error_count, pick_generator
 from bench._metrics import metric
-from bench._process import free_port
+from bench._process import ServerProcess as Server
+from bench._process import free_port, start_process, wait_until_ready
 from bench._resources import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -65,19 +65,6 @@ FLOOR_RATIO_MIN = 0.85
 NAIVE_RATIO_MIN = 30.0
 P99_MAX_MS = 20.0
 TARGET_CONCURRENCY = 32
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    ready_path: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass
@@ -129,37 +116,16 @@ def child_env() -> dict[str, str]:
 
 def start(name: str, argv: list[str], port: int, workdir: Path, ready_path: str) -> Server:
     log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
-        )
-    return Server(name, port, proc, log, ready_path)
+    return start_process(
+        argv, log, port, ready_path=ready_path, name=name, env=child_env(), wait=False
+    )
 
 
 def wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            tail = server.log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(server.url + server.ready_path, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{server.name} not ready after {timeout:.0f} s (log: {server.log})")
-
-
-def stop(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    try:
+        wait_until_ready(server, timeout)
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc} (log: {server.log_path})") from None
 
 
 @contextlib.contextmanager
@@ -168,7 +134,7 @@ def running(servers: list[Server]) -> Iterator[list[Server]]:
         yield servers
     finally:
         for s in servers:
-            stop(s)
+            s.stop(timeout=30)
 
 
 def post_predict(server: Server, x: float, y: float) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def test_settings_come_from_flags_and_env_not_the_callers_shell(
 
 
 def test_a_server_that_exits_raises_with_its_log(model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match=r"(?s)server exited 2:.*--workers"):
+    with pytest.raises(RuntimeError, match=r"(?s)service exited 2:.*--workers"):
         start_server(model_dir, tmp_path / "server.log", "--workers", "many")
 
 

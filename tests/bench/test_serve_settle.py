@@ -18,7 +18,7 @@ from bench.serve import Server, settle
 
 def _server(tmp_path: Path, code: str) -> Server:
     proc = subprocess.Popen([sys.executable, "-c", code])
-    return Server("x", 0, proc, tmp_path / "unused.log", "/")
+    return Server(proc, 0, tmp_path / "unused.log", name="x")
 
 
 @pytest.fixture
