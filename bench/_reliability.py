@@ -1,15 +1,8 @@
 """The reliability scenarios behind ``bench/reliability.py`` and ``tests/hardening``: each
-starts real ``python -m service`` processes, drives them with an asyncio HTTP/1.1 client and
-returns its figures as a dict (the bench prints them, the tests assert on them).
-
-Outcome of each request the client sends:
-
-* **ok**: a 200;
-* **refused**: a 429/503 answer, or the connection refused / closed before a single byte of
-  answer (the server never took the request: a client may safely retry);
-* **failed**: any other status (500, 504, ...);
-* **lost**: the server started answering and the answer never completed, or the request
-  timed out on the client. A graceful shutdown or a hot reload must lose nothing.
+starts real ``python -m service`` processes, drives them with the shared load client
+(``bench/_loadgen.py``, whose module doc defines a request's outcome: ok, refused, failed or
+lost) and returns its figures as a dict (the bench prints them, the tests assert on them).
+A graceful shutdown or a hot reload must lose nothing.
 """
 
 from __future__ import annotations
@@ -19,22 +12,22 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench._loadgen import build_requests, percentile, read_response
-from service.process import ServerProcess, start_server, wait_until_ready, worker_pids
+from bench._corruptions import CORRUPTIONS, publish_copy
+from bench._loadgen import Outcomes, closed_loop, open_loop
+from bench._metrics import metric, scrape
+from bench._process import ServerProcess, start_server, wait_until_ready, worker_pids
+from bench._resources import FD_SLACK, open_fds, rss_mb, sample, settled_fds, slope_per_minute
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,253 +48,9 @@ def running(model_dir: Path, log_path: Path, *args: str) -> Iterator[ServerProce
         server.kill()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def settled_fds(pid: int, *, at_most: int | None = None, timeout: float = 15.0) -> int:
-    """The process's open descriptors once the connections a load left behind are closed.
-
-    A client's closed connection stays open on the server until its event loop reads the
-    FIN, so a count taken the moment the load ends includes sockets about to close. With
-    ``at_most``, wait until the count is at most that (a leak never gets there: the last count
-    is returned at ``timeout``); without, until it stops falling (three equal reads in a row).
-    """
-    deadline = time.monotonic() + timeout
-    count, same = open_fds(pid), 0
-    while time.monotonic() < deadline:
-        if at_most is not None and count <= at_most:
-            return count
-        time.sleep(0.1)
-        previous, count = count, open_fds(pid)
-        same = same + 1 if count == previous else 0
-        if at_most is None and same >= 2:
-            return count
-    return count
-
-
-def slope_per_minute(samples: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, value) samples, per minute."""
-    if len(samples) < 2:
-        return 0.0
-    n = len(samples)
-    mean_t = sum(t for t, _ in samples) / n
-    mean_v = sum(v for _, v in samples) / n
-    var = sum((t - mean_t) ** 2 for t, _ in samples)
-    if var == 0:
-        return 0.0
-    cov = sum((t - mean_t) * (v - mean_v) for t, v in samples)
-    return cov / var * 60.0
-
-
-# -- load ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcomes:
-    """Per-request results of one load phase."""
-
-    ok_latencies: list[float] = field(default_factory=list)
-    refused_latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    refused: int = 0
-    failed: int = 0
-    lost: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    # Open loop only: how late each request was written after its due time. A large p99 means
-    # the generator (or its connection pool), not the server, set the pace.
-    send_lags: list[float] = field(default_factory=list)
-    # Open loop only: the same answers timed from the write instead (server + both event loops).
-    ok_from_write: list[float] = field(default_factory=list)
-    refused_from_write: list[float] = field(default_factory=list)
-
-    @property
-    def sent(self) -> int:
-        return len(self.ok_latencies) + self.refused + self.failed + self.lost
-
-    def summary(self, seconds: float) -> dict[str, Any]:
-        ok = sorted(self.ok_latencies)
-        ref = sorted(self.refused_latencies)
-        return {
-            "sent": self.sent,
-            "ok": len(ok),
-            "refused": self.refused,
-            "failed": self.failed,
-            "lost": self.lost,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "errors": dict(self.errors),
-            "ok_per_s": len(ok) / seconds if seconds > 0 else 0.0,
-            "ok_p50_ms": percentile(ok, 50) * 1e3,
-            "ok_p99_ms": percentile(ok, 99) * 1e3,
-            "refused_p50_ms": percentile(ref, 50) * 1e3,
-            "refused_p99_ms": percentile(ref, 99) * 1e3,
-            "send_lag_p99_ms": percentile(sorted(self.send_lags), 99) * 1e3,
-            "ok_from_write_p99_ms": percentile(sorted(self.ok_from_write), 99) * 1e3,
-            "refused_from_write_p50_ms": percentile(sorted(self.refused_from_write), 50) * 1e3,
-            "refused_from_write_p99_ms": percentile(sorted(self.refused_from_write), 99) * 1e3,
-        }
-
-
-class _Client:
-    """One keep-alive connection that classifies each request's outcome (see module doc)."""
-
-    def __init__(self, port: int, timeout: float) -> None:
-        self.port = port
-        self.timeout = timeout
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def send(self, raw: bytes, out: Outcomes, due: float | None = None) -> None:
-        """Latency counts from ``due`` when given (open loop), else from now."""
-        now = time.perf_counter()
-        started = now if due is None else due
-        if due is not None:
-            out.send_lags.append(now - due)
-        try:
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            assert self.reader is not None
-            self.writer.write(raw)
-            async with asyncio.timeout(self.timeout):
-                status, keep_alive = await read_response(self.reader)
-        except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as exc:
-            self.close()
-            out.refused += 1
-            out.errors[type(exc).__name__] += 1
-            await asyncio.sleep(0.01)
-            return
-        except asyncio.IncompleteReadError as exc:
-            self.close()
-            # Nothing of an answer: the server closed an idle connection (not our request's).
-            if exc.partial:
-                out.lost += 1
-            else:
-                out.refused += 1
-            out.errors["closed" if not exc.partial else "partial_answer"] += 1
-            await asyncio.sleep(0.01)
-            return
-        except (TimeoutError, OSError) as exc:
-            self.close()
-            out.lost += 1
-            out.errors[type(exc).__name__] += 1
-            return
-        answered = time.perf_counter()
-        elapsed = answered - started
-        out.statuses[status] += 1
-        if status == 200:
-            out.ok_latencies.append(elapsed)
-            if due is not None:
-                out.ok_from_write.append(answered - now)
-        elif status in (429, 503):
-            out.refused += 1
-            out.refused_latencies.append(elapsed)
-            if due is not None:
-                out.refused_from_write.append(answered - now)
-        else:
-            out.failed += 1
-        if not keep_alive:
-            self.close()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-async def closed_loop(
-    port: int,
-    concurrency: int,
-    duration: float,
-    *,
-    timeout: float = 30.0,
-    stop: asyncio.Event | None = None,
-    path: str = "/predict",
-) -> tuple[Outcomes, float]:
-    """``concurrency`` connections, each sending its next request when the last is answered."""
-    reqs = build_requests("127.0.0.1", port, path, 256, seed=concurrency)
-    out = Outcomes()
-    started = time.perf_counter()
-    end = started + duration
-
-    async def worker(i: int) -> None:
-        client = _Client(port, timeout)
-        n = i
-        while time.perf_counter() < end and not (stop and stop.is_set()):
-            await client.send(reqs[n % len(reqs)], out)
-            n += concurrency
-        client.close()
-
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return out, time.perf_counter() - started
-
-
-async def open_loop(
-    port: int, rate: float, duration: float, *, timeout: float = 30.0, pool: int = 64
-) -> tuple[Outcomes, float]:
-    """Requests due at a fixed rate whatever the server does; latency counts from the due
-    time, so waiting for one of the ``pool`` connections is counted (no coordinated omission)."""
-    reqs = build_requests("127.0.0.1", port, "/predict", 256, seed=7)
-    out = Outcomes()
-    idle: asyncio.Queue[_Client] = asyncio.Queue()
-    for _ in range(pool):
-        idle.put_nowait(_Client(port, timeout))
-    tasks: set[asyncio.Task[None]] = set()
-    started = time.perf_counter()
-    total = int(rate * duration)
-
-    async def one(raw: bytes, due: float) -> None:
-        client = await idle.get()
-        try:
-            await client.send(raw, out, due)
-        finally:
-            idle.put_nowait(client)
-
-    for i in range(total):
-        delay = started + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(reqs[i % len(reqs)], started + i / rate))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    while not idle.empty():
-        idle.get_nowait().close()
-    return out, time.perf_counter() - started
-
-
-async def _sample(pid: int, every: float, into: list[tuple[float, float, int]]) -> None:
-    started = time.perf_counter()
-    while True:
-        with contextlib.suppress(OSError):
-            into.append((time.perf_counter() - started, rss_mb(pid), open_fds(pid)))
-        await asyncio.sleep(every)
-
-
 def peak_rps(port: int, seconds: float = 3.0, concurrency: int = 32) -> float:
     out, elapsed = asyncio.run(closed_loop(port, concurrency, seconds))
     return len(out.ok_latencies) / elapsed
-
-
-def scrape(url: str) -> str:
-    return httpx.get(f"{url}/metrics", timeout=10, headers={"Connection": "close"}).text
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include ``labels``."""
-    total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.M):
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -324,7 +73,7 @@ def overload(
         samples: list[tuple[float, float, int]] = []
 
         async def storm() -> tuple[Outcomes, float]:
-            sampler = asyncio.create_task(_sample(pid, 0.5, samples))
+            sampler = asyncio.create_task(sample(pid, 0.5, samples))
             try:
                 return await closed_loop(server.port, concurrency, seconds, timeout=30)
             finally:
@@ -402,7 +151,7 @@ def overload_open(
             rate = peak * factor
 
             async def storm(rate: float = rate) -> tuple[Outcomes, float]:
-                sampler = asyncio.create_task(_sample(pid, 0.5, samples))
+                sampler = asyncio.create_task(sample(pid, 0.5, samples))
                 try:
                     return await open_loop(server.port, rate, seconds, timeout=10, pool=pool)
                 finally:
@@ -425,10 +174,6 @@ def overload_open(
     )
 
 
-# Descriptors a soak may end with beyond its start (lazily opened pools, a log rotation).
-FD_SLACK = 8
-
-
 def soak(
     model_dir: Path, work: Path, *, seconds: float = 60.0, fraction: float = 0.5
 ) -> dict[str, Any]:
@@ -445,7 +190,7 @@ def soak(
         samples: list[tuple[float, float, int]] = []
 
         async def run() -> tuple[Outcomes, float]:
-            sampler = asyncio.create_task(_sample(pid, 1.0, samples))
+            sampler = asyncio.create_task(sample(pid, 1.0, samples))
             try:
                 return await open_loop(server.port, rate, seconds)
             finally:
@@ -552,51 +297,6 @@ def worker_killed(model_dir: Path, work: Path, *, seconds: float = 8.0) -> dict[
     }
 
 
-def _publish_copy(src: Path, root: Path, version: int, damage: Callable[[Path], None]) -> None:
-    """Write a version the way the training job does: a temp folder renamed into place."""
-    tmp = root / f".tmp-{version}"
-    shutil.copytree(src, tmp)
-    damage(tmp)
-    tmp.rename(root / str(version))
-
-
-def _truncate_graph(path: Path) -> None:
-    pb = path / "saved_model.pb"
-    pb.write_bytes(pb.read_bytes()[:200])
-
-
-def _drop_variables(path: Path) -> None:
-    shutil.rmtree(path / "variables")
-
-
-def _wrong_signature(path: Path) -> None:
-    """Replace the SavedModel by one whose serving_default takes [None, 3]."""
-    code = (
-        "import sys, tensorflow as tf\n"
-        "class M(tf.Module):\n"
-        "    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name='points')])\n"
-        "    def serve(self, points):\n"
-        "        return {'probability': tf.reduce_sum(points, axis=1, keepdims=True)}\n"
-        "m = M()\n"
-        "tf.saved_model.save(m, sys.argv[1], signatures={'serving_default': m.serve})\n"
-    )
-    for item in ("saved_model.pb", "variables", "fingerprint.pb"):
-        target = path / item
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env)
-
-
-CORRUPTIONS: dict[str, Callable[[Path], None]] = {
-    "truncated saved_model.pb": _truncate_graph,
-    "missing variables/": _drop_variables,
-    "wrong signature shape": _wrong_signature,
-}
-
-
 def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
     """Under load: a good new version swapped in, three corrupt ones rejected, and the model
     folder made unreadable for a while; every request must still get a 200."""
@@ -622,7 +322,7 @@ def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
             stop = asyncio.Event()
             load = asyncio.create_task(closed_loop(server.port, 8, 600, stop=stop))
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(_publish_copy, good, root, 2, lambda p: None)
+            await asyncio.to_thread(publish_copy, good, root, 2, lambda p: None)
             took = await wait_for(lambda: default_version() == 2, 60)
             steps.append(
                 {
@@ -633,7 +333,7 @@ def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
             )
             for offset, (name, damage) in enumerate(CORRUPTIONS.items()):
                 version = 3 + offset
-                await asyncio.to_thread(_publish_copy, good, root, version, damage)
+                await asyncio.to_thread(publish_copy, good, root, version, damage)
                 failed = await wait_for(
                     lambda v=version: (
                         metric(  # type: ignore[misc]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _reliability as rel
+from bench._resources import FD_SLACK
 
 SCENARIOS = (
     "overload",
@@ -71,8 +72,8 @@ TARGETS: list[Target] = [
      "0 refused/failed/lost"),
     ("soak", "no memory growth", lambda f: f["rss_slope_mb_per_min"] < 5.0,
      "RSS slope < 5 MB/min"),
-    ("soak", "no fd growth", lambda f: f["fds_end"] - f["fds_start"] <= rel.FD_SLACK,
-     f"fds end-start <= {rel.FD_SLACK}"),
+    ("soak", "no fd growth", lambda f: f["fds_end"] - f["fds_start"] <= FD_SLACK,
+     f"fds end-start <= {FD_SLACK}"),
     ("sigterm", "nothing accepted is lost", lambda f: f["lost"] == 0 and f["failed"] == 0,
      "0 lost, 0 failed"),
     ("sigterm", "exit 0 within drain timeout", lambda f: f["exit_code"] == 0

@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for n, fmt in cases:
             # Repeats replace the previous run's file: unlinking it is inside the timed window.
-            # The previous run's output is flushed to disk first, so its writeback (250 MB
-            # after a 5M-row CSV) does not land in this run's window; no run ever fsyncs.
+            # The previous run's output is flushed to disk first, so its writeback (hundreds of
+            # MB after a 5M-row CSV) does not land in this run's window; no run ever fsyncs.
             out = work / f"scored-{n}.{fmt}"
             os.sync()
             runs[n, fmt].append(run_child([*score, "-i", str(inputs[n][fmt]), "-o", str(out)]))
@@ -175,11 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     if args.naive_size:
-        inputs = make_inputs(work, args.naive_size)
+        naive_inputs = make_inputs(work, args.naive_size)
         for fmt in ("csv", "parquet"):
             os.sync()
             r = run_child(
-                [sys.executable, "-c", NAIVE_SCRIPT, str(inputs[fmt]), str(work / f"naive.{fmt}")]
+                [
+                    sys.executable,
+                    "-c",
+                    NAIVE_SCRIPT,
+                    str(naive_inputs[fmt]),
+                    str(work / f"naive.{fmt}"),
+                ]
             )
             rows.append(
                 {

@@ -38,8 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.process import free_port
+from bench import _loadgen
+from bench._loadgen import GENERATORS, error_count, pick_generator
+from bench._metrics import metric
+from bench._process import ServerProcess as Server
+from bench._process import free_port, start_process, wait_until_ready
+from bench._resources import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -62,19 +65,6 @@ FLOOR_RATIO_MIN = 0.85
 NAIVE_RATIO_MIN = 30.0
 P99_MAX_MS = 20.0
 TARGET_CONCURRENCY = 32
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    ready_path: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass
@@ -89,21 +79,7 @@ class Cell:
 
     @property
     def errors(self) -> int:
-        bad = sum(v for r in self.runs for k, v in r["statuses"].items() if k != "200")
-        return int(bad + sum(sum(r["failures"].values()) for r in self.runs))
-
-
-_GENERATORS = {"wrk": "wrk (bench/wrk/predict.lua)", "python": "bench/_loadgen.py"}
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / _TICK
+        return sum(error_count(r) for r in self.runs)
 
 
 SETTLE_CPU_SHARE = 0.03
@@ -140,37 +116,16 @@ def child_env() -> dict[str, str]:
 
 def start(name: str, argv: list[str], port: int, workdir: Path, ready_path: str) -> Server:
     log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
-        )
-    return Server(name, port, proc, log, ready_path)
+    return start_process(
+        argv, log, port, ready_path=ready_path, name=name, env=child_env(), wait=False
+    )
 
 
 def wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            tail = server.log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(server.url + server.ready_path, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{server.name} not ready after {timeout:.0f} s (log: {server.log})")
-
-
-def stop(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    try:
+        wait_until_ready(server, timeout)
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc} (log: {server.log_path})") from None
 
 
 @contextlib.contextmanager
@@ -179,7 +134,7 @@ def running(servers: list[Server]) -> Iterator[list[Server]]:
         yield servers
     finally:
         for s in servers:
-            stop(s)
+            s.stop(timeout=30)
 
 
 def post_predict(server: Server, x: float, y: float) -> dict[str, Any]:
@@ -208,66 +163,8 @@ def sanity_check(servers: dict[str, Server]) -> None:
                 raise SystemExit(f"service says {got} for ({x}, {y}), the model says {want}")
 
 
-WRK_SCRIPT = HERE / "wrk" / "predict.lua"
-
-
-def pick_generator(choice: str) -> str:
-    """``wrk`` (C, epoll) when asked or, for ``auto``, when it is on PATH; else ``python``."""
-    if choice == "python" or (choice == "auto" and shutil.which("wrk") is None):
-        return "python"
-    if shutil.which("wrk") is None:
-        raise SystemExit("--loadgen wrk: wrk is not on PATH (Debian: apt-get install wrk)")
-    return "wrk"
-
-
-def load(
-    port: int,
-    *,
-    duration: float,
-    concurrency: int | None = None,
-    rate: float | None = None,
-    timeout: float = 60.0,
-    generator: str = "python",
-) -> dict[str, Any]:
-    if concurrency and generator == "wrk":
-        return load_wrk(port, duration=duration, concurrency=concurrency, timeout=timeout)
-    argv = [
-        sys.executable,
-        str(HERE / "_loadgen.py"),
-        "--port",
-        str(port),
-        "--duration",
-        str(duration),
-        "--timeout",
-        str(timeout),
-    ]
-    argv += ["--concurrency", str(concurrency)] if concurrency else ["--rate", str(rate)]
-    out = subprocess.run(argv, capture_output=True, text=True, env=child_env(), check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"loadgen failed ({out.returncode}): {out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def load_wrk(port: int, *, duration: float, concurrency: int, timeout: float) -> dict[str, Any]:
-    """One closed-loop run with wrk: one client thread, ``concurrency`` connections.
-
-    wrk costs the machine about half of what the Python generator does per request (measured
-    29 vs 58 µs of CPU here), which leaves more of this 2-core machine to the servers. It has
-    no open-loop mode, so fixed-rate runs stay with ``bench/_loadgen.py``.
-    """
-    argv = [
-        "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
-        f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_SCRIPT),
-        f"http://127.0.0.1:{port}/predict",
-    ]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=False)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("JSON ")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"wrk failed ({out.returncode}): {(out.stderr or out.stdout)[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1].removeprefix("JSON "))
-    result["concurrency"] = concurrency
-    return result
+def load(port: int, **kwargs: Any) -> dict[str, Any]:
+    return _loadgen.run(port, env=child_env(), **kwargs)
 
 
 def batch_counters(server: Server) -> tuple[float, float] | None:
@@ -279,14 +176,10 @@ def batch_counters(server: Server) -> tuple[float, float] | None:
             text = r.read().decode()
     except (urllib.error.URLError, OSError):
         return None
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("xor_dnn_batch_requests_"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    if "xor_dnn_batch_requests_count" not in values:
+    calls = metric(text, "xor_dnn_batch_requests_count")
+    if not calls:
         return None
-    return values["xor_dnn_batch_requests_count"], values.get("xor_dnn_batch_requests_sum", 0.0)
+    return calls, metric(text, "xor_dnn_batch_requests_sum")
 
 
 def measure(server: Server, **kwargs: Any) -> dict[str, Any]:
@@ -452,7 +345,7 @@ def report(
     print(
         f"Single-point POST /predict, closed loop, median of {args.repeats} interleaved "
         f"runs of {args.duration:g} s (nproc={os.cpu_count()}, one worker per server; "
-        f"closed loop by {_GENERATORS[args.generator]}, open loop by bench/_loadgen.py)"
+        f"closed loop by {GENERATORS[args.generator]}, open loop by bench/_loadgen.py)"
     )
     print()
     print(

@@ -1,9 +1,9 @@
 """Measure the API's memory and CPU, and check them against the Deployment's requests/limits.
 
-Starts the real ``xor-dnn serve`` (on a model folder you give, or a tiny model it trains), waits
-until ready, samples RSS and CPU from /proc while idle and then under a bounded burst of
-concurrent ``POST /predict`` calls from loopback, prints a table and exits non-zero when the
-prod overlay's sizing does not fit what was measured:
+Starts the real service (on a model folder you give, or a tiny model it trains), waits until
+ready, samples RSS and CPU (psutil) while idle and then under a bounded closed-loop burst of
+``POST /predict`` calls from loopback (``bench/_loadgen.py``: wrk when installed), prints a
+table and exits non-zero when the prod overlay's sizing does not fit what was measured:
 
 * peak RSS must stay under 80 % of the container memory limit (headroom for a second loaded
   version during a hot swap and for allocator growth), and idle RSS under the memory request;
@@ -18,25 +18,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import socket
-import subprocess
+import subprocess  # nosec B404
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-MI = 1024 * 1024
+sys.path.insert(0, str(ROOT))  # run as a script: the bench helpers live in the checkout
+
+from bench import _loadgen  # noqa: E402
+from bench._process import start_server  # noqa: E402
+from bench._resources import MIB, cpu_seconds, rss_mb, sample  # noqa: E402
 
 
 def quantity(text: str) -> float:
     """A Kubernetes quantity (cpu or memory) as a float: cores or bytes."""
-    units = {"m": 1e-3, "Ki": 1024, "Mi": MI, "Gi": 1024 * MI}
+    units = {"m": 1e-3, "Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
     m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text))
     if not m:
         raise ValueError(f"bad quantity {text!r}")
@@ -58,41 +60,6 @@ def prod_sizing() -> tuple[dict[str, dict[str, float]], float]:
     return sizes, metric["resource"]["target"]["averageUtilization"] / 100
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def burst(url: str, seconds: float, concurrency: int, points: int) -> tuple[int, int]:
-    body = {"points": [{"x": (i % 10) - 4.5, "y": (i % 7) - 3.0} for i in range(points)]}
-    ok = failed = 0
-    stop = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=10) as client:
-
-        async def worker() -> None:
-            nonlocal ok, failed
-            while time.monotonic() < stop:
-                r = await client.post(url, json=body)
-                ok, failed = (ok + 1, failed) if r.status_code == 200 else (ok, failed + 1)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return ok, failed
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="models/<name> folder (default: train one)")
@@ -104,66 +71,48 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = opts.model_dir
         if model_dir is None:
-            sys.path.insert(0, str(ROOT))
             from tests.support import publish_tiny_model
 
             model_dir = Path(tmp) / "xor"
             publish_tiny_model(model_dir, epochs=5)
-        port = free_port()
-        env = {**os.environ, "XOR_DNN_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        cmd = ["xor-dnn", "serve", "--model-dir", str(model_dir), "--port", str(port)]
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server = start_server(model_dir, Path(tmp) / "server.log", "--log-level", "warning")
         try:
-            base = f"http://127.0.0.1:{port}"
-            while True:
-                if proc.poll() is not None:
-                    print(proc.stderr.read().decode() if proc.stderr else "", file=sys.stderr)
-                    return 1
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            pid = server.proc.pid
             ready_s = time.monotonic() - t0
-            startup_cpu = cpu_seconds(proc.pid)
-            time.sleep(2)
-            idle_rss = rss_bytes(proc.pid)
-            cpu0, w0 = cpu_seconds(proc.pid), time.monotonic()
-            peak = idle_rss
+            startup_cpu = cpu_seconds(pid)
+            time.sleep(2)  # a settling pause before the idle figure, not a synchronisation
+            idle_rss = rss_mb(pid) * MIB
+            cpu0, w0 = cpu_seconds(pid), time.monotonic()
+            samples: list[tuple[float, float, int]] = []
 
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, rss_bytes(proc.pid))
-                    await asyncio.sleep(0.2)
-
-            async def run() -> tuple[int, int]:
-                sampler = asyncio.create_task(sample())
+            async def run() -> dict[str, Any]:
+                sampler = asyncio.create_task(sample(pid, 0.2, samples))
                 try:
-                    return await burst(
-                        f"{base}/predict", opts.seconds, opts.concurrency, opts.points
-                    )
+                    return await asyncio.to_thread(
+                        _loadgen.run, server.port, duration=opts.seconds,
+                        concurrency=opts.concurrency, points=opts.points,
+                        generator=_loadgen.pick_generator("auto"), timeout=10,
+                    )  # fmt: skip
                 finally:
                     sampler.cancel()
 
-            ok, failed = asyncio.run(run())
-            load_cores = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - w0)
-            peak = max(peak, rss_bytes(proc.pid))
+            result = asyncio.run(run())
+            load_cores = (cpu_seconds(pid) - cpu0) / (time.monotonic() - w0)
+            peak = max([idle_rss, rss_mb(pid) * MIB] + [rss * MIB for _, rss, _ in samples])
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            server.stop()
+        ok, failed = result["ok"], _loadgen.error_count(result)
 
     res, hpa_target = prod_sizing()
     scale_at = hpa_target * res["requests"]["cpu"]
     rows = [
         ("start to ready", f"{ready_s:.1f} s", f"startup CPU {startup_cpu:.1f} core-s"),
-        ("RSS idle (model loaded, warm)", f"{idle_rss / MI:.0f} MiB",
-         f"request {res['requests']['memory'] / MI:.0f} MiB"),
-        ("RSS peak under load", f"{peak / MI:.0f} MiB",
-         f"limit {res['limits']['memory'] / MI:.0f} MiB (80 % = "
-         f"{0.8 * res['limits']['memory'] / MI:.0f})"),
+        ("RSS idle (model loaded, warm)", f"{idle_rss / MIB:.0f} MiB",
+         f"request {res['requests']['memory'] / MIB:.0f} MiB"),
+        ("RSS peak under load", f"{peak / MIB:.0f} MiB",
+         f"limit {res['limits']['memory'] / MIB:.0f} MiB (80 % = "
+         f"{0.8 * res['limits']['memory'] / MIB:.0f})"),
         ("CPU under load (server process)", f"{load_cores:.2f} cores",
          f"request {res['requests']['cpu']:.2f}, HPA scales out above {scale_at:.2f}"),
         ("requests answered 200 / other", f"{ok} / {failed}",

@@ -183,7 +183,8 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
 def _score(args: argparse.Namespace) -> dict[str, Any]:
     from scoring.errors import InputError
     from scoring.formats import detect_format
-    from scoring.score import ScoreOptions, load_model, score
+    from scoring.model import load_model
+    from scoring.score import ScoreOptions, score
     from scoring.shards import resolve_shard
 
     if args.input is None:

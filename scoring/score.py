@@ -2,8 +2,7 @@
 
 Three threads form a pipeline (Arrow and TensorFlow release the GIL): one reads and decodes
 chunk k+1 while the calling thread validates and scores chunk k and another encodes and writes
-chunk k-1. At most ``_QUEUE_DEPTH`` chunks wait on each side of the model, so memory stays flat
-whatever the input size.
+chunk k-1 (:mod:`scoring.pipeline`); the model comes from :mod:`scoring.model`.
 
 Output = every input column, in order, with x and y as float64, then ``probability``
 (float32, class 1), ``class_id`` (int8, probability >= threshold) and ``model_version``
@@ -13,11 +12,7 @@ Output = every input column, in order, with x and y as float64, then ``probabili
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +23,16 @@ from numpy.typing import NDArray
 
 from scoring.errors import InputError, ModelError, OutputError, StrictModeError
 from scoring.formats import Format, default_rejects_path, part_path
+from scoring.model import Loader, Predict
+from scoring.pipeline import Reader, Writer
 from scoring.progress import Progress
 from scoring.readers import Batch, Source, open_source
 from scoring.shards import Shard
-from scoring.validate import OK, REASONS, describe, parse_coordinate
+from scoring.validate import OK, REASONS, describe, is_text, parse_coordinate
 from scoring.writers import REJECT_SCHEMA, Sink, discard_temp_files, open_sink
 
 PROBABILITY, CLASS_ID, MODEL_VERSION = "probability", "class_id", "model_version"
 ADDED_COLUMNS = (PROBABILITY, CLASS_ID, MODEL_VERSION)
-_QUEUE_DEPTH = 2
-WARM_UP_ROWS = 65536
-"""The largest warm-up call: the default chunk size (a bigger chunk only faults in more)."""
-Predict = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -96,100 +89,6 @@ class Summary:
         return asdict(self)
 
 
-class _Stopped(Exception):
-    """Tells the writer thread to drop what is queued: the job is failing."""
-
-
-class _Writer:
-    """One background thread writing (sink, batch) pairs in order; errors surface on next use."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Sink, pa.RecordBatch] | None] = queue.Queue(_QUEUE_DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="xor-dnn-score-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    item[0].write(item[1])
-                except BaseException as exc:  # handed to the main thread, which re-raises
-                    self._error = exc
-
-    def _check(self) -> None:
-        if self._error is not None and not isinstance(self._error, _Stopped):
-            raise self._error
-
-    def put(self, sink: Sink, batch: pa.RecordBatch) -> None:
-        self._check()
-        self._queue.put((sink, batch))
-
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._check()
-
-    def stop(self) -> None:
-        if self._error is None:
-            self._error = _Stopped()
-        self._queue.put(None)
-        self._thread.join()
-
-
-class _Reader:
-    """Iterates the source's batches on a background thread, at most ``_QUEUE_DEPTH`` ahead.
-
-    Batches come out in order; an exception raised while reading (an ``InputError``) comes out
-    in its place, with its traceback. ``stop()`` ends the thread early (a failing job) and must
-    be called before the source is closed.
-    """
-
-    def __init__(self, batches: Iterator[Batch]) -> None:
-        self._batches = batches
-        self._queue: queue.Queue[Batch | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="xor-dnn-score-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        end: BaseException | None = None
-        try:
-            for batch in self._batches:
-                self._queue.put(batch)
-                if self._stopping:
-                    return
-        except BaseException as exc:  # handed to the main thread, which re-raises
-            end = exc
-        finally:
-            close = getattr(self._batches, "close", None)
-            # A generator stopped early runs its cleanup here, on its own thread; a failure
-            # there must not keep the end marker below from reaching the main thread.
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
-        if not self._stopping:
-            self._queue.put(end)
-
-    def __iter__(self) -> Iterator[Batch]:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        """End the thread (at once if it is done); call it before closing the source."""
-        self._stopping = True
-        while self._thread.is_alive():  # free the queue so a blocked put() returns
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-        self._thread.join()
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
-
-
 def _text_column(digits: NDArray[np.uint8]) -> pa.Array:
     """One-character strings from their ASCII codes, built straight from Arrow buffers."""
     offsets = np.arange(len(digits) + 1, dtype=np.int32)
@@ -214,7 +113,7 @@ def output_schema(
     """
     fields = []
     for f in source:
-        if f.name in (x_col, y_col) and not (csv and _is_text(f.type)):
+        if f.name in (x_col, y_col) and not (csv and is_text(f.type)):
             fields.append(pa.field(f.name, pa.float64()))
         else:
             fields.append(f.remove_metadata())
@@ -268,7 +167,7 @@ class _Job:
         version: int,
         out: Sink,
         rejects: Sink,
-        writer: _Writer,
+        writer: Writer,
     ) -> None:
         self.o = options
         self.source = source
@@ -337,7 +236,7 @@ class _Job:
             raise ModelError(f"model call failed: {type(exc).__name__}: {exc}") from exc
         columns = list(data.columns)
         for i, values in ((self.xi, xs), (self.yi, ys)):
-            if not _is_text(self.schema.field(i).type):
+            if not is_text(self.schema.field(i).type):
                 columns[i] = pa.array(values, pa.float64())
         positive = prob >= self.o.threshold
         columns.append(pa.array(prob, pa.float32()))
@@ -353,10 +252,6 @@ class _Job:
             ]
         self.writer.put(self.out, pa.RecordBatch.from_arrays(columns, schema=self.schema))
         self.scored += n
-
-
-Loader = Callable[[], tuple[Predict, int, float]]
-"""Returns (predict, model version, startup seconds); called once the input has been checked."""
 
 
 def score(options: ScoreOptions, load: Loader) -> Summary:
@@ -382,8 +277,8 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
         options.input, options.input_format, options.shard, options.chunk_size, coords
     )
     sinks: list[Sink] = []
-    writer: _Writer | None = None
-    reader: _Reader | None = None
+    writer: Writer | None = None
+    reader: Reader | None = None
     version = 0
     try:
         _check_columns(source, *coords)
@@ -396,10 +291,10 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
         )
         sinks.append(open_sink(out_path, options.output_format, schema))
         sinks.append(open_sink(rejects_path, options.output_format, REJECT_SCHEMA))
-        writer = _Writer()
+        writer = Writer()
         job = _Job(options, source, predict, version, sinks[0], sinks[1], writer)
         progress = Progress(source.total, enabled=options.progress)
-        reader = _Reader(source.batches())
+        reader = Reader(source.batches())
         try:
             for batch in reader:
                 job.run_batch(batch)
@@ -444,88 +339,3 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
         startup_seconds=round(startup_seconds, 4),
         cpu_seconds=round(cpu_seconds, 4),
     )
-
-
-def _one_tf_thread() -> None:
-    """Run the model on one TensorFlow thread: the net is tiny, and TF's spinning pool threads
-    would otherwise fight the reader and writer for this machine's few cores."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started in this process (tests): keep its pools
-        pass
-
-
-def _system_allocator() -> None:
-    """Allocate Arrow buffers with the C library's malloc instead of Arrow's bundled mimalloc.
-
-    Every chunk allocates and frees the same few buffers. glibc hands them back to the next
-    chunk; mimalloc returns freed pages to the OS and faults fresh ones in, zeroed as 2 MB huge
-    pages (``clear_page`` took up to a quarter of a 1M-row run's CPU under ``perf``). Faster in
-    four of five interleaved comparisons (3.28M -> 3.60M rows/s on 1M Parquet rows), peak RSS
-    the same; see docs/scoring.md.
-    """
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
-def _warm_up(predict: Predict, version: int, rows: int) -> None:
-    """Make the first signature calls here, as part of startup, and check their answers.
-
-    The first call instantiates the graph (about 0.1 s), and the first call at a new size
-    faults in that size's activation memory (about 15 ms for 65,536 points); neither depends
-    on the input, so a run should not pay them inside its timed loop. The service does the same.
-    """
-    rng = np.random.default_rng(0)
-    for n in sorted({1, max(rows, 1)}):
-        points = rng.uniform(-5.0, 5.0, size=(n, 2)).astype(np.float32)
-        try:
-            probs = predict(points)
-        except Exception as exc:  # TensorFlow raises many types; the job reports one
-            raise ModelError(
-                f"version {version}: warm-up call failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if probs.shape != (n,) or not np.all((probs >= 0.0) & (probs <= 1.0)):
-            raise ModelError(
-                f"version {version}: warm-up returned misshapen, non-finite or out-of-range"
-                f" probabilities (shape {probs.shape})"
-            )
-
-
-def load_model(
-    model_dir: Path, version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
-) -> tuple[Predict, int, float]:
-    """``(predict, version, seconds)`` for ``version`` (newest when None), TF import included.
-
-    Also sets the process up for a run: TensorFlow on one thread, Arrow on the system allocator.
-
-    ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
-    the chunk size), so the scoring loop starts with a model already at full speed. The model
-    runs its signature with the weights folded into constants when that answers like the
-    signature to float32 rounding (``xor_dnn.modelstore``: 8% less model CPU per 2**20 points,
-    measured).
-    """
-    from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
-
-    started = time.perf_counter()
-    if version is None:
-        version = latest_version(model_dir)
-        if version is None:
-            raise ModelError(
-                f"no model version under {model_dir} (train one with `xor-dnn train`,"
-                " or pass --model-dir / set XOR_DNN_MODEL_DIR)"
-            )
-    elif version not in list_versions(model_dir):
-        have = list_versions(model_dir)
-        raise ModelError(f"version {version} not found under {model_dir} (have: {have or 'none'})")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _one_tf_thread()
-    _system_allocator()
-    try:
-        model = load_version(model_dir, version)
-    except ModelStoreError as exc:
-        raise ModelError(str(exc)) from exc
-    rows = min(warm_up_rows, WARM_UP_ROWS)
-    _warm_up(model.predict, model.version, rows)
-    return model.predict, model.version, time.perf_counter() - started

@@ -24,7 +24,7 @@ _NUMBER_RE = (
 )
 
 
-def _is_text(t: pa.DataType) -> bool:
+def is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
@@ -82,7 +82,7 @@ def parse_coordinate(
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
-    if _is_text(t):
+    if is_text(t):
         try:
             values = pc.cast(arr, pa.float64())
         except pa.ArrowInvalid:

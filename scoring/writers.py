@@ -139,8 +139,8 @@ class ParquetSink(_AtomicFile):
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         super().__init__(path)
         # Dictionary encoding and compression only pay off on repeated values, never on float
-        # coordinates and probabilities: snappy left a scored 1M-row file at 20.16 MB either
-        # way and cost 17% of the write (docs/scoring.md), so those columns are stored plain.
+        # coordinates and probabilities: snappy left a scored file the same size and made the
+        # write slower (docs/scoring.md has the figures), so those columns are stored plain.
         floats = [f.name for f in schema if pa.types.is_floating(f.type)]
         codecs = {f.name: "none" if f.name in floats else "snappy" for f in schema}
         dictionary = [f.name for f in schema if f.name not in floats]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
@@ -45,7 +45,6 @@ class ModelConfig:
     """Fraction of the training part held out as a validation split (seeded). 0, the lesson's
     way, trains on all of it and publishes the run closest to the runs' majority vote; above
     0 the runs learn from the rest and the best validation accuracy is published."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if any(u < 1 for u in self.hidden_units):

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from bench import serve
-from bench.serve import Server, cpu_seconds, settle
+from bench._resources import cpu_seconds
+from bench.serve import Server, settle
 
 
 def _server(tmp_path: Path, code: str) -> Server:
     proc = subprocess.Popen([sys.executable, "-c", code])
-    return Server("x", 0, proc, tmp_path / "unused.log", "/")
+    return Server(proc, 0, tmp_path / "unused.log", name="x")
 
 
 @pytest.fixture

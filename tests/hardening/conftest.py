@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.process import ServerProcess, start_server
+from bench._process import ServerProcess, start_server
 
 # Short so the slow-client checks stay fast; production defaults are 5 s and 10 s.
 HEADER_TIMEOUT_S = 1.0

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from service.process import ServerProcess
+from bench._process import ServerProcess
 from tests.hardening.conftest import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, RawResponse, raw_request
 
 PREDICT, V1, V2 = "/predict", "/v1/models/xor:predict", "/v2/models/xor/infer"

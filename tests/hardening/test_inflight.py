@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from service.process import ServerProcess, start_server
+from bench._process import ServerProcess, start_server
 from tests.support import finish_upload, slow_upload
 
 CAP = 4

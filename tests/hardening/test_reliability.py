@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import _reliability as rel
+from bench._resources import FD_SLACK, open_fds, settled_fds
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_open_loop_overload_refuses_excess_and_recovers(model_dir: Path, tmp_pat
 def test_soak_at_half_peak_has_no_errors_and_no_fd_growth(model_dir: Path, tmp_path: Path) -> None:
     f = rel.soak(model_dir, tmp_path, seconds=8.0)
     assert f["ok"] > 0 and f["failed"] == f["lost"] == f["refused"] == 0, f
-    assert f["fds_end"] - f["fds_start"] <= rel.FD_SLACK, f
+    assert f["fds_end"] - f["fds_start"] <= FD_SLACK, f
     # Too short to judge a slope on; only a runaway leak shows in 8 s.
     assert f["rss_end_mb"] - f["rss_start_mb"] < 100, f
 
@@ -74,19 +75,19 @@ def test_fd_check_ignores_closing_connections_and_catches_a_leak() -> None:
     assert holder.stdin is not None and holder.stdout is not None
     try:
         assert holder.stdout.readline().strip() == "ready"
-        start = rel.settled_fds(holder.pid)
-        budget = start + rel.FD_SLACK
+        start = settled_fds(holder.pid)
+        budget = start + FD_SLACK
 
         holder.stdin.write("brief\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "opened"
-        assert rel.open_fds(holder.pid) >= start + 20  # counted while still open...
-        assert rel.settled_fds(holder.pid, at_most=budget) <= budget  # ...not once closed
+        assert open_fds(holder.pid) >= start + 20  # counted while still open...
+        assert settled_fds(holder.pid, at_most=budget) <= budget  # ...not once closed
 
         holder.stdin.write("keep\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "opened"
-        assert rel.settled_fds(holder.pid, at_most=budget, timeout=1.0) >= start + 20
+        assert settled_fds(holder.pid, at_most=budget, timeout=1.0) >= start + 20
     finally:
         holder.kill()
         holder.communicate()

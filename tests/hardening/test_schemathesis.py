@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.process import ServerProcess
+from bench._process import ServerProcess
 
 EXAMPLES = os.environ.get("XOR_DNN_FUZZ_EXAMPLES", "25")
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"  # noqa: E501

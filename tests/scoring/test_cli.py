@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scoring.formats import Format, part_path
@@ -203,10 +204,11 @@ def _frozen_mid_run(proc: subprocess.Popen[str], out: Path, rows: int) -> bool:
         assert time.monotonic() < deadline, "no temporary output appeared"
         time.sleep(0.001)
     os.kill(proc.pid, signal.SIGSTOP)
-    stat = Path(f"/proc/{proc.pid}/stat")
-    while (state := stat.read_text().rsplit(")", 1)[1].split()[0]) not in "TtZ":
+    job = psutil.Process(proc.pid)
+    stopped = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE)
+    while (state := job.status()) not in stopped:
         time.sleep(0.001)
-    if state == "Z" or out.exists():
+    if state == psutil.STATUS_ZOMBIE or out.exists():
         return False
     try:
         with tmp.open("rb") as fh:

@@ -1,5 +1,5 @@
 """Fixtures for the service tests: an in-process app over the session models, and real
-``python -m service`` processes on free localhost ports (started with :mod:`service.process`)."""
+``python -m service`` processes on free localhost ports (started with :mod:`bench._process`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench._process import ServerProcess
 from service.app import create_app
 from service.config import Settings
-from service.process import ServerProcess
 
 
 @pytest.fixture(scope="module")

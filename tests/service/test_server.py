@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.process import ServerProcess, start_server
+from bench._metrics import metric
+from bench._process import ServerProcess, start_server
 from tests.support import finish_upload, slow_upload
 from xor_dnn.modelstore import load_version
 
@@ -74,12 +75,9 @@ def test_tritonclient_and_tfserving_json(
 
 
 def _predict_200s(text: str) -> float:
-    m = re.search(
-        r'^xor_dnn_http_requests_total\{method="POST",route="/predict",status="200"\} (\S+)$',
-        text,
-        re.M,
+    return metric(
+        text, "xor_dnn_http_requests_total", method="POST", route="/predict", status="200"
     )
-    return float(m.group(1)) if m else 0.0
 
 
 def test_two_workers_report_metrics_together(

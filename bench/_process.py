@@ -1,5 +1,7 @@
-"""Run ``python -m service`` as a child process on a free loopback port and wait until
-``/readyz`` answers: used by the test suite, the benchmarks and the deploy checks.
+"""Run ``python -m service`` (or any HTTP server, e.g. a benchmark's baseline app) as a child
+process on a free loopback port and wait until its readiness path answers: the one
+server-process helper of the test suite, the benchmarks and the deploy checks (the service
+never starts itself this way, so it lives outside the runtime packages).
 
 Usage::
 
@@ -9,9 +11,7 @@ Usage::
     finally:
         assert server.stop() == 0, server.log()
 
-The readiness probe uses the standard library only (this module ships with the package, whose
-runtime dependencies do not include an HTTP client), and ignores ``*_proxy`` variables: the
-server is always on 127.0.0.1.
+The readiness probe ignores ``*_proxy`` variables: the server is always on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
 LOG_TAIL_CHARS = 3000
-# The folder holding the ``service`` package: the child imports this very copy of it.
+# The checkout holding the ``service`` package: the child imports this very copy of it.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -46,15 +48,18 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A real ``python -m service`` process; its stdout and stderr go to ``log_path``."""
+    """A real server process; its stdout and stderr go to ``log_path``."""
 
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
     own_group: bool = False
-    """True when the process leads its own process group (``start_server`` starts it so):
-    :meth:`kill` then kills the whole group, ``--workers N`` children included, which a
+    """True when the process leads its own process group (:func:`start_process` starts it
+    so): :meth:`kill` then kills the whole group, ``--workers N`` children included, which a
     SIGKILL of the supervisor alone would leave running (and holding the port)."""
+    ready_path: str = "/readyz"
+    """Answers 200 once the server is ready (:func:`wait_until_ready`)."""
+    name: str = "service"
 
     @property
     def url(self) -> str:
@@ -118,59 +123,75 @@ def start_server(
         "--model-dir", str(Path(model_dir).absolute()), "--port", str(port),
         "--poll-interval-s", "0.2", *args,
     ]  # fmt: skip
+    return start_process(cmd, log_path, port, env=child_env, wait=wait, timeout=timeout)
+
+
+def start_process(
+    argv: list[str],
+    log_path: Path,
+    port: int,
+    *,
+    ready_path: str = "/readyz",
+    name: str = "service",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> ServerProcess:
+    """Start ``argv`` (a server that will listen on ``port``) in the checkout holding the
+    ``service`` package, in its own process group, with TensorFlow's log quieted; with
+    ``wait``, return once ``ready_path`` answers 200."""
+    child_env = dict(os.environ if env is None else env)
+    child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with log_path.open("wb") as log:
-        # B404/B603: subprocess only starts this package's own server (sys.executable -m
-        # service plus the caller's flags) from an argv list: no shell, nothing parsed.
+        # B404/B603: subprocess only starts servers of this checkout (sys.executable plus the
+        # caller's flags) from an argv list: no shell, nothing parsed.
         proc = subprocess.Popen(  # nosec B603
-            cmd,
+            argv,
             cwd=_PACKAGE_PARENT,
             env=child_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() reaches its workers
         )
-    server = ServerProcess(proc, port, log_path, own_group=True)
+    server = ServerProcess(proc, port, log_path, own_group=True, ready_path=ready_path, name=name)
     if wait:
         wait_until_ready(server, timeout)
     return server
 
 
 def wait_until_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    """Poll ``/readyz`` until it answers 200. Raises ``RuntimeError`` with the log's tail if
-    the process exits first, or kills it and raises if it is not ready within ``timeout``."""
+    """Poll the server's ``ready_path`` until it answers 200. Raises ``RuntimeError`` with the
+    log's tail if the process exits first, or kills it and raises if it is not ready within
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(
-                f"server exited {server.proc.returncode}:\n{server.log()[-LOG_TAIL_CHARS:]}"
+                f"{server.name} exited {server.proc.returncode}:\n{server.log()[-LOG_TAIL_CHARS:]}"
             )
-        if _ready(server.url):
+        if _ready(server.url + server.ready_path):
             return
         time.sleep(0.2)
     server.kill()
-    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()[-LOG_TAIL_CHARS:]}")
+    raise RuntimeError(
+        f"{server.name} not ready after {timeout} s:\n{server.log()[-LOG_TAIL_CHARS:]}"
+    )
 
 
 def _ready(url: str) -> bool:
     try:
-        with _NO_PROXY.open(f"{url}/readyz", timeout=2) as response:
+        with _NO_PROXY.open(url, timeout=2) as response:
             return bool(response.status == 200)
     except (OSError, http.client.HTTPException):  # refused, reset, 503 (HTTPError), timeout
         return False
 
 
 def worker_pids(pid: int) -> list[int]:
-    """The worker processes of a ``--workers N`` supervisor: its children (Linux /proc), not
-    the resource tracker multiprocessing also starts."""
+    """The worker processes of a ``--workers N`` supervisor: its children, not the resource
+    tracker multiprocessing also starts."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in found if b"resource_tracker" not in _cmdline(c)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):  # gone between the listing and the look
+            if not any("resource_tracker" in arg for arg in child.cmdline()):
+                found.append(child.pid)
+    return found

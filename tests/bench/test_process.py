@@ -1,4 +1,4 @@
-"""``service.process``: the child-process helper the tests, benchmarks and deploy checks share."""
+"""``bench._process``: the server-process helper the tests, benchmarks and deploy checks share."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from service.process import (
+from bench._process import (
     ServerProcess,
     free_port,
     start_server,
@@ -54,7 +55,7 @@ def test_settings_come_from_flags_and_env_not_the_callers_shell(
 
 
 def test_a_server_that_exits_raises_with_its_log(model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match=r"(?s)server exited 2:.*--workers"):
+    with pytest.raises(RuntimeError, match=r"(?s)service exited 2:.*--workers"):
         start_server(model_dir, tmp_path / "server.log", "--workers", "many")
 
 
@@ -86,10 +87,9 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
 def _alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by init) counts as gone.
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def _wait_gone(pids: list[int], timeout: float) -> list[int]:
@@ -100,16 +100,16 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 @pytest.mark.slow
-def test_workers_exit_when_their_supervisor_is_killed(
-    model_dir: Path, tmp_path: Path, server_factory: list[ServerProcess]
-) -> None:
+def test_workers_exit_when_their_supervisor_is_killed(model_dir: Path, tmp_path: Path) -> None:
     server = start_server(model_dir, tmp_path / "server.log", "--workers", "2")
-    server_factory.append(server)
-    workers = worker_pids(server.proc.pid)
-    assert len(workers) == 2, workers
-    os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor only, as the OOM killer would
-    server.proc.wait(timeout=30)
-    assert _wait_gone(workers, 30) == [], server.log()[-3000:]
+    try:
+        workers = worker_pids(server.proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor only, as the OOM killer would
+        server.proc.wait(timeout=30)
+        assert _wait_gone(workers, 30) == [], server.log()[-3000:]
+    finally:
+        server.kill()
 
 
 @pytest.mark.slow

@@ -1,0 +1,77 @@
+"""What every reader yields (:class:`Batch`, :class:`Malformed`) and the :class:`Source` it
+is, with the helpers the text readers share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from scoring.errors import InputError
+
+_SAMPLE = 1 << 16
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A row that could not be split into the file's columns (wrong field count, bad JSON)."""
+
+    row: int
+    reason: str
+    text: str
+    column: str | None = None
+
+
+@dataclass
+class Batch:
+    """Rows read from the input, with their row numbers available on demand."""
+
+    data: pa.RecordBatch
+    row_numbers: Callable[[NDArray[np.int64]], NDArray[np.int64]]
+    """Row numbers of the rows at the given positions in ``data``."""
+    malformed: list[Malformed] = field(default_factory=list)
+    """Unreadable rows found up to this batch's end, in row order."""
+    done: int = 0
+    """Progress units (bytes or rows) consumed once this batch is read."""
+
+
+class Source(Protocol):
+    path: Path
+    schema: pa.Schema
+    total: int
+    """Progress units in this shard: bytes for text files, rows for Parquet."""
+    unit: str
+
+    def batches(self) -> Iterator[Batch]: ...
+
+    def close(self) -> None: ...
+
+
+def open_error(path: Path, exc: Exception) -> InputError:
+    return InputError(f"input {path}: cannot read: {exc}")
+
+
+def bytes_per_line(path: Path, start: int, stop: int) -> float:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        sample = fh.read(min(_SAMPLE, stop - start))
+    return max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+
+
+def block_size(path: Path, start: int, stop: int, chunk_size: int) -> int:
+    """Bytes per read block so a block holds about ``chunk_size`` rows."""
+    guess = int(bytes_per_line(path, start, stop) * chunk_size * 1.05)
+    return max(1 << 16, min(guess, 1 << 28))
+
+
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def no_rows(idx: NDArray[np.int64]) -> NDArray[np.int64]:
+    return np.zeros(len(idx), dtype=np.int64)

@@ -1,0 +1,142 @@
+"""CSV shards: the header parsed here, rows by Arrow's streaming reader, all as text (a CSV
+carries no types, and guessing them from the first rows fails later rows and lets shards
+disagree); x and y are parsed by :mod:`scoring.validate`."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+from numpy.typing import NDArray
+
+from scoring.errors import InputError
+from scoring.readers.base import Batch, Malformed, block_size, empty_batch, no_rows, open_error
+from scoring.readers.rangefile import RangeFile
+from scoring.shards import Shard, byte_range, count_newlines
+
+_CSV_BLOCKS_AHEAD = 2
+
+
+def _csv_numbers(
+    first_line: int, base: int, keys: NDArray[np.int64]
+) -> Callable[[NDArray[np.int64]], NDArray[np.int64]]:
+    """Row numbers for rows ``base + idx`` of a CSV stream whose first line is ``first_line``.
+
+    Skipped (malformed) lines shift the rows after them: the j-th skipped line displaces
+    every row whose ordinal is >= ``keys[j]``, the count of rows read before it.
+    """
+
+    def numbers(idx: NDArray[np.int64]) -> NDArray[np.int64]:
+        o = np.asarray(idx, dtype=np.int64) + base
+        shift = np.searchsorted(keys, o, side="right")
+        return np.asarray(first_line + o + shift, dtype=np.int64)
+
+    return numbers
+
+
+class CsvSource:
+    """A CSV shard: header parsed here, rows by Arrow's streaming reader, all as text."""
+
+    unit = "bytes"
+
+    def __init__(self, path: Path, shard: Shard, chunk_size: int) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as fh:
+                first = fh.readline()
+        except OSError as exc:
+            raise open_error(path, exc) from exc
+        if not first.strip():
+            raise InputError(f"input {path}: empty file or blank first line (no CSV header)")
+        data_start = len(first)
+        try:
+            header = first.decode("utf-8-sig").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise InputError(f"input {path}: the CSV header is not UTF-8") from None
+        names = next(csv.reader([header]))
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError(f"input {path}: duplicate column names in the header: {dupes}")
+        self.names = names
+        self.schema = pa.schema([(n, pa.string()) for n in names])
+        self.start, self.stop = byte_range(str(path), data_start, shard)
+        self.total = self.stop - self.start
+        self._lines_before = count_newlines(str(path), self.start)
+        self._chunk_size = chunk_size
+        self._file: RangeFile | None = None
+        self._bad: list[Malformed] = []
+        # Non-decreasing: for the j-th skipped line s_j, the data rows read before it.
+        self._skip_keys: list[int] = []
+
+    def _on_invalid(self, row: Any) -> str:
+        line = row.number if row.number is not None else -1
+        self._skip_keys.append(line - 1 - len(self._skip_keys))
+        self._bad.append(
+            Malformed(
+                self._lines_before + line,
+                f"expected {row.expected_columns} fields, got {row.actual_columns}",
+                row.text,
+            )
+        )
+        return "skip"
+
+    def batches(self) -> Iterator[Batch]:
+        if self.total == 0:
+            return
+        self._file = RangeFile(self.path, self.start, self.stop, ahead=_CSV_BLOCKS_AHEAD)
+        try:
+            self._file.want(True)
+            try:
+                reader = pcsv.open_csv(
+                    self._file,
+                    read_options=pcsv.ReadOptions(
+                        column_names=self.names,
+                        block_size=block_size(self.path, self.start, self.stop, self._chunk_size),
+                        # One thread keeps the invalid-row callback's line numbers exact.
+                        use_threads=False,
+                    ),
+                    parse_options=pcsv.ParseOptions(
+                        invalid_row_handler=self._on_invalid, ignore_empty_lines=False
+                    ),
+                    convert_options=pcsv.ConvertOptions(
+                        column_types=dict.fromkeys(self.names, pa.string()),
+                        strings_can_be_null=False,
+                    ),
+                )
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise open_error(self.path, exc) from exc
+            ordinal = 0
+            while True:
+                self._file.want(True)
+                try:
+                    data = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise open_error(self.path, exc) from exc
+                finally:
+                    self._file.want(False)
+                numbers = _csv_numbers(
+                    self._lines_before + 1, ordinal, np.asarray(self._skip_keys, dtype=np.int64)
+                )
+
+                ordinal += data.num_rows
+                last = int(numbers(np.array([data.num_rows - 1]))[0]) if data.num_rows else 0
+                flush = [m for m in self._bad if m.row <= last] if data.num_rows else []
+                self._bad = self._bad[len(flush) :]
+                yield Batch(data, numbers, flush, self._file.consumed)
+            if self._bad:
+                yield Batch(empty_batch(self.schema), no_rows, self._bad, self.total)
+                self._bad = []
+        finally:
+            # Dropping Arrow's reader waits for its background read: never leave one held back.
+            self._file.stop_pacing()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,73 @@
+/* The playground's shared state: constants, the page's elements, what is drawn. */
+
+export const DOMAIN = 5; // the plot covers [-DOMAIN, DOMAIN]², the lesson's data range
+export const GRID = 96; // samples per side: 9,216 points, 9 predict calls of 1,024
+export const MAX_POINTS_PER_CALL = 1024; // the service's default max_points_per_request
+export const CONCURRENCY = 3; // parallel calls per batch of points: enough to let the service batch
+export const MAX_RETRIES = 5;
+export const MAX_PROBES = 20;
+// The lesson's convention, as in the training pictures: class 0 blue, class 1 orange
+// (#1f77b4, #ff7f0e, also --class0/--class1 in style.css). The surface uses paler tints of
+// the same hues (--surface0/--surface1) so points stay visible.
+export const COLOURS = { 0: [31, 119, 180], 1: [255, 127, 14] };
+export const SURFACE = { 0: [110, 172, 214], 1: [248, 190, 122], mid: [240, 241, 242] };
+export const INK = "#1f2328";
+export const MISTAKE = "#d62728";
+
+const params = new URLSearchParams(window.location.search);
+export const MODEL = params.get("model") || "xor";
+// ?poll_ms= lets tests and demos watch a hot-load without waiting the default 3 s.
+export const POLL_MS = clamp(Number(params.get("poll_ms")) || 3000, 250, 60000);
+
+const $ = (id) => document.getElementById(id);
+export const el = {
+  canvas: $("surface"),
+  select: $("version"),
+  follow: $("follow"),
+  info: $("model-info"),
+  hover: $("hover"),
+  showTrain: $("show-train"),
+  showTest: $("show-test"),
+  showMistakes: $("show-mistakes"),
+  mistakes: $("mistakes-summary"),
+  probeForm: $("probe-form"),
+  probeX: $("probe-x"),
+  probeY: $("probe-y"),
+  probeResult: $("probe-result"),
+  probes: $("probes"),
+  clearProbes: $("clear-probes"),
+  stats: $("surface-stats"),
+  status: $("status"),
+};
+
+export const state = {
+  versions: [],
+  defaultVersion: null,
+  version: null, // the version drawn or being drawn; every request is pinned to it
+  follow: true,
+  grid: null, // Float64Array GRID*GRID of P(class 1), row 0 at y = +DOMAIN
+  surface: null, // GRID x GRID canvas holding the colour map
+  sample: [], // [{x, y, cls, split}]
+  samplePred: null, // Int8Array of predicted classes for the sample
+  probes: [], // [{n, x, y, p, cls, version}]
+  probeSeq: 0,
+  chunk: MAX_POINTS_PER_CALL, // shrinks if the service caps requests lower
+  drawGen: 0,
+  abort: null,
+  statusTimer: 0,
+  pollTimer: 0,
+};
+
+// Grid coordinates never change: build them once.
+export const gridPoints = new Float64Array(GRID * GRID * 2);
+for (let j = 0; j < GRID; j++) {
+  for (let i = 0; i < GRID; i++) {
+    const k = 2 * (j * GRID + i);
+    gridPoints[k] = -DOMAIN + (2 * DOMAIN * i) / (GRID - 1);
+    gridPoints[k + 1] = DOMAIN - (2 * DOMAIN * j) / (GRID - 1);
+  }
+}
+
+export function clamp(v, lo, hi) {
+  return Math.min(hi, Math.max(lo, v));
+}

@@ -1,0 +1,160 @@
+/* Model versions: poll the list, follow the default or a pinned version, and draw one. */
+
+import { api, predictPoints } from "./api.js";
+import { clearErrorStatus, renderInfo, renderMistakes, renderProbes, showStatus } from "./panel.js";
+import { draw, surfaceImage } from "./plot.js";
+import { GRID, MODEL, POLL_MS, el, gridPoints, state } from "./state.js";
+
+export async function refreshVersions() {
+  try {
+    if (document.hidden && state.version !== null) return;
+    const info = await api(`models/${encodeURIComponent(MODEL)}`);
+    const versions = (Array.isArray(info.versions) ? info.versions : [])
+      .map(Number)
+      .filter(Number.isInteger)
+      .sort((a, b) => a - b);
+    const added = state.versions.length
+      ? versions.filter((v) => !state.versions.includes(v))
+      : [];
+    const lost = state.version !== null && !versions.includes(state.version);
+    state.versions = versions;
+    state.defaultVersion = Number.isInteger(info.default_version)
+      ? info.default_version
+      : (versions[versions.length - 1] ?? null);
+    renderVersionOptions();
+    if (versions.length === 0) {
+      showStatus("The service has no model version loaded yet; waiting for one.", true);
+      return;
+    }
+    clearErrorStatus();
+    if (added.length) {
+      showStatus(`Version ${added.join(", ")} hot-loaded${state.follow ? ": drawing it." : "."}`);
+    }
+    let target = state.version;
+    if (target === null || (state.follow && target !== state.defaultVersion)) {
+      target = state.defaultVersion;
+    } else if (lost) {
+      showStatus(
+        `Version ${state.version} was unloaded; showing version ${state.defaultVersion}.`,
+      );
+      target = state.defaultVersion;
+    }
+    if (target !== state.version || el.canvas.dataset.state === "error") showVersion(target);
+  } catch (err) {
+    if (err.status === 404 || err.status === 503) {
+      showStatus(`Waiting for the service to load a model version (${err.message}).`, true);
+    } else {
+      showStatus(`Cannot list the model's versions: ${err.message}`, true);
+    }
+  } finally {
+    // One poll chain only: a visibilitychange refresh replaces the pending timer.
+    clearTimeout(state.pollTimer);
+    state.pollTimer = setTimeout(refreshVersions, POLL_MS);
+  }
+}
+
+function renderVersionOptions() {
+  const wanted = [...state.versions].reverse(); // newest first
+  const labels = wanted.map(
+    (v) => `version ${v}${v === state.defaultVersion ? " (default)" : ""}`,
+  );
+  const current = [...el.select.options].map((o) => o.textContent);
+  if (current.join("|") !== labels.join("|")) {
+    el.select.replaceChildren(
+      ...wanted.map((v, i) => {
+        const opt = document.createElement("option");
+        opt.value = String(v);
+        opt.textContent = labels[i];
+        return opt;
+      }),
+    );
+  }
+  el.select.disabled = wanted.length === 0;
+  if (state.version !== null && state.versions.includes(state.version)) {
+    el.select.value = String(state.version);
+  }
+}
+
+export async function showVersion(version) {
+  const gen = ++state.drawGen;
+  if (state.abort) state.abort.abort();
+  const abort = new AbortController();
+  state.abort = abort;
+  state.version = version;
+  if (state.versions.includes(version)) el.select.value = String(version);
+  el.canvas.dataset.state = "loading";
+  try {
+    const meta = await api(`models/${encodeURIComponent(MODEL)}/versions/${version}`, {
+      signal: abort.signal,
+    });
+    if (gen !== state.drawGen) return;
+    renderInfo(meta, version);
+    const sample = parseSample(meta.sample);
+    const sampleFlat = new Float64Array(sample.length * 2);
+    sample.forEach((s, i) => {
+      sampleFlat[2 * i] = s.x;
+      sampleFlat[2 * i + 1] = s.y;
+    });
+    const probeFlat = new Float64Array(state.probes.length * 2);
+    state.probes.forEach((p, i) => {
+      probeFlat[2 * i] = p.x;
+      probeFlat[2 * i + 1] = p.y;
+    });
+    const stats = { calls: 0 };
+    const t0 = performance.now();
+    const none = Promise.resolve(null);
+    const [grid, samplePred, probePred] = await Promise.all([
+      predictPoints(gridPoints, version, abort.signal, stats),
+      sample.length ? predictPoints(sampleFlat, version, abort.signal, { calls: 0 }) : none,
+      state.probes.length ? predictPoints(probeFlat, version, abort.signal, { calls: 0 }) : none,
+    ]);
+    if (gen !== state.drawGen) return;
+    const ms = performance.now() - t0;
+    state.grid = grid.probs;
+    state.surface = surfaceImage(grid.probs);
+    state.sample = sample;
+    state.samplePred = samplePred ? samplePred.classes : null;
+    if (probePred) {
+      state.probes.forEach((p, i) => {
+        p.p = probePred.probs[i];
+        p.cls = probePred.classes[i];
+        p.version = version;
+      });
+    }
+    draw();
+    renderProbes();
+    renderMistakes();
+    el.stats.textContent =
+      `Version ${version}: ${GRID}×${GRID} = ${(GRID * GRID).toLocaleString("en")} grid ` +
+      `points in ${stats.calls} predict calls ` +
+      `(at most ${state.chunk.toLocaleString("en")} points each), ` +
+      `${Math.round(ms)} ms.`;
+    el.canvas.dataset.points = String(GRID * GRID);
+    el.canvas.dataset.calls = String(stats.calls);
+    el.canvas.dataset.ms = ms.toFixed(1);
+    el.canvas.dataset.version = String(version);
+    el.canvas.dataset.state = "ready";
+    clearErrorStatus();
+  } catch (err) {
+    if (gen !== state.drawGen || err.name === "AbortError") return;
+    el.canvas.dataset.state = "error";
+    if (err.status === 404) {
+      showStatus(`Version ${version} is not loaded (any more); the list will refresh.`, true);
+      state.version = null;
+    } else {
+      showStatus(`Could not draw version ${version}: ${err.message}`, true);
+    }
+  }
+}
+
+function parseSample(rows) {
+  if (!Array.isArray(rows)) return [];
+  const out = [];
+  for (const row of rows) {
+    if (!Array.isArray(row) || row.length < 3) continue;
+    const [x, y, cls, split] = row;
+    if (!Number.isFinite(x) || !Number.isFinite(y) || (cls !== 0 && cls !== 1)) continue;
+    out.push({ x, y, cls, split: split === "test" ? "test" : "train" });
+  }
+  return out;
+}
