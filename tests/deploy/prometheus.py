@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.process import ServerProcess
 from tests.deploy.manifests import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -108,9 +109,4 @@ def run_prometheus(config: dict[str, Any], workdir: Path, port: int) -> Iterator
             time.sleep(0.2)
         yield Prometheus(url, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        ServerProcess(proc, port, log).stop(timeout=30)

@@ -52,8 +52,14 @@ def recording_rules() -> list[str]:
     return [r["record"] for g in groups for r in g["rules"] if "record" in r]
 
 
+@pytest.fixture(scope="session")  # session: instantiated before the session's models
+def prometheus_exe() -> str:
+    """First of all: skip (or fail where required) before paying for models and a server."""
+    return tool("prometheus")
+
+
 @pytest.fixture
-def server(model_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+def server(prometheus_exe: str, model_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     """Versions 1 and 2 plus a version 3 whose SavedModel is garbage (it fails to load)."""
     models = tmp_path / "models" / "xor"
     shutil.copytree(model_dir, models)
@@ -69,7 +75,6 @@ def server(model_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def prometheus(server: ServerProcess, tmp_path: Path) -> Iterator[Prometheus]:
-    tool("prometheus")
     port = free_port()
     targets = {"xor-dnn": f"127.0.0.1:{server.port}", "prometheus": f"127.0.0.1:{port}"}
     config = local_config(targets, f"{SCRAPE_INTERVAL_S}s")
@@ -95,7 +100,7 @@ def test_every_dashboard_query_returns_data(server: ServerProcess, prometheus: P
     seen: dict[int, int] = {}
     # More concurrent clients than --max-inflight-requests: some are refused with 503.
     threads = [
-        threading.Thread(target=drive, args=(server.url, stop, seen), daemon=True) for _ in range(6)
+        threading.Thread(target=drive, args=(server.url, stop, seen), daemon=True) for _ in range(8)
     ]
     for t in threads:
         t.start()
