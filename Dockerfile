@@ -48,7 +48,7 @@ RUN --mount=type=secret,id=ca \
     && pip install --no-deps .
 # What no job reads at run time (docs/deploy.md has the sizes): the native libraries' symbol
 # tables (`strip --strip-unneeded` keeps the dynamic symbols that loading needs; the vendored
-# `*.libs` folders are left alone, their patched headers do not survive strip), TensorFlow's and
+# `*.libs` folders, patched by auditwheel, are left as shipped), TensorFlow's and
 # pyarrow's C++ headers (for compiling extensions), libclang (TensorFlow's op code generator),
 # the packages' own test suites, pip itself and bytecode caches (the root filesystem is
 # read-only at run time anyway).
