@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from service import metrics
 from service.dataplane import DataPlane, Inference
-from service.errors import InvalidInput, ServiceError
+from service.errors import BadRequest, InvalidInput, ServiceError
 from service.logging import request_id_var
 from service.middleware import _VALID_REQUEST_ID, REQUEST_ID_HEADER, _random_bits
 from service.routes.common import parse_version
@@ -54,8 +56,58 @@ def status_of(exc: ServiceError) -> grpc.StatusCode:
     return STATUS_BY_HTTP.get(exc.status_code, grpc.StatusCode.INTERNAL)
 
 
+class Undecodable:
+    """What a lenient deserializer hands over for bytes that are not the expected message, so
+    the call answers INVALID_ARGUMENT (grpc's own deserializer failure would be UNKNOWN)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def lenient(message_class: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(
+                f"request: not a valid {message_class.DESCRIPTOR.full_name} message ({exc})"
+            )
+
+    return decode
+
+
+def register(server: grpc.aio.Server, service: Any, servicer: object) -> None:
+    """Serve the unary methods of ``service`` (a protobuf ServiceDescriptor) that
+    ``servicer`` implements, with lenient request decoding; the others answer UNIMPLEMENTED.
+
+    Registered from the descriptor rather than the generated ``add_*_to_server``, whose
+    deserializers cannot be replaced.
+    """
+    handlers = {}
+    for method in service.methods:
+        implementation = getattr(servicer, method.name, None)
+        if getattr(implementation, "__wrapped__", None) is None:  # not an @rpc method of ours
+            continue
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            implementation,
+            request_deserializer=lenient(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(
+                method.output_type
+            ).SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 class DataPlaneServicer:
     """Base of our servicers: the data plane, the access-log mode and the in-flight cap."""
+
+    DESCRIPTOR: Any
+    """The protobuf ServiceDescriptor the subclass serves."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
@@ -144,6 +196,8 @@ def rpc(
                         await context.abort(code, message, trailer)
                     self.inflight += 1
                 try:
+                    if isinstance(request, Undecodable):
+                        raise BadRequest(request.message)
                     response = await handler(self, request, context)
                 except ServiceError as exc:
                     code, message = status_of(exc), exc.message

@@ -17,12 +17,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-from tritonclient.grpc import service_pb2_grpc
 
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.grpc import tfserving, v2
+from service.grpc.calls import register
 from service.grpc.health import SERVICE as HEALTH_SERVICE
 from service.grpc.health import HealthServicer
 
@@ -72,16 +71,14 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        v2.InferenceServicer(dataplane), server
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        tfserving.PredictionServicer(dataplane), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        tfserving.ModelServicer(dataplane), server
-    )
-    served = [v2.SERVICE, tfserving.PREDICTION_SERVICE, tfserving.MODEL_SERVICE]
+    servicers = [
+        v2.InferenceServicer(dataplane),
+        tfserving.PredictionServicer(dataplane),
+        tfserving.ModelServicer(dataplane),
+    ]
+    for servicer in servicers:
+        register(server, servicer.DESCRIPTOR, servicer)
+    served = [servicer.DESCRIPTOR.full_name for servicer in servicers]
     health = HealthServicer(dataplane, served)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([*served, HEALTH_SERVICE, reflection.SERVICE_NAME], server)

@@ -20,8 +20,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -30,8 +32,10 @@ from service.errors import InvalidInput, NotFound
 from service.grpc.calls import DataPlaneServicer, infer, require_name, rpc
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
+PREDICTION = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+MODEL = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+PREDICTION_SERVICE = PREDICTION.full_name
+MODEL_SERVICE = MODEL.full_name
 _DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
     types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
     types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
@@ -73,6 +77,8 @@ def _shape(*dims: int) -> Any:
 class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """``Predict`` and ``GetModelMetadata``; Classify, Regress and MultiInference answer
     UNIMPLEMENTED (the model has a predict signature only)."""
+
+    DESCRIPTOR = PREDICTION
 
     @rpc(f"/{PREDICTION_SERVICE}/Predict", capped=True)
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -179,6 +185,8 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     """``GetModelStatus``; ``HandleReloadConfigRequest`` answers UNIMPLEMENTED (versions come
     from the model folder, not from a pushed config)."""
+
+    DESCRIPTOR = MODEL
 
     @rpc(f"/{MODEL_SERVICE}/GetModelStatus")
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -23,7 +23,8 @@ from service.grpc.calls import DataPlaneServicer, infer, require_name, rpc, vers
 from xor_dnn import __version__
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME
 
-SERVICE = "inference.GRPCInferenceService"
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SERVICE = DESCRIPTOR.full_name
 CLASS_OUTPUT = "class_id"
 OUTPUT_TYPES = {OUTPUT_NAME: "FP32", CLASS_OUTPUT: "INT64"}
 _INPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -37,6 +38,8 @@ def _method(name: str) -> str:
 class InferenceServicer(DataPlaneServicer, service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Liveness, readiness, metadata and inference; the other Triton RPCs (repository,
     statistics, trace, shared memory) answer UNIMPLEMENTED."""
+
+    DESCRIPTOR = DESCRIPTOR
 
     @rpc(_method("ServerLive"))
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
