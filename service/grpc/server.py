@@ -22,7 +22,7 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.grpc import tfserving, v2
 from service.grpc.calls import register
-from service.grpc.health import SERVICE as HEALTH_SERVICE
+from service.grpc.health import DESCRIPTOR as HEALTH
 from service.grpc.health import HealthServicer
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class GrpcServer:
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING at once, then drain: calls in flight get ``grace`` seconds."""
-        await self.health.enter_graceful_shutdown()
+        self.health.drain()
         self.follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.follower
@@ -81,7 +81,9 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
     served = [servicer.DESCRIPTOR.full_name for servicer in servicers]
     health = HealthServicer(dataplane, served)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection([*served, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*served, HEALTH.full_name, reflection.SERVICE_NAME], server
+    )
     where = address(settings.host, settings.grpc_port)
     credentials = server_credentials(settings)
     try:
@@ -92,7 +94,6 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
     except RuntimeError as exc:
         raise RuntimeError(f"gRPC: cannot listen on {where} (grpc_port): {exc}") from None
     await server.start()
-    await health.sync()
     follower = asyncio.create_task(
         health.follow(settings.poll_interval_s), name="grpc-health-follower"
     )
