@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from bench._loadgen import percentile
-from bench.serve import HERE, ROOT, Cell, Server, child_env, fmt, running, settle
+from bench.serve import HERE, ROOT, Cell, Server, child_env, cpu_seconds, fmt, running, settle
+from bench.serve import load as http_load
 from service.process import free_port
 
 FLOOR_RATIO_MIN = 0.85
@@ -185,6 +186,7 @@ def load(
             errors[code] = errors.get(code, 0) + count
     seconds = max(r["seconds"] for r in runs)
     return {
+        "calls": len(latencies),
         "rps": len(latencies) / seconds,
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
@@ -261,15 +263,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             for rep in range(args.repeats):
                 for server in servers[rep % 2 :] + servers[: rep % 2]:
                     settle(servers)
+                    cpu = cpu_seconds(server.proc.pid)
                     r = load(
                         targets[server.name], clients=args.clients, duration=args.duration,
                         concurrency=c,
                     )  # fmt: skip
+                    r["cpu_ms"] = (cpu_seconds(server.proc.pid) - cpu) / max(r["calls"], 1) * 1e3
                     cells.setdefault((server.name, c), Cell()).runs.append(r)
                     print(
                         f"  c={c:<4} {server.name:<8} {r['rps']:8.1f} calls/s  "
                         f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
-                        f"({r['clients']} client processes)",
+                        f"cpu {r['cpu_ms']:.3f} ms/call ({r['clients']} client processes)",
                         flush=True,
                     )
         service = servers[0]
@@ -285,8 +289,6 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  open loop {half:.0f} calls/s: p50 {r['p50_ms']:.2f} ms  "
                   f"p99 {r['p99_ms']:.2f} ms", flush=True)  # fmt: skip
             settle(servers)
-            from bench.serve import load as http_load
-
             http.runs.append(
                 http_load(service.port, duration=args.duration, concurrency=TARGET_CONCURRENCY)
             )
@@ -309,14 +311,15 @@ def report(
         f"one worker per server; {clients})"
     )
     print()
-    print("| target | concurrency | calls/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| target | concurrency | calls/s | p50 ms | p99 ms | server CPU ms/call | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in ("service", "floor"):
         for c in args.concurrency:
             cell = cells[(name, c)]
             print(
                 f"| {name} | {c} | {fmt(cell.median('rps'))} | {fmt(cell.median('p50_ms'), 2)} "
-                f"| {fmt(cell.median('p99_ms'), 2)} | {cell.errors} |"
+                f"| {fmt(cell.median('p99_ms'), 2)} | {fmt(cell.median('cpu_ms'), 3)} "
+                f"| {cell.errors} |"
             )
     print()
     grpc32 = cells.get(("service", TARGET_CONCURRENCY))
