@@ -201,3 +201,17 @@ def test_tls_on_both_ports(
         assert server.process.terminate() == 0
     finally:
         server.process.kill()
+
+
+def test_workers_share_the_grpc_port(model_dir: Path, tmp_path: Path) -> None:
+    """``--workers 2``: every worker serves the gRPC port (SO_REUSEPORT); /metrics adds up."""
+    server = start_grpc_server(model_dir, tmp_path / "server.log", "--workers", "2")
+    try:
+        for _ in range(6):  # a new connection each time: the kernel spreads them
+            with server.channel() as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                assert stub.ModelInfer(_infer_request(4), timeout=60).model_version == "2"
+        assert _grpc_count(server.process, f"/{V2}/ModelInfer", "OK") == 6
+        assert server.process.terminate() == 0
+    finally:
+        server.process.kill()
