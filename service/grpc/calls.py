@@ -193,6 +193,7 @@ def rpc(
                             "(max_inflight_requests); retry later"
                         )
                         counted = False
+                        metrics.OVERLOAD_REFUSALS.inc()
                         await context.abort(code, message, trailer)
                     self.inflight += 1
                 try:
@@ -210,11 +211,9 @@ def rpc(
                     )
                     raise
                 except Exception:
-                    if code is grpc.StatusCode.OK:  # not our own abort above
-                        code, message = grpc.StatusCode.INTERNAL, "internal error"
-                        log.exception("%s failed", method)
-                        await context.abort(code, message, trailer)
-                    raise
+                    code, message = grpc.StatusCode.INTERNAL, "internal error"
+                    log.exception("%s failed", method)
+                    await context.abort(code, message, trailer)
                 context.set_trailing_metadata(trailer)
                 return response
             finally:

@@ -1,16 +1,17 @@
-"""One data plane for both protocols: a gRPC call and an HTTP request land in one model batch.
+"""One data plane for both protocols, and its limits seen from gRPC.
 
 uvicorn and the gRPC server run in this test's event loop (as ``xor-dnn serve`` runs them).
-The model thread is held on its first batch by a gate (the real model runs after it), so the
-next two requests, one per protocol, can only queue; the test opens the gate once both are
-queued, and the next model call must carry both.
+The model thread is held on its first batch by a gate (the real model runs after it), so
+later requests can only queue; each test opens the gate once the queue holds what it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service.app import create_app
+from service.batcher import Batcher
 from service.config import Settings
 from service.process import free_port
 from service.registry import ModelRegistry
@@ -41,9 +43,26 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_grpc_and_http_requests_share_a_batch(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class Gated:
+    batches: list[int]
+    """Points per model call, in order."""
+    gate: threading.Event
+    batcher: Batcher
+    http: httpx.AsyncClient
+    stub: Any
+
+    def infer(self, n: int) -> asyncio.Future[Any]:
+        request = pb.ModelInferRequest(model_name="xor")
+        request.inputs.add(name="points", datatype="FP32", shape=[n, 2])
+        request.raw_input_contents.append(np.full((n, 2), 0.5, np.float32).tobytes())
+        return asyncio.ensure_future(self.stub.ModelInfer(request, timeout=WAIT_S))
+
+
+@contextlib.asynccontextmanager
+async def gated_service(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> AsyncIterator[Gated]:
     batches: list[int] = []
     gate = threading.Event()
     predict = ModelRegistry.predict
@@ -56,7 +75,7 @@ async def test_grpc_and_http_requests_share_a_batch(
 
     monkeypatch.setattr(ModelRegistry, "predict", gated)
     grpc_port = free_port()
-    app = create_app(Settings(model_dir=model_dir, grpc_port=grpc_port, max_batch_size=64))
+    app = create_app(Settings(model_dir=model_dir, grpc_port=grpc_port, **settings))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, lifespan="on")
     )
@@ -64,35 +83,59 @@ async def test_grpc_and_http_requests_share_a_batch(
     try:
         await until(lambda: server.started or serving.done(), "uvicorn to start")
         assert not serving.done()
-        base = f"http://127.0.0.1:{server.config.port}"
-        batcher = app.state.dataplane.batcher
         async with (
-            httpx.AsyncClient(base_url=base, timeout=WAIT_S) as http,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{server.config.port}", timeout=WAIT_S
+            ) as http,
             grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
         ):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-
-            def post(x: float, y: float) -> Awaitable[httpx.Response]:
-                return http.post("/predict", json={"points": [{"x": x, "y": y}]})
-
-            first = asyncio.create_task(post(1.0, 1.0))
-            await until(lambda: len(batches) == 1, "the first batch to hold the model")
-            request = pb.ModelInferRequest(model_name="xor")
-            request.inputs.add(name="points", datatype="FP32", shape=[1, 2])
-            request.raw_input_contents.append(np.array([[-2.0, 1.5]], np.float32).tobytes())
-            via_grpc = asyncio.ensure_future(stub.ModelInfer(request, timeout=WAIT_S))
-            via_http = asyncio.create_task(post(2.0, -1.5))
-            await until(lambda: batcher.queued_requests == 2, "both requests to queue")
-            gate.set()
-            answers = await asyncio.gather(first, via_grpc, via_http)
+            yield Gated(batches, gate, app.state.dataplane.batcher, http, stub)
     finally:
         gate.set()
         server.should_exit = True
         await serving
 
-    assert batches[:2] == [1, 2], "the gRPC and the HTTP request ran in one model call"
-    first_answer, grpc_answer, http_answer = answers
+
+async def test_grpc_and_http_requests_share_a_batch(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with gated_service(model_dir, monkeypatch) as s:
+        first = asyncio.ensure_future(s.http.post("/predict", json={"points": [{"x": 1, "y": 1}]}))
+        await until(lambda: len(s.batches) == 1, "the first batch to hold the model")
+        via_grpc = s.infer(1)
+        via_http = asyncio.ensure_future(
+            s.http.post("/predict", json={"points": [{"x": 2.0, "y": -1.5}]})
+        )
+        await until(lambda: s.batcher.queued_requests == 2, "both requests to queue")
+        s.gate.set()
+        first_answer, grpc_answer, http_answer = await asyncio.gather(first, via_grpc, via_http)
+        assert s.batches[:2] == [1, 2], "the gRPC and the HTTP request ran in one model call"
     assert first_answer.status_code == http_answer.status_code == 200
-    prob = np.frombuffer(grpc_answer.raw_output_contents[0], "<f4")
-    assert prob.shape == (1,) and grpc_answer.model_version == "2"
-    assert http_answer.json()["predictions"][0]["probability"] >= 0.0
+    assert grpc_answer.model_version == "2"
+    assert np.frombuffer(grpc_answer.raw_output_contents[0], "<f4").shape == (1,)
+
+
+async def test_full_queue_and_inflight_cap_are_resource_exhausted(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with gated_service(
+        model_dir, monkeypatch, max_queue_points=4, max_inflight_requests=3
+    ) as s:
+        held = s.infer(1)
+        await until(lambda: len(s.batches) == 1, "the first batch to hold the model")
+        queued = [s.infer(3)]
+        await until(lambda: s.batcher.queued_points == 3, "3 points to queue")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.infer(2)  # 3 + 2 > max_queue_points
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "batch queue is full" in (err.value.details() or "")
+        queued.append(s.infer(1))
+        await until(lambda: s.batcher.queued_points == 4, "4 points to queue")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.infer(1)  # 3 inference calls in flight already
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_inflight_requests" in (err.value.details() or "")
+        s.gate.set()
+        answers = await asyncio.gather(held, *queued)
+    assert [len(a.raw_output_contents[0]) // 4 for a in answers] == [1, 3, 1]
