@@ -139,3 +139,24 @@ async def test_full_queue_and_inflight_cap_are_resource_exhausted(
         s.gate.set()
         answers = await asyncio.gather(held, *queued)
     assert [len(a.raw_output_contents[0]) // 4 for a in answers] == [1, 3, 1]
+
+
+async def test_client_deadline_ends_the_call_in_the_queue(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose deadline passes while queued leaves the queue: its points never reach the
+    model, and the client sees DEADLINE_EXCEEDED."""
+    async with gated_service(model_dir, monkeypatch) as s:
+        held = s.infer(1)
+        await until(lambda: len(s.batches) == 1, "the first batch to hold the model")
+        request = pb.ModelInferRequest(model_name="xor")
+        request.inputs.add(name="points", datatype="FP32", shape=[3, 2])
+        request.raw_input_contents.append(np.zeros((3, 2), np.float32).tobytes())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.stub.ModelInfer(request, timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await until(lambda: s.batcher.queued_requests == 0, "the expired call to leave the queue")
+        s.gate.set()
+        await held
+        await s.infer(2)
+    assert s.batches == [1, 2], "the expired call's 3 points never reached the model"
