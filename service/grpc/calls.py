@@ -28,6 +28,7 @@ from service.middleware import _VALID_REQUEST_ID, REQUEST_ID_HEADER, _random_bit
 from service.routes.common import parse_version
 
 log = logging.getLogger("service.access")
+errors_log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -212,7 +213,7 @@ def rpc(
                     raise
                 except Exception:
                     code, message = grpc.StatusCode.INTERNAL, "internal error"
-                    log.exception("%s failed", method)
+                    errors_log.exception("%s failed", method)
                     await context.abort(code, message, trailer)
                 context.set_trailing_metadata(trailer)
                 return response
