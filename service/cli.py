@@ -109,6 +109,10 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             name = ".".join(str(p) for p in err["loc"])
+            if not name:  # a rule across settings (its message names them)
+                message = err["msg"].removeprefix("Value error, ")
+                print(f"xor-dnn serve: {message}", file=sys.stderr)
+                continue
             print(
                 f"xor-dnn serve: --{name.replace('_', '-')} (env XOR_DNN_{name.upper()}): "
                 f"{err['msg']}, got {err.get('input')!r}",

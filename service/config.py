@@ -128,7 +128,9 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> Settings:
+    def _ports_and_tls(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"grpc_port: {self.grpc_port} is the HTTP port too; pick another")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file: give both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
