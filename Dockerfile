@@ -30,12 +30,14 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, in their own layer: it is rebuilt only when the lock or the dependency list
 # changes, not on every source edit. Only the runtime dependencies are installed (no [dev] extra),
-# each pinned by requirements.lock.
+# each pinned by requirements.lock. tensorflow-serving-api (TF Serving's gRPC stubs) goes in
+# without its dependencies: it requires `tensorflow`, but needs only the protos tensorflow-cpu ships.
 COPY pyproject.toml requirements.lock ./
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > runtime-deps.txt \
-    && pip install --constraint requirements.lock --requirement runtime-deps.txt
+    && pip install --constraint requirements.lock --requirement runtime-deps.txt \
+    && pip install --no-deps --constraint requirements.lock tensorflow-serving-api
 COPY README.md ./
 COPY xor_dnn ./xor_dnn
 COPY training ./training

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Installed without their dependencies: tensorflow-serving-api requires `tensorflow` (a second,
+# 1.9 GB TF next to tensorflow-cpu) but its gRPC stubs need only the protos tensorflow-cpu ships.
+NO_DEPS := tensorflow-serving-api
 
 .PHONY: setup run train serve test test-fast lint bench lock clean
 
@@ -12,6 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -c requirements.lock $(NO_DEPS)
 	touch $(STAMP)
 
 ## The quick start's main job: train the default model on generated data if none exists, then serve it.
@@ -41,6 +45,7 @@ lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
 	.venv-lock/bin/pip install --quiet '.[dev]'
+	.venv-lock/bin/pip install --quiet --no-deps $(NO_DEPS)
 	(echo '# Pinned versions of every dependency (make lock regenerates it); installs use it as constraints.'; \
 	 .venv-lock/bin/pip freeze --exclude xor-dnn | sort) > requirements.lock
 	rm -rf .venv-lock

@@ -113,11 +113,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     dataplane = DataPlane(settings, registry, batcher)
     app.state.dataplane = dataplane
     poller = asyncio.create_task(_poll(registry, settings.poll_interval_s), name="model-poller")
+    grpc_server = None
     try:
+        if settings.grpc_port:
+            from service.grpc import server as grpc_server_module  # grpc only when asked for
+
+            grpc_server = await grpc_server_module.start(settings, dataplane)
+        app.state.grpc_port = grpc_server.port if grpc_server else None
         yield
     finally:
         # uvicorn gets here after it stopped accepting and in-flight requests finished (or
-        # its graceful timeout passed); whatever is still queued gets the drain timeout.
+        # its graceful timeout passed); gRPC calls in flight get the drain timeout too, then
+        # whatever is still queued gets it.
+        if grpc_server is not None:
+            await grpc_server.stop(settings.drain_timeout_s)
         dataplane.stopping = True
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):

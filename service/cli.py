@@ -59,6 +59,11 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--docs-path", "docs_path", str, "URL of the OpenAPI UI, e.g. /_admin/docs"),
     ("--openapi-path", "openapi_path", str, "URL of the OpenAPI schema"),
     ("--metrics-path", "metrics_path", str, "URL of the Prometheus metrics"),
+    ("--grpc-port", "grpc_port", int, "gRPC port (V2, TF Serving, health); 0: off"),
+    ("--grpc-max-message-bytes", "grpc_max_message_bytes", int, "largest gRPC message"),
+    ("--tls-cert-file", "tls_cert_file", Path, "PEM certificate: HTTP and gRPC speak TLS"),
+    ("--tls-key-file", "tls_key_file", Path, "PEM private key of --tls-cert-file"),
+    ("--tls-client-ca-file", "tls_client_ca_file", Path, "PEM CA: require client certificates"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--train-if-missing", "train_if_missing", "train the default model first if none exists"),
@@ -104,6 +109,10 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             name = ".".join(str(p) for p in err["loc"])
+            if not name:  # a rule across settings (its message names them)
+                message = err["msg"].removeprefix("Value error, ")
+                print(f"xor-dnn serve: {message}", file=sys.stderr)
+                continue
             print(
                 f"xor-dnn serve: --{name.replace('_', '-')} (env XOR_DNN_{name.upper()}): "
                 f"{err['msg']}, got {err.get('input')!r}",
@@ -133,7 +142,8 @@ def serve(args: argparse.Namespace) -> int:
 
             app = create_app(settings)
         log.info(
-            "listening on http://%s:%d%s (workers: %d)",
+            "listening on %s://%s:%d%s (workers: %d)",
+            "https" if settings.tls_cert_file else "http",
             settings.host,
             settings.port,
             settings.root_path,
@@ -154,10 +164,28 @@ def serve(args: argparse.Namespace) -> int:
                 http=http_protocol(),
                 ws="none",  # no WebSocket routes: an upgrade request is plain HTTP
                 server_header=False,
+                **tls_options(settings),
             )
         except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
             return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
     return EXIT_OK
+
+
+def tls_options(settings: Any) -> dict[str, Any]:
+    """uvicorn's TLS arguments: the same files as gRPC's; client certificates required when a
+    client CA is given."""
+    if settings.tls_cert_file is None:
+        return {}
+    import ssl
+
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+    }
+    if settings.tls_client_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca_file)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
 
 
 def http_protocol() -> str:
@@ -195,6 +223,8 @@ def _export_settings(settings: Any) -> None:
     from service.config import ENV_PREFIX
 
     for name, value in settings.model_dump().items():
+        if value is None:  # unset optional files: the worker's default is None too
+            continue
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, list):

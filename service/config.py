@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "XOR_DNN_"
@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     """Where Prometheus metrics are served (when enable_metrics), e.g. /_admin/metrics."""
     train_if_missing: bool = False
     """If the model dir holds no version, train the default model on generated data first."""
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    """gRPC port (Open Inference Protocol V2, TensorFlow Serving's PredictionService, health,
+    reflection) on ``host``, in the same process and event loop as HTTP; 0 (default): off. Off
+    by default so a plain ``xor-dnn serve`` binds one port; Kubernetes and compose set 8001."""
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest gRPC message received or sent; a larger one gets RESOURCE_EXHAUSTED."""
+    tls_cert_file: FilePath | None = None
+    """PEM certificate (chain) served on the HTTP and gRPC ports; with ``tls_key_file``, both
+    ports speak TLS only."""
+    tls_key_file: FilePath | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: FilePath | None = None
+    """PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS)."""
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -113,6 +126,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _ports_and_tls(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"grpc_port: {self.grpc_port} is the HTTP port too; pick another")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
+        return self
 
     @property
     def inflight_cap(self) -> int:

@@ -85,9 +85,18 @@ class DataPlane:
             )
 
     async def infer(
-        self, points: NDArray[np.float32], *, version: int | None, protocol: str
+        self,
+        points: NDArray[np.float32],
+        *,
+        version: int | None,
+        protocol: str,
+        deadline: float | None = None,
     ) -> Inference:
-        """Probabilities for ``points`` ``(n, 2)`` from ``version`` (None: the default)."""
+        """Probabilities for ``points`` ``(n, 2)`` from ``version`` (None: the default).
+
+        ``deadline`` (``time.monotonic()``), a client's own (gRPC), applies when it comes
+        before ``request_timeout_s``.
+        """
         self.check_points(int(points.shape[0]))
         if not np.isfinite(points).all():
             raise InvalidInput(
@@ -102,7 +111,8 @@ class DataPlane:
                 "/readyz answers 200"
             )
         served = self.registry.get(version)
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        limit = time.monotonic() + self.settings.request_timeout_s
+        deadline = limit if deadline is None else min(deadline, limit)
         try:
             probabilities = await self.batcher.submit(points, key=served.version, deadline=deadline)
         except Overloaded:

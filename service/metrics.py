@@ -45,6 +45,17 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=_LATENCY_BUCKETS,
 )
+GRPC_REQUESTS = Counter(
+    "xor_dnn_grpc_requests_total",
+    "gRPC calls answered, by full method name and status code.",
+    ["method", "code"],
+)
+GRPC_LATENCY = Histogram(
+    "xor_dnn_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by full method name.",
+    ["method"],
+    buckets=_LATENCY_BUCKETS,
+)
 PREDICTED_POINTS = Counter(
     "xor_dnn_predicted_points_total",
     "Points answered with a prediction, by protocol and model version.",

@@ -109,7 +109,11 @@ def test_api_port_probes_and_service_agree(
     assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
     ingress = find(objs, "NetworkPolicy", "xor-dnn-api-ingress")
     assert ingress["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-    assert [p["port"] for r in ingress["spec"]["ingress"] for p in r["ports"]] == [ports["http"]]
+    allowed = [p["port"] for r in ingress["spec"]["ingress"] for p in r["ports"]]
+    assert allowed == [ports["http"], ports["grpc"]]
+    assert int(env["XOR_DNN_GRPC_PORT"]) == ports["grpc"], "gRPC must listen on its declared port"
+    grpc_port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    assert (grpc_port["targetPort"], grpc_port["appProtocol"]) == ("grpc", "grpc")
     ann = deploy["spec"]["template"]["metadata"]["annotations"]
     assert int(ann["prometheus.io/port"]) == ports["http"]
     # The drain must finish inside the grace period, after the preStop delay.
@@ -236,7 +240,10 @@ def test_compose_binds_to_the_image_and_settings() -> None:
     env = {k: interpolate(str(v)) for k, v in api["environment"].items()}
     Settings.model_validate({k[len(ENV_PREFIX) :].lower(): v for k, v in env.items()})
     published = [interpolate(p) for p in api["ports"]]
-    assert published == [f"127.0.0.1:8000:{env['XOR_DNN_PORT']}"]
+    assert published == [
+        f"127.0.0.1:8000:{env['XOR_DNN_PORT']}",
+        f"127.0.0.1:8001:{env['XOR_DNN_GRPC_PORT']}",
+    ]
     assert api["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
     assert parse_cli(api["command"]).command == "serve"
     assert services["scorer"]["profiles"] == ["batch"]
