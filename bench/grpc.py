@@ -44,9 +44,11 @@ from typing import Any
 import numpy as np
 
 from bench._loadgen import percentile
-from bench.serve import HERE, ROOT, Cell, Server, child_env, cpu_seconds, fmt, running, settle
+from bench._process import ServerProcess as Server
+from bench._process import free_port, start_process
+from bench._resources import cpu_seconds
+from bench.serve import HERE, ROOT, Cell, child_env, fmt, running, settle
 from bench.serve import load as http_load
-from service.process import free_port
 
 FLOOR_RATIO_MIN = 0.85
 P99_MAX_MS = 20.0
@@ -208,7 +210,7 @@ def _wait_serving(server: Server, target: str, timeout: float = 180.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
-                raise SystemExit(f"{server.name} exited:\n{server.log.read_text()[-2000:]}")
+                raise SystemExit(f"{server.name} exited:\n{server.log()[-2000:]}")
             try:
                 answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -223,11 +225,8 @@ def _start(name: str, argv: list[str], workdir: Path) -> tuple[Server, str]:
     grpc_port, http_port = free_port(), free_port()
     log = workdir / f"{name}.log"
     argv = [a.replace("{grpc}", str(grpc_port)).replace("{http}", str(http_port)) for a in argv]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # nosec B603: our own server commands
-            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
-        )
-    return Server(name, http_port, proc, log, "/readyz"), f"127.0.0.1:{grpc_port}"
+    server = start_process(argv, log, http_port, name=name, env=child_env(), wait=False)
+    return server, f"127.0.0.1:{grpc_port}"
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.process import ServerProcess
+from bench._process import ServerProcess
 from tests.deploy.manifests import ROOT
 
 DEPLOY = ROOT / "deploy"

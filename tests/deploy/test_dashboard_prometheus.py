@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from service.process import ServerProcess, free_port, start_server
+from bench._process import ServerProcess, free_port, start_server
 from tests.deploy.prometheus import RULES, Prometheus, local_config, run_prometheus, tool
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from service.process import ServerProcess, free_port, start_server
+from bench._process import ServerProcess, free_port, start_server
 
 QUADRANTS = np.array([[1.5, 2.0], [-2.0, 1.0], [-3.0, -1.5], [2.5, -3.5]], np.float32)
 MAX_MESSAGE_BYTES = 64 * 1024

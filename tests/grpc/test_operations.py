@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service.process import ServerProcess
+from bench._process import ServerProcess
 from tests.grpc.conftest import QUADRANTS, Certificates, GrpcProcess, start_grpc_server
 
 pytestmark = pytest.mark.slow

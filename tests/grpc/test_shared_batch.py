@@ -23,10 +23,10 @@ import uvicorn
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from bench._process import free_port
 from service.app import create_app
 from service.batcher import Batcher
 from service.config import Settings
-from service.process import free_port
 from service.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
