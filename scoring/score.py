@@ -491,7 +491,7 @@ def _warm_up(predict: Predict, version: int, rows: int) -> None:
 
 
 def load_model(
-    model_dir: Path, version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
+    model_dir: str | os.PathLike[str], version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
 ) -> tuple[Predict, int, float]:
     """``(predict, version, seconds)`` for ``version`` (newest when None), TF import included.
 
@@ -503,25 +503,30 @@ def load_model(
     signature to float32 rounding (``xor_dnn.modelstore``: 8% less model CPU per 2**20 points,
     measured).
     """
-    from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
+    from xor_dnn.modelstore import ModelStoreError, load_version
+    from xor_dnn.modelstore import list_versions as listed
+    from xor_dnn.storage import StorageError
 
     started = time.perf_counter()
+    try:
+        have = listed(model_dir)
+    except StorageError as exc:
+        raise ModelError(str(exc)) from None
     if version is None:
-        version = latest_version(model_dir)
+        version = have[-1] if have else None
         if version is None:
             raise ModelError(
                 f"no model version under {model_dir} (train one with `xor-dnn train`,"
                 " or pass --model-dir / set XOR_DNN_MODEL_DIR)"
             )
-    elif version not in list_versions(model_dir):
-        have = list_versions(model_dir)
+    elif version not in have:
         raise ModelError(f"version {version} not found under {model_dir} (have: {have or 'none'})")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_tf_thread()
     _system_allocator()
     try:
         model = load_version(model_dir, version)
-    except ModelStoreError as exc:
+    except (ModelStoreError, StorageError) as exc:
         raise ModelError(str(exc)) from exc
     rows = min(warm_up_rows, WARM_UP_ROWS)
     _warm_up(model.predict, model.version, rows)
