@@ -273,7 +273,9 @@ class ObjectStore(Store):
 
         uri = self.child(key) if key else self.uri
         text = _one_line(exc)
-        if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        # obstore cuts the server's XML short ("<Code>NoSuchBucke..."); a LIST answered 404
+        # can only mean a missing bucket.
+        if "NoSuchBuck" in text or (kind == "list" and "404 Not Found" in text):
             self.observer(kind, "not_found", 0)
             bucket = urlsplit(self.uri).netloc
             return ObjectNotFound(

@@ -9,6 +9,7 @@ request count the polling tests assert on. Stopping the proxy makes the store un
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -85,6 +86,7 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()
 
     @property
     def endpoint(self) -> str:
@@ -98,6 +100,16 @@ class CountingProxy:
 
             def log_message(self, format: str, *args: object) -> None:
                 return None
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._open.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._open.discard(self.connection)
+                super().finish()
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -140,11 +152,18 @@ class CountingProxy:
         self._thread.start()
 
     def stop(self) -> None:
-        """Close the port: clients get connection refused until :meth:`start`."""
+        """Close the port and every open connection: clients get connection refused (or a
+        reset on a pooled keep-alive connection) until :meth:`start`."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
     def mark(self) -> int:
         with self._lock:
