@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.storage.conftest import S3
+from bench._s3server import S3
 from xor_dnn.modelstore import (
     INDEX_FILE,
     MANIFEST_FILE,

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench._s3server import S3
 from service.app import create_app
 from service.config import Settings
-from tests.storage.conftest import S3
 from xor_dnn.modelstore import INDEX_FILE, MANIFEST_FILE, publish_version
 from xor_dnn.storage import open_store
 
