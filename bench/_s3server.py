@@ -16,6 +16,7 @@ import http.client
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -25,16 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from service.process import ServerProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 MOTO_ENV = "XOR_DNN_MOTO_SERVER"
 """Path of a ``moto_server`` executable; default ``.venv-s3/bin/moto_server`` in the repo."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -80,7 +76,7 @@ class CountingProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = _free_port()
+        self.port = free_port()
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -229,12 +225,13 @@ def running_s3() -> Iterator[S3]:
     the duration (and are restored after), so every client in this process and its children
     uses it. The server is terminated at the end."""
     exe = moto_executable()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    server = ServerProcess(proc, port, log)
     saved = {k: os.environ.get(k) for k in S3_ENV}
     proxy = CountingProxy(port)
     try:
@@ -258,9 +255,5 @@ def running_s3() -> Iterator[S3]:
             else:
                 os.environ[key] = value
         proxy.stop()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(timeout=10)
+        log.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench._s3server import S3
+from service.process import free_port
 from xor_dnn.cli import main
 from xor_dnn.modelstore import ModelRepository
 
@@ -63,11 +64,7 @@ def test_missing_bucket_is_one_line_naming_the_uri(
 def test_unreachable_endpoint_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
