@@ -28,7 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ("dev", "prod", "monitoring")
+OVERLAYS = ("dev", "prod", "monitoring", "minio")
 JOBS = ("train", "train-bucket", "score")
 TINI = "/usr/bin/tini"
 

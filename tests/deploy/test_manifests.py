@@ -131,9 +131,12 @@ def test_prod_scales_and_spreads(rendered: dict[str, list[dict[str, Any]]]) -> N
     assert pod_spec(find(objs, "Deployment"))["topologySpreadConstraints"]
 
 
-def test_prod_needs_no_read_write_many_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
+@pytest.mark.parametrize("overlay", ["prod", "minio"])
+def test_prod_needs_no_read_write_many_claim(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
     """Most clusters have no RWX storage class: models come from a bucket (issue #13)."""
-    objs = rendered["overlays/prod"]
+    objs = rendered[f"overlays/{overlay}"]
     modes = {
         o["metadata"]["name"]: o["spec"]["accessModes"]
         for o in objs
@@ -142,14 +145,15 @@ def test_prod_needs_no_read_write_many_claim(rendered: dict[str, list[dict[str, 
     assert all("ReadWriteMany" not in m for m in modes.values()), modes
     settings = config_maps(objs)[find(objs, "ConfigMap")["metadata"]["name"]]
     assert is_remote(settings["XOR_DNN_MODEL_DIR"])
-    (api,) = pod_spec(find(objs, "Deployment"))["containers"]
+    (api,) = pod_spec(find(objs, "Deployment", "xor-dnn-api"))["containers"]
     cache = next(m for m in api["volumeMounts"] if m["mountPath"] == settings["XOR_DNN_CACHE_DIR"])
-    volume = next(v for v in pod_spec(find(objs, "Deployment"))["volumes"]
+    volume = next(v for v in pod_spec(find(objs, "Deployment", "xor-dnn-api"))["volumes"]
                   if v["name"] == cache["name"])  # fmt: skip
     assert "emptyDir" in volume
     egress = find(objs, "NetworkPolicy", "xor-dnn-object-store-egress")
     ports = {(p["protocol"], p["port"]) for r in egress["spec"]["egress"] for p in r["ports"]}
-    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 443)}
+    store_port = 9000 if overlay == "minio" else 443  # in-cluster MinIO, or the cloud's HTTPS
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", store_port)}
     selected = set(egress["spec"]["podSelector"]["matchExpressions"][0]["values"])
     assert {"xor-dnn-api", "xor-dnn-score", "xor-dnn-train"} <= selected
 
@@ -192,6 +196,8 @@ def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]], where:
             # A read-only root needs a writable /tmp (tempfile, Keras, Prometheus multiproc).
             tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
             assert "emptyDir" in tmp, name
+            if not c["image"].startswith("xor-dnn"):
+                continue  # MinIO (overlay minio): not this image
             # A local model dir must sit on a mounted volume (an object store needs none).
             model_dir = _effective_env(c, rendered[where], image.env)["XOR_DNN_MODEL_DIR"]
             if not is_remote(model_dir):
