@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _path_to_text(cls, value: object) -> object:
+        # A Path is a folder; a URI stays text (Path would fold "s3://" into "s3:/").
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("log_level", "access_log", mode="before")
     @classmethod
