@@ -357,6 +357,26 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+CREDENTIALS_DIR_ENV = "XOR_DNN_STORE_CREDENTIALS_DIR"
+"""A folder of files named like the variables the store reads (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
+``GOOGLE_SERVICE_ACCOUNT_KEY``), each holding the value: a Kubernetes Secret mounted as files,
+so credentials stay out of the process environment. A variable that is set wins."""
+
+
+def _setting(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value:
+        return value
+    folder = os.environ.get(CREDENTIALS_DIR_ENV)
+    if not folder:
+        return None
+    try:
+        return (Path(folder) / name).read_text().strip() or None
+    except OSError:  # absent: the Secret does not set it
+        return None
+
+
 def _connect(uri: str) -> Any:
     """An obstore store for ``uri``, configured from the environment (see ObjectStore)."""
     from datetime import timedelta
@@ -375,13 +395,21 @@ def _connect(uri: str) -> Any:
     client: dict[str, Any] = {"connect_timeout": "3s", "timeout": "10s"}
     config: dict[str, Any] = {}
     if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _setting("AWS_ENDPOINT_URL_S3") or _setting("AWS_ENDPOINT_URL")
         if endpoint:
             config["endpoint"] = endpoint
             if endpoint.startswith("http://"):
                 client["allow_http"] = True
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        config["region"] = region or "us-east-1"
+        config["region"] = _setting("AWS_REGION") or _setting("AWS_DEFAULT_REGION") or "us-east-1"
+        for key, name in (
+            ("access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("session_token", "AWS_SESSION_TOKEN"),
+        ):
+            if value := _setting(name):
+                config[key] = value
+    elif key_json := _setting("GOOGLE_SERVICE_ACCOUNT_KEY"):
+        config["service_account_key"] = key_json
     connect: Any = from_url  # its overloads want literal TypedDicts; ours are built at run time
     return connect(uri, config=config or None, client_options=client, retry_config=retry)
 

@@ -34,8 +34,9 @@ from xor_dnn.storage import is_remote
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl not installed")
 
 SETTINGS_ENV = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
-# Variables read outside Settings: the scorer's shard count and model dir (scoring/cli.py).
-OTHER_ENV = {"XOR_DNN_NUM_SHARDS", "XOR_DNN_MODEL_DIR"}
+# Variables read outside Settings: the scorer's shard count and model dir (scoring/cli.py),
+# the object-store credentials folder (xor_dnn/storage.py).
+OTHER_ENV = {"XOR_DNN_NUM_SHARDS", "XOR_DNN_MODEL_DIR", "XOR_DNN_STORE_CREDENTIALS_DIR"}
 WORKLOADS = ("Deployment", "Job", "CronJob")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from bench._s3server import S3
 from xor_dnn.storage import (
+    CREDENTIALS_DIR_ENV,
     ObjectNotFound,
     PreconditionFailed,
     StorageError,
@@ -181,3 +183,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_credentials_and_endpoint_from_a_mounted_secret_folder(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kubernetes Secret mounted as files (XOR_DNN_STORE_CREDENTIALS_DIR), no variables."""
+    bucket = s3.make_bucket()
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        (secret / name).write_text(os.environ[name] + "\n")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(CREDENTIALS_DIR_ENV, str(secret))
+    mark = s3.proxy.mark()
+    store = open_store(f"s3://{bucket}/m")
+    store.write("k", b"v")
+    assert store.read("k") == b"v"
+    assert [r.kind for r in s3.proxy.since(mark)] == ["put", "get"]  # reached the endpoint
