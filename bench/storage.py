@@ -7,7 +7,7 @@ An S3 API (moto's server, ``tests/storage/s3-server.txt``) runs on 127.0.0.1 beh
 that counts every request. One small model is trained and published twice: into a local
 folder and into ``s3://bench/models/xor``. Then, in the same run:
 
-* **cold start**: ``xor-dnn serve`` started ``--repeats`` times on each source (interleaved),
+* **cold start**: ``xor-dnn serve`` started ``--cold-repeats`` times on each source (interleaved),
   time from process start to ``/readyz`` 200; the remote one downloads, checks and loads;
 * **throughput**: one server on each source, closed-loop single-point ``POST /predict`` at
   ``--concurrency``, the two run back to back in each repeat (order alternating); the ratio
@@ -59,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per load run (3)")
     p.add_argument("--repeats", type=int, default=9, help="interleaved repeats (9)")
+    p.add_argument("--cold-repeats", type=int, default=3, help="cold starts per source (3)")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop connections (32)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the benchmark model (20)")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     args = p.parse_args(argv)
-    if not (0 < args.duration <= 60 and 1 <= args.repeats <= 20 and args.concurrency >= 1):
-        p.error("--duration must be in (0, 60], --repeats in [1, 20], --concurrency >= 1")
+    if not (0 < args.duration <= 60 and 1 <= args.repeats <= 50 and args.concurrency >= 1):
+        p.error("--duration must be in (0, 60], --repeats in [1, 50], --concurrency >= 1")
+    if not 1 <= args.cold_repeats <= 20:
+        p.error("--cold-repeats must be in [1, 20]")
     generator = pick_generator(args.loadgen)
 
     with contextlib.ExitStack() as stack:
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = {"local": str(local), "remote": remote}
 
         cold: dict[str, list[float]] = {"local": [], "remote": []}
-        for i in range(args.repeats):
+        for i in range(args.cold_repeats):
             for name in ("local", "remote") if i % 2 == 0 else ("remote", "local"):
                 extra = [*flags[name], "--cache-dir", str(workdir / f"cache-{name}-{i}")]
                 cold[name].append(cold_start(sources[name], workdir, f"cold-{name}-{i}", extra))
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| measure | local folder | s3:// (moto, 127.0.0.1) | remote / local |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| cold start to ready, s (median of {args.repeats}) | {cold_local:.2f} | "
+    print(f"| cold start to ready, s (median of {args.cold_repeats}) | {cold_local:.2f} | "
           f"{cold_remote:.2f} | {cold_remote / cold_local:.2f} |")  # fmt: skip
     print(f"| /predict req/s, c={args.concurrency} ({generator}, median of {args.repeats}) | "
           f"{rps_local:,.0f} | {rps_remote:,.0f} | {ratio:.3f} (median of pairs) |")  # fmt: skip
