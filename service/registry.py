@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from service import metrics
 from service.errors import ModelFailure, NotFound
 from xor_dnn.modelstore import LoadedModel, ModelRepository, ModelStoreError
-from xor_dnn.storage import StorageError
+from xor_dnn.storage import ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +309,9 @@ class ModelRegistry:
         try:
             model = self.repository.load(version)
             _warm_up(model)
-        except StorageError:
-            raise
         except Exception as exc:  # any failure means: skip it, keep serving what we have
+            if isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound):
+                raise  # the store failed, not the version: retried on the next poll
             self._failed[version] = fingerprint
             result.failed.append(version)
             metrics.MODEL_LOAD_FAILURES.labels(version=str(version)).inc()

@@ -165,11 +165,17 @@ def test_corrupt_and_incomplete_versions_are_skipped(
     for path in sorted((model_dir / "2").rglob("*")):  # a graph-only v3 without a marker
         if path.is_file() and path.name != MANIFEST_FILE:
             store.upload(path, f"3/{path.relative_to(model_dir / '2').as_posix()}")
+    publish_version(uri, copy_of(model_dir / "2"))  # v4, then a file lost from it
+    import obstore
+
+    obstore.delete(store.store, "4/variables/variables.index")  # type: ignore[attr-defined]
     with serve(uri, tmp_path, poll_interval_s=0.2) as client:
         ready = client.get("/readyz").json()
         assert (ready["default_version"], ready["versions"]) == (1, [1])
+        assert ready["store"] == "ok"  # a missing file is the version's fault, not the store's
         assert metric(client, "xor_dnn_model_load_failures_total", version="2") == 1
         assert metric(client, "xor_dnn_model_load_failures_total", version="3") == 0
+        assert metric(client, "xor_dnn_model_load_failures_total", version="4") == 1
 
 
 def test_repository_without_index_is_served_through_the_list_fallback(
