@@ -175,9 +175,14 @@ def http_protocol() -> str:
 
 def _train_if_missing(model_dir: str) -> int:
     from xor_dnn.modelstore import latest_version
+    from xor_dnn.storage import StorageError
 
-    if latest_version(model_dir) is not None:
-        return EXIT_OK
+    try:
+        if latest_version(model_dir) is not None:
+            return EXIT_OK
+    except StorageError as exc:  # one line naming the URI and the cause, no traceback
+        log.error("cannot read the model repository: %s", exc)
+        return EXIT_FAILED
     log.info("no model version in %s: training the default model first", model_dir)
     from training.cli import progress_default
     from training.train import train_and_publish
