@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 # Installed without their dependencies: tensorflow-serving-api requires `tensorflow` (a second,
 # 1.9 GB TF next to tensorflow-cpu) but its gRPC stubs need only the protos tensorflow-cpu ships.
 NO_DEPS := tensorflow-serving-api
+# The S3 API server tests/storage starts on 127.0.0.1 (moto), in a venv of its own: moto needs
+# botocore, whose python-dateutil cap conflicts with this project's lock.
+S3_VENV  := .venv-s3
+S3_STAMP := $(S3_VENV)/.installed
 
 .PHONY: setup run train serve test test-fast lint bench lock clean
 
@@ -18,6 +22,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --no-deps -c requirements.lock $(NO_DEPS)
 	touch $(STAMP)
 
+$(S3_STAMP): tests/storage/s3-server.txt
+	$(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/pip install --quiet -r tests/storage/s3-server.txt
+	touch $(S3_STAMP)
+
 ## The quick start's main job: train the default model on generated data if none exists, then serve it.
 run: setup
 	$(BIN)/xor-dnn serve --train-if-missing
@@ -29,7 +38,7 @@ serve: setup
 	$(BIN)/xor-dnn serve
 
 ## The test suite (what CI runs).
-test: setup
+test: setup $(S3_STAMP)
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -51,4 +60,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(S3_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -99,7 +99,7 @@ class ServerProcess:
 
 
 def start_server(
-    model_dir: Path,
+    model_dir: Path | str,
     log_path: Path,
     *args: str,
     env: dict[str, str] | None = None,
@@ -119,8 +119,7 @@ def start_server(
     child_env.update(extra)
     cmd = [
         sys.executable, "-m", "service",
-        # Absolute: the child runs in the package's parent folder, not the caller's.
-        "--model-dir", str(Path(model_dir).absolute()), "--port", str(port),
+        "--model-dir", _absolute(model_dir), "--port", str(port),
         "--poll-interval-s", "0.2", *args,
     ]  # fmt: skip
     return start_process(cmd, log_path, port, env=child_env, wait=wait, timeout=timeout)
@@ -157,6 +156,13 @@ def start_process(
     if wait:
         wait_until_ready(server, timeout)
     return server
+
+
+def _absolute(model_dir: Path | str) -> str:
+    # A folder is made absolute (the child runs elsewhere); an s3:// or gs:// URI is kept.
+    from xor_dnn.storage import is_remote
+
+    return str(model_dir) if is_remote(model_dir) else str(Path(model_dir).absolute())
 
 
 def wait_until_ready(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_S) -> None:

@@ -77,7 +77,7 @@ def floor(port: int) -> None:
             return Inference(0, np.full(points.shape[0], 0.5, np.float32))
 
     async def serve() -> None:
-        settings = Settings(model_dir=Path(tempfile.gettempdir()), grpc_port=port)
+        settings = Settings(model_dir=tempfile.gettempdir(), grpc_port=port)
         dataplane = FloorDataPlane(settings, None, None)  # type: ignore[arg-type]
         server = await grpc_server.start(settings, dataplane)  # held: grpc stops it when freed
         await server.server.wait_for_termination()

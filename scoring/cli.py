@@ -109,8 +109,9 @@ def register(subparsers: Any) -> None:
     model = p.add_argument_group("model")
     model.add_argument(
         "--model-dir",
-        type=Path,
-        help=f"versions folder (default: ${MODEL_DIR_ENV} or {DEFAULT_MODEL_DIR})",
+        metavar="DIR|URI",
+        help="versions folder or object store URI (s3://bucket/prefix, gs://...) "
+        f"(default: ${MODEL_DIR_ENV} or {DEFAULT_MODEL_DIR})",
     )
     model.add_argument(
         "--version",
@@ -203,7 +204,7 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         shard=resolve_shard(args.shard_index, args.num_shards),
         progress=args.progress,
     )
-    model_dir = args.model_dir or Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
+    model_dir = args.model_dir or os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
     summary = score(
         options,
         lambda: load_model(model_dir, args.model_version, warm_up_rows=args.chunk_size),

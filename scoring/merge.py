@@ -8,7 +8,6 @@ row group by row group. Rejects parts, when present, are merged the same way.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 
 from scoring.errors import InputError, OutputError
 from scoring.formats import Format, find_parts
-from scoring.writers import temp_path
+from xor_dnn.storage import atomic_writer
 
 _COPY = 8 << 20
 
@@ -72,15 +71,12 @@ def _merge_parquet(parts: list[Path], tmp: Path) -> int:
 def merge_file(path: Path, fmt: Format) -> dict[str, Any]:
     """Merge the parts of ``path``; returns ``{"output", "parts", "rows"}``."""
     parts, count = find_parts(path)
-    tmp = temp_path(path)
     try:
-        if fmt is Format.PARQUET:
-            rows = _merge_parquet(parts, tmp)
-        else:
-            rows = _merge_text(parts, tmp, header=fmt is Format.CSV)
-        os.replace(tmp, path)
+        with atomic_writer(path) as tmp:
+            if fmt is Format.PARQUET:
+                rows = _merge_parquet(parts, tmp)
+            else:
+                rows = _merge_text(parts, tmp, header=fmt is Format.CSV)
     except OSError as exc:
         raise OutputError(f"merge into {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"output": str(path), "parts": count, "rows": rows}

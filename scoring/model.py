@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -68,36 +67,41 @@ def _warm_up(predict: Predict, version: int, rows: int) -> None:
 
 
 def load_model(
-    model_dir: Path, version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
+    model_dir: str | os.PathLike[str], version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
 ) -> tuple[Predict, int, float]:
     """``(predict, version, seconds)`` for ``version`` (newest when None), TF import included.
 
-    Also sets the process up for a run: TensorFlow on one thread, Arrow on the system allocator.
+    ``model_dir`` is a folder or a model-repository URI (``s3://…``, ``gs://…``). Also sets the
+    process up for a run: TensorFlow on one thread, Arrow on the system allocator.
 
     ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
     the chunk size), so the scoring loop starts with a model already at full speed. The model
     runs its signature with the weights folded into constants when that answers like the
     signature to float32 rounding (``xor_dnn.modelstore``; the saving is in docs/scoring.md).
     """
-    from xor_dnn.modelstore import ModelStoreError, latest_version, list_versions, load_version
+    from xor_dnn.modelstore import ModelStoreError, list_versions, load_version
+    from xor_dnn.storage import StorageError
 
     started = time.perf_counter()
+    try:
+        have = list_versions(model_dir)
+    except StorageError as exc:
+        raise ModelError(str(exc)) from None
     if version is None:
-        version = latest_version(model_dir)
+        version = have[-1] if have else None
         if version is None:
             raise ModelError(
                 f"no model version under {model_dir} (train one with `xor-dnn train`,"
                 " or pass --model-dir / set XOR_DNN_MODEL_DIR)"
             )
-    elif version not in list_versions(model_dir):
-        have = list_versions(model_dir)
+    elif version not in have:
         raise ModelError(f"version {version} not found under {model_dir} (have: {have or 'none'})")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_tf_thread()
     _system_allocator()
     try:
         model = load_version(model_dir, version)
-    except ModelStoreError as exc:
+    except (ModelStoreError, StorageError) as exc:
         raise ModelError(str(exc)) from exc
     rows = min(warm_up_rows, WARM_UP_ROWS)
     _warm_up(model.predict, model.version, rows)

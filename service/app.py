@@ -68,11 +68,11 @@ def refresh_registry(registry: ModelRegistry) -> RefreshResult:
 
 async def _poll(registry: ModelRegistry, interval: float) -> None:
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(registry.next_poll_delay(interval))
         try:
             await asyncio.to_thread(refresh_registry, registry)
         except Exception:  # a bad scan must not end polling; the next one may succeed
-            log.exception("model folder scan failed; retrying in %.1f s", interval)
+            log.exception("model folder scan failed; retrying in about %.1f s", interval)
 
 
 @contextlib.asynccontextmanager
@@ -84,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model_name=settings.model_name,
         keep_versions=settings.keep_versions,
         retire_grace_s=settings.request_timeout_s + settings.drain_timeout_s,
+        cache_dir=settings.cache_dir,
     )
     result = await asyncio.to_thread(refresh_registry, registry)
     if registry.ready:
@@ -98,8 +99,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning(
             "no loadable model version in %s (failed: %s); not ready, polling every %.1f s",
             settings.model_dir,
-            result.failed or "none",
-            settings.poll_interval_s,
+            result.store_error or result.failed or "none",
+            settings.poll_interval,
         )
     batcher = Batcher(
         registry.predict,
@@ -112,7 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await batcher.start()
     dataplane = DataPlane(settings, registry, batcher)
     app.state.dataplane = dataplane
-    poller = asyncio.create_task(_poll(registry, settings.poll_interval_s), name="model-poller")
+    poller = asyncio.create_task(_poll(registry, settings.poll_interval), name="model-poller")
     grpc_server = None
     try:
         if settings.grpc_port:

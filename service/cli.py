@@ -33,7 +33,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it 
 
 # flag -> (Settings field, argparse type, help)
 _FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--model-dir", "model_dir", Path, "folder of numbered SavedModel versions"),
+    ("--model-dir", "model_dir", str, "folder or s3://, gs:// URI of numbered versions"),
+    ("--cache-dir", "cache_dir", Path, "download folder for versions from an object store"),
     ("--model-name", "model_name", str, "name in the URLs (/v1/models/<name>)"),
     ("--host", "host", str, "interface to bind (0.0.0.0 in a container)"),
     ("--port", "port", int, "TCP port"),
@@ -48,7 +49,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--max-body-bytes", "max_body_bytes", int, "largest body accepted (413 above)"),
     ("--header-timeout-s", "header_timeout_s", float, "request head deadline; idle keep-alive"),
     ("--body-timeout-s", "body_timeout_s", float, "request body deadline (408 after)"),
-    ("--poll-interval-s", "poll_interval_s", float, "model folder scan interval"),
+    ("--poll-interval-s", "poll_interval_s", float, "poll interval (1 s local, 10 s remote)"),
     ("--keep-versions", "keep_versions", int, "newest versions kept loaded"),
     ("--drain-timeout-s", "drain_timeout_s", float, "SIGTERM: time to finish in-flight work"),
     ("--log-format", "log_format", str, "text or json"),
@@ -200,11 +201,16 @@ def http_protocol() -> str:
     return PROTOCOL
 
 
-def _train_if_missing(model_dir: Path) -> int:
+def _train_if_missing(model_dir: str) -> int:
     from xor_dnn.modelstore import latest_version
+    from xor_dnn.storage import StorageError
 
-    if latest_version(model_dir) is not None:
-        return EXIT_OK
+    try:
+        if latest_version(model_dir) is not None:
+            return EXIT_OK
+    except StorageError as exc:  # one line naming the URI and the cause, no traceback
+        log.error("cannot read the model repository: %s", exc)
+        return EXIT_FAILED
     log.info("no model version in %s: training the default model first", model_dir)
     from training.cli import progress_default
     from training.train import train_and_publish
@@ -223,7 +229,8 @@ def _export_settings(settings: Any) -> None:
     from service.config import ENV_PREFIX
 
     for name, value in settings.model_dump().items():
-        if value is None:  # unset optional files: the worker's default is None too
+        if value is None:  # "unset": the worker resolves the same default
+            os.environ.pop(f"{ENV_PREFIX}{name.upper()}", None)
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"

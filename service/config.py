@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,11 @@ ENV_PREFIX = "XOR_DNN_"
 # An absolute URL path of plain characters, not ending in a slash.
 _URL_PATH = r"^(/[A-Za-z0-9._~-]+)+$"
 
+
+LOCAL_POLL_INTERVAL_S = 1.0
+REMOTE_POLL_INTERVAL_S = 10.0
+"""A 10 s poll costs about a dollar a month per 10 pods in conditional GETs (docs/storage.md)
+and hot-loads a version within 10-20 s."""
 
 SUPERVISOR_PID_ENV = "_XOR_DNN_SUPERVISOR_PID"
 """Set by ``xor-dnn serve --workers N`` for its workers: the supervisor's process id (not a
@@ -29,8 +35,13 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
     )
 
-    model_dir: Path = Path("models/xor")
-    """Folder of numbered SavedModel versions (TensorFlow Serving layout: <model_dir>/<N>/)."""
+    model_dir: str = Field(default="models/xor", min_length=1)
+    """Folder or object-store URI of numbered SavedModel versions (TensorFlow Serving layout:
+    <model_dir>/<N>/): a path, file://..., s3://bucket/prefix (any S3 API; credentials and
+    AWS_ENDPOINT_URL from the standard AWS chain) or gs://bucket/prefix (docs/storage.md)."""
+    cache_dir: Path | None = None
+    """Where versions from an object store are downloaded before loading (only the loaded
+    versions are kept); default: a fresh temporary folder. An emptyDir in Kubernetes."""
     model_name: str = Field(default="xor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """Name the model is served under in every URL (/v1/models/<name>, /v2/models/<name>)."""
     host: str = "127.0.0.1"
@@ -68,8 +79,10 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     """A request's whole body must arrive within this many seconds of its head (else 408 and
     close), so a slow or stalled upload cannot hold a connection forever."""
-    poll_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
-    """How often the model dir is scanned for new or removed versions."""
+    poll_interval_s: float | None = Field(default=None, gt=0.0, le=3600.0)
+    """How often the model dir is polled for new or removed versions. Default: 1 s for a
+    local folder (a scan costs nothing); 10 s for an object store, where each poll is one
+    billed conditional GET per pod (cost table in docs/storage.md). Jittered by +-20%."""
     keep_versions: int = Field(default=3, ge=1, le=100)
     """How many of the newest versions stay loaded, so requests can pin one."""
     drain_timeout_s: float = Field(default=20.0, ge=0.0, le=3600.0)
@@ -122,6 +135,12 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _path_to_text(cls, value: object) -> object:
+        # A Path is a folder; a URI stays text (Path would fold "s3://" into "s3:/").
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @field_validator("log_level", "access_log", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
@@ -143,6 +162,15 @@ class Settings(BaseSettings):
         if self.max_inflight_requests >= 0:
             return self.max_inflight_requests
         return max(64, self.max_queue_points // 8)
+
+    @property
+    def poll_interval(self) -> float:
+        """``poll_interval_s`` resolved for this model dir (see the field)."""
+        if self.poll_interval_s is not None:
+            return self.poll_interval_s
+        from xor_dnn.storage import is_remote
+
+        return REMOTE_POLL_INTERVAL_S if is_remote(self.model_dir) else LOCAL_POLL_INTERVAL_S
 
     @property
     def max_batch_wait_s(self) -> float:

@@ -129,6 +129,31 @@ MODEL_LOAD_SECONDS = Histogram(
     "Time to load and warm one model version.",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+MODEL_SOURCE = Gauge(
+    "xor_dnn_model_source_info",
+    "1 for the model repository versions are served from (a folder, s3:// or gs:// URI).",
+    ["source"],
+    multiprocess_mode="livemax",
+)
+MODEL_INDEX_FALLBACKS = Counter(
+    "xor_dnn_model_index_fallbacks_total",
+    "Polls of an object store that found no readable versions.json and listed the repository.",
+)
+STORE_REQUESTS = Counter(
+    "xor_dnn_store_requests_total",
+    "Requests to the model store, by kind (get, list, head, put) and outcome "
+    "(ok, not_modified, not_found, precondition_failed, error).",
+    ["kind", "outcome"],
+)
+STORE_DOWNLOADED_BYTES = Counter(
+    "xor_dnn_store_downloaded_bytes_total",
+    "Bytes downloaded from the model store (index, manifests and model files).",
+)
+STORE_UP = Gauge(
+    "xor_dnn_store_up",
+    "1 when the last poll reached the model store, 0 when it failed (serving continues).",
+    multiprocess_mode="livemin",
+)
 INPUT_OUT_OF_RANGE = Counter(
     "xor_dnn_input_out_of_range_points_total",
     "Drift signal: points with a feature outside the range seen in training "

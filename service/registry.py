@@ -1,5 +1,12 @@
 """The model registry: find, load, warm and hot-swap SavedModel versions; imports TF, not FastAPI.
 
+Versions come from a :class:`~xor_dnn.modelstore.ModelRepository`: a local folder (scanned
+each poll) or an object store (one conditional GET of its index per poll; a new version is
+downloaded into the cache folder and checked against its manifest before it is loaded). The
+store failing or unreachable never unloads anything: the registry keeps serving what it has,
+counts the failure, logs once per change of state, and the poller backs off
+(:meth:`ModelRegistry.next_poll_delay`).
+
 A version becomes servable only once it has loaded *and* answered a warm-up batch with sane
 probabilities; only then does it become the default, so a request never meets a cold or
 broken model. A version that fails is logged, counted
@@ -17,9 +24,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
+import tempfile
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,8 @@ from numpy.typing import NDArray
 
 from service import metrics
 from service.errors import ModelFailure, NotFound
-from xor_dnn.modelstore import LoadedModel, ModelStoreError, list_versions, load_version
+from xor_dnn.modelstore import LoadedModel, ModelRepository, ModelStoreError
+from xor_dnn.storage import ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +117,8 @@ class RefreshResult:
     unloaded: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
     """Unloaded versions whose grace period ended: no longer referenced, memory to reclaim."""
+    store_error: str | None = None
+    """Why the store could not be read this time (the registry kept serving what it had)."""
 
 
 class ModelRegistry:
@@ -114,7 +126,8 @@ class ModelRegistry:
 
     Usage::
 
-        registry = ModelRegistry(Path("models/xor"), keep_versions=3)
+        registry = ModelRegistry("models/xor", keep_versions=3)   # or "s3://bucket/xor",
+                                                                   # cache_dir=Path(...)
         registry.refresh()                 # load/warm new versions, unload old ones
         probs = registry.predict(None, np.array([[1, -1]], np.float32))   # default version
 
@@ -124,15 +137,20 @@ class ModelRegistry:
 
     def __init__(
         self,
-        model_dir: Path,
+        model_dir: str | os.PathLike[str],
         *,
         model_name: str = "xor",
         keep_versions: int = 3,
         retire_grace_s: float = 60.0,
+        cache_dir: Path | None = None,
     ) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
-        self.model_dir = Path(model_dir)
+        self.repository = ModelRepository(model_dir, cache_dir=cache_dir, observer=_count_request)
+        self._own_cache: tempfile.TemporaryDirectory[str] | None = None
+        if self.repository.remote and cache_dir is None:
+            self._own_cache = tempfile.TemporaryDirectory(prefix="xor-dnn-cache-")
+            self.repository.cache_dir = Path(self._own_cache.name)
         self.model_name = model_name
         self.keep_versions = keep_versions
         self.retire_grace_s = retire_grace_s
@@ -140,8 +158,25 @@ class ModelRegistry:
         # Unloaded versions stay callable for a grace period: a request routed to one just
         # before it was unloaded still finds it when its batch runs.
         self._retired: dict[int, tuple[ServedVersion, float]] = {}
-        self._failed: dict[int, tuple[int, int, int]] = {}
+        self._failed: dict[int, Any] = {}
         self._refresh_lock = threading.Lock()
+        self.store_error: str | None = None
+        """Why the last poll could not read the store; None when it could."""
+        self._store_failures = 0
+        metrics.MODEL_SOURCE.labels(source=self.source).set(1)
+
+    @property
+    def source(self) -> str:
+        """Where versions come from: the URI of an object store, a local folder's name."""
+        repo = self.repository
+        return repo.uri if repo.local_root is None else f"{repo.local_root.name}/"
+
+    def next_poll_delay(self, interval: float) -> float:
+        """Seconds until the next poll: ``interval`` with +-20% jitter, so a fleet of pods
+        does not poll in lockstep; doubled per consecutive store failure, up to 30 s (or
+        ``interval`` when that is longer)."""
+        backoff = min(2 ** min(self._store_failures, 16), max(1.0, 30.0 / interval))
+        return float(interval * backoff * random.uniform(0.8, 1.2))
 
     # -- reads (request path) ----------------------------------------------------------------
 
@@ -203,7 +238,15 @@ class ModelRegistry:
 
     def _refresh(self) -> RefreshResult:
         result = RefreshResult()
-        on_disk = list_versions(self.model_dir)
+        try:
+            on_disk = self.repository.list_versions()
+        except StorageError as exc:
+            self._store_failed(exc, result)
+            self._drop_expired_retired(result)
+            return result
+        self._store_ok()
+        if self.repository.listing == "list":
+            metrics.MODEL_INDEX_FALLBACKS.inc()
         on_disk_set = set(on_disk)
         # Forget failures of folders that vanished, so a re-published number is tried again.
         for version in list(self._failed):
@@ -220,32 +263,55 @@ class ModelRegistry:
                 continue
             if self._should_skip(version):
                 continue
-            served = self._load(version, result)
+            try:
+                served = self._load(version, result)
+            except StorageError as exc:
+                # The store failed mid-download: not the version's fault, try it next poll.
+                self._store_failed(exc, result)
+                wanted.extend(v for v in self._served if v not in wanted)
+                break
             if served is not None:
                 self._publish({**self._served, version: served})
                 wanted.append(version)
         self._unload_unwanted(set(wanted), result)
         self._drop_expired_retired(result)
+        self.repository.prune_cache(set(self._served))
         return result
+
+    def _store_failed(self, exc: StorageError, result: RefreshResult) -> None:
+        result.store_error = str(exc)
+        self._store_failures += 1
+        metrics.STORE_UP.set(0)
+        if self.store_error is None:
+            log.error("model store unreachable, still serving %s: %s", self.versions or "none", exc)
+        self.store_error = str(exc)
+
+    def _store_ok(self) -> None:
+        if self.store_error is not None:
+            log.info("model store reachable again (%s)", self.source)
+        self.store_error = None
+        self._store_failures = 0
+        metrics.STORE_UP.set(1)
 
     def _should_skip(self, version: int) -> bool:
         previous = self._failed.get(version)
         if previous is None:
             return False
-        if previous == _fingerprint(self.model_dir / str(version)):
+        if previous == self.repository.fingerprint(version):
             return True
-        log.info("model version %d changed on disk since it failed; retrying", version)
+        log.info("model version %d changed in the store since it failed; retrying", version)
         del self._failed[version]
         return False
 
     def _load(self, version: int, result: RefreshResult) -> ServedVersion | None:
-        path = self.model_dir / str(version)
-        fingerprint = _fingerprint(path)
+        fingerprint = self.repository.fingerprint(version)
         started = time.perf_counter()
         try:
-            model = load_version(self.model_dir, version)
+            model = self.repository.load(version)
             _warm_up(model)
         except Exception as exc:  # any failure means: skip it, keep serving what we have
+            if isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound):
+                raise  # the store failed, not the version: retried on the next poll
             self._failed[version] = fingerprint
             result.failed.append(version)
             metrics.MODEL_LOAD_FAILURES.labels(version=str(version)).inc()
@@ -278,7 +344,7 @@ class ModelRegistry:
                 log.warning(
                     "model version %d is gone from %s but is the only one loaded; still serving it",
                     version,
-                    self.model_dir,
+                    self.source,
                 )
                 break
             self._retired[version] = (served.pop(version), time.monotonic())
@@ -309,6 +375,9 @@ class ModelRegistry:
             self._served = {}
             self._retired.clear()
             metrics.MODEL_DEFAULT_VERSION.set(0)
+            metrics.MODEL_SOURCE.labels(source=self.source).set(0)
+            if self._own_cache is not None:
+                self._own_cache.cleanup()
 
 
 @functools.cache
@@ -342,27 +411,7 @@ def _feature_bounds(
     return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
 
 
-def _fingerprint(path: Path) -> tuple[int, int, int]:
-    """(files, bytes, newest mtime) of a version folder: changes when anything is rewritten."""
-    files = size = newest = 0
-    for entry in _walk(path):
-        try:
-            stat = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        files += 1
-        size += stat.st_size
-        newest = max(newest, stat.st_mtime_ns)
-    return files, size, newest
-
-
-def _walk(path: Path) -> Iterable[os.DirEntry[str]]:
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
-        else:
-            yield entry
+def _count_request(kind: str, outcome: str, size: int) -> None:
+    metrics.STORE_REQUESTS.labels(kind=kind, outcome=outcome).inc()
+    if size:
+        metrics.STORE_DOWNLOADED_BYTES.inc(size)

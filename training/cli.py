@@ -168,10 +168,10 @@ def _register_train(subparsers: Any) -> None:
     )
     p.add_argument(
         "--model-dir",
-        type=Path,
-        default=DEFAULT_MODEL_DIR,
-        metavar="DIR",
-        help=f"model folder; the version lands in DIR/<N>/ (default {DEFAULT_MODEL_DIR})",
+        default=str(DEFAULT_MODEL_DIR),
+        metavar="DIR|URI",
+        help="model folder or object store URI (s3://bucket/prefix, gs://..., file://...); "
+        f"the version lands in DIR/<N>/ (default {DEFAULT_MODEL_DIR})",
     )
     p.add_argument(
         "--runs",
@@ -209,6 +209,8 @@ def _config_from(args: argparse.Namespace) -> ModelConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from training.data import generated_dataset, load_csv
     from training.train import RunResult, TrainingError, train_and_publish
+    from xor_dnn.modelstore import ModelStoreError
+    from xor_dnn.storage import StorageError
 
     try:
         config = _config_from(args)
@@ -258,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"xor-dnn train: failed: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
-    except TrainingError as exc:
+    except (TrainingError, StorageError, ModelStoreError) as exc:
         print(f"xor-dnn train: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     assert published.report is not None

@@ -7,13 +7,14 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from xor_dnn.storage import atomic_write
 
 COLUMNS = ("x", "y", "class id")
 LOW, HIGH = -5.0, 5.0
@@ -135,14 +136,7 @@ def save_csv(path: str | os.PathLike[str], points: NDArray[Any], labels: NDArray
     """Write the CSV atomically (temp file + rename): a reader never sees half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(to_csv_text(points, labels))
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(target, to_csv_text(points, labels))
     return target
 
 

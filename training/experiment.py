@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from xor_dnn.storage import atomic_write
 
 DEFAULT_NOISE = 0.08
 
@@ -161,12 +162,5 @@ def _json(payload: Any) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
     return path

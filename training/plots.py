@@ -6,8 +6,6 @@ display; each picture is written atomically (temp file + rename) beside the vers
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.data import HIGH, LOW
+from xor_dnn.storage import atomic_writer
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,14 +51,8 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp_name, format="png")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

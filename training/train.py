@@ -33,10 +33,10 @@ from xor_dnn.modelstore import (
     METADATA_FILE,
     OUTPUT_NAME,
     SIGNATURE_NAME,
-    publish_version,
-    read_metadata,
+    ModelRepository,
     write_json_atomic,
 )
+from xor_dnn.storage import name_of
 
 if TYPE_CHECKING:
     import keras
@@ -197,10 +197,11 @@ class TrainingReport:
 
 @dataclass(frozen=True)
 class PublishedVersion:
-    """A version that now exists on disk, complete."""
+    """A version that now exists in the repository, complete."""
 
     version: int
-    path: Path
+    path: Path | str
+    """Its folder, or its URI in an object store."""
     metadata: dict[str, Any]
     report: TrainingReport | None = field(default=None, repr=False, compare=False)
 
@@ -396,10 +397,9 @@ def _progress_callback(index: int, runs: int, config: ModelConfig, stream: IO[st
     return EpochProgress()
 
 
-def model_name_for(model_dir: Path) -> str:
-    """The model's name is its folder's name (``models/xor`` -> ``xor``)."""
-    name = Path(os.path.abspath(model_dir)).name
-    return name or DEFAULT_MODEL_NAME
+def model_name_for(model_dir: str | os.PathLike[str]) -> str:
+    """The model's name is its folder's name (``models/xor``, ``s3://b/models/xor`` -> ``xor``)."""
+    return name_of(model_dir) or DEFAULT_MODEL_NAME
 
 
 def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]:
@@ -553,20 +553,23 @@ def train_and_publish(
     """Train ``runs`` seeded models and publish the one chosen on validation as a new version.
 
     ``data`` is a CSV path (validated; :class:`~training.data.DataError` names file, row and
-    column) or None for the embedded generated data. The version folder ``model_dir/<N>/``
-    appears atomically with the SavedModel, ``metadata.json`` and three PNG pictures.
+    column) or None for the embedded generated data. ``model_dir`` is a folder or an object
+    store URI (``s3://``, ``gs://``): the version ``<N>/`` appears there complete, or not at
+    all, with the SavedModel, ``metadata.json`` and three PNG pictures
+    (:mod:`xor_dnn.modelstore`). A repository that cannot be written raises
+    :class:`~xor_dnn.storage.StorageError` before training starts.
     """
     dataset = resolve_dataset(data)
-    root = Path(model_dir)
-    # Fail on an unusable folder now, not after minutes of training.
-    root.mkdir(parents=True, exist_ok=True)
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise PermissionError(f"{root}: model folder is not writable")
+    repo = ModelRepository(model_dir)
+    # Fail on an unusable folder or bucket now, not after minutes of training.
+    repo.check()
     report = train_runs(dataset, config, runs, progress=progress, on_run=on_run)
-    name = model_name_for(root)
-    version, path = publish_version(root, lambda tmp: _write(tmp, report, name))
-    return PublishedVersion(version=version, path=path, metadata=read_metadata(path), report=report)
+    name = model_name_for(model_dir)
+    written: dict[str, Any] = {}
 
+    def build(folder: Path) -> None:
+        written.update(write_version(folder, report, model_name=name))
 
-def _write(folder: Path, report: TrainingReport, name: str) -> None:
-    write_version(folder, report, model_name=name)
+    version, path = repo.publish(build)
+    metadata = {**written, "version": version}
+    return PublishedVersion(version=version, path=path, metadata=metadata, report=report)

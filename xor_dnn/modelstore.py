@@ -1,56 +1,374 @@
-"""The on-disk contract for model versions, shared by training, serving and batch scoring.
+"""The model-version contract shared by training, serving and batch scoring: publish, list, load.
 
-Layout (TensorFlow Serving's)::
+Layout (TensorFlow Serving's), in a local folder or under an ``s3://`` / ``gs://`` prefix::
 
-    <model_dir>/<N>/saved_model.pb      N = 1, 2, 3 ... ; any other name is ignored
-    <model_dir>/<N>/variables/...
-    <model_dir>/<N>/metadata.json
+    <model>/<N>/saved_model.pb      N = 1, 2, 3 ... ; any other name is ignored
+    <model>/<N>/variables/...
+    <model>/<N>/metadata.json
+    <model>/<N>/manifest.json       completion marker: every file's size and sha256, written last
+    <model>/versions.json           object stores: the index pollers read (complete versions)
 
 The SavedModel's ``serving_default`` signature takes ``points``: float32 ``[None, 2]`` (x, y)
 and returns ``{"probability": float32 [None, 1]}``, the class-1 probability. It loads with
 plain ``tf.saved_model.load`` and no project code.
 
-A version appears atomically: it is built in a hidden temporary folder inside ``model_dir``
-and renamed to its number only once complete, so a poller never sees half a version and two
-trainings running at once each get their own number.
+**Local folders**: a version is built in a hidden temporary folder inside the model folder and
+renamed to its number once complete, so a poller never sees half a version and two trainings
+running at once each get their own number; readers scan the folder.
+
+**Object stores** have no atomic folder rename, so a version is published in four steps:
+
+1. *claim* the number with a create-only write of ``<N>/.claim`` (``If-None-Match: *``; a
+   publisher that loses moves on to N+1, so two publishers never share a number);
+2. upload every file under ``<N>/``;
+3. write ``<N>/manifest.json`` (create-only) last: a version without it is incomplete and
+   readers ignore it; a reader also checks every file it downloads against it;
+4. add the version to ``versions.json`` with a compare-and-swap write (``If-Match`` on the
+   ETag read), retried on a conflict, so concurrent publishers never drop each other's entry.
+
+Readers poll only ``versions.json`` with a conditional GET (an unchanged index costs a 304 and
+no body) and LIST nothing at steady state. When the index is missing or unreadable (a
+repository written by hand or by an older publisher) they fall back to one LIST per poll and
+take the versions whose ``manifest.json`` exists.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from xor_dnn.storage import (
+    ObjectNotFound,
+    Observer,
+    PreconditionFailed,
+    StorageError,
+    atomic_write,
+    name_of,
+    open_store,
+)
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "points"
 OUTPUT_NAME = "probability"
 METADATA_FILE = "metadata.json"
 SAVED_MODEL_FILE = "saved_model.pb"
+MANIFEST_FILE = "manifest.json"
+CLAIM_FILE = ".claim"
+INDEX_FILE = "versions.json"
 TMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
 
 
 class ModelStoreError(Exception):
     """A model folder or version is missing, unreadable or not a valid xor-dnn SavedModel."""
 
 
-def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
-    """Version numbers under ``model_dir`` holding a ``saved_model.pb``, ascending.
+def _is_version_name(name: str) -> bool:
+    return name.isdigit() and not name.startswith("0")
 
-    Names that are not plain positive integers (temp folders, ``latest``, files) are ignored,
-    as TensorFlow Serving does. A missing folder has no versions.
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(folder: Path, version: int) -> bytes:
+    """The completion marker of the version in ``folder``: each file's size and sha256."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel in (MANIFEST_FILE, CLAIM_FILE):
+            continue
+        files.append({"path": rel, "size": path.stat().st_size, "sha256": _sha256_file(path)})
+    return json.dumps({"version": version, "files": files}, indent=1).encode() + b"\n"
+
+
+def _parse_manifest(data: bytes, where: str) -> list[tuple[str, int, str]]:
+    try:
+        doc = json.loads(data)
+        files = [(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in doc["files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelStoreError(f"{where}: malformed {MANIFEST_FILE}: {exc}") from None
+    for rel, _, _ in files:
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+            raise ModelStoreError(f"{where}: {MANIFEST_FILE} names an unsafe path {rel!r}")
+    if SAVED_MODEL_FILE not in {rel for rel, _, _ in files}:
+        raise ModelStoreError(f"{where}: {MANIFEST_FILE} lists no {SAVED_MODEL_FILE}")
+    return files
+
+
+Listing = Literal["scan", "index", "list"]
+
+
+class ModelRepository:
+    """The versions of one model at a local path or URI (see the module docstring).
+
+    Usage::
+
+        repo = ModelRepository("s3://models/xor", cache_dir=Path("/cache"))
+        repo.list_versions()              # [1, 2]: one conditional GET of versions.json
+        folder = repo.fetch(2)            # downloaded into /cache/2, checked against manifest
+        number, where = repo.publish(lambda tmp: build_into(tmp))
+
+    ``observer`` sees every store request (see :mod:`xor_dnn.storage`). A remote repository
+    needs ``cache_dir`` for :meth:`fetch`; :func:`load_version` makes a temporary one.
     """
-    root = Path(model_dir)
+
+    def __init__(
+        self,
+        uri: str | os.PathLike[str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.store = open_store(uri, observer)
+        self.uri = self.store.uri
+        self.local_root = self.store.local_root
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.listing: Listing = "scan" if self.local_root is not None else "index"
+        """How the last :meth:`list_versions` found the versions: a folder ``scan``, the
+        ``index`` (``versions.json``) or the ``list`` fallback."""
+        self._index: dict[int, str] = {}
+        self._index_etag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name: the last segment of its path (``s3://b/models/xor`` -> ``xor``)."""
+        return name_of(self.uri)
+
+    @property
+    def remote(self) -> bool:
+        return self.local_root is None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def list_versions(self) -> list[int]:
+        """Complete version numbers, ascending; :class:`StorageError` if the store fails.
+
+        A missing local folder has no versions; a missing bucket is an error.
+        """
+        if self.local_root is not None:
+            return _scan(self.local_root)
+        return sorted(self._remote_versions())
+
+    def _remote_versions(self) -> dict[int, str]:
+        try:
+            body, etag = self.store.read_if_changed(INDEX_FILE, self._index_etag)
+        except ObjectNotFound as exc:
+            if exc.bucket_missing:
+                raise
+            return self._fallback("has no " + INDEX_FILE)
+        if body is None:  # unchanged since the last poll: a 304, no body
+            self.listing = "index"
+            return self._index
+        try:
+            index = _parse_index(body)
+        except ModelStoreError as exc:
+            return self._fallback(str(exc))
+        if self.listing != "index":
+            log.info("%s: reading versions from %s again", self.uri, INDEX_FILE)
+        self._index, self._index_etag, self.listing = index, etag, "index"
+        return index
+
+    def _fallback(self, why: str) -> dict[int, str]:
+        if self.listing != "list":
+            log.warning("%s %s; listing the repository on every poll instead", self.uri, why)
+        self.listing = "list"
+        self._index, self._index_etag = {}, None
+        return dict.fromkeys(self._listed_complete(), "")
+
+    def _listed_complete(self) -> list[int]:
+        complete = set()
+        for key in self.store.list():
+            head, _, rest = key.partition("/")
+            if rest == MANIFEST_FILE and _is_version_name(head):
+                complete.add(int(head))
+        return sorted(complete)
+
+    def fingerprint(self, version: int) -> Any:
+        """Changes whenever the version's files change (a failed version is retried then)."""
+        if self.local_root is not None:
+            return _fingerprint(self.local_root / str(version))
+        known = self._index.get(version)
+        if known:
+            return known
+        try:
+            return hashlib.sha256(self.store.read(f"{version}/{MANIFEST_FILE}")).hexdigest()
+        except StorageError:
+            return None
+
+    def fetch(self, version: int) -> Path:
+        """A local folder holding ``version``: the folder itself locally, else the cache's copy.
+
+        A remote version is downloaded into a temporary folder in ``cache_dir``, every file
+        checked against the manifest (size and sha256; the manifest against the index), and
+        renamed into ``cache_dir/<version>`` only when complete. Raises
+        :class:`ModelStoreError` for a version that does not match, :class:`StorageError`
+        when the store fails.
+        """
+        if self.local_root is not None:
+            return self.local_root / str(version)
+        if self.cache_dir is None:
+            raise ModelStoreError(f"{self.uri}: a remote repository needs a cache folder")
+        where = self.store.child(str(version))
+        raw = self.store.read(f"{version}/{MANIFEST_FILE}")
+        digest = hashlib.sha256(raw).hexdigest()
+        expected = self._index.get(version)
+        if expected and expected != digest:
+            raise ModelStoreError(f"{where}: {MANIFEST_FILE} does not match {INDEX_FILE}")
+        final = self.cache_dir / str(version)
+        marker = final / MANIFEST_FILE
+        if marker.is_file() and marker.read_bytes() == raw:
+            return final
+        files = _parse_manifest(raw, where)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=self.cache_dir))
+        try:
+            for rel, size, sha in files:
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                got = self.store.download(f"{version}/{rel}", dest)
+                if got != size or _sha256_file(dest) != sha:
+                    raise ModelStoreError(f"{where}/{rel}: does not match {MANIFEST_FILE}")
+            (tmp / MANIFEST_FILE).write_bytes(raw)
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def prune_cache(self, keep: set[int]) -> list[int]:
+        """Remove cached versions not in ``keep`` (and stale temporary folders); returns them."""
+        if self.cache_dir is None or self.remote is False or not self.cache_dir.is_dir():
+            return []
+        removed = []
+        for entry in self.cache_dir.iterdir():
+            stale = entry.name.startswith(TMP_PREFIX)
+            unwanted = _is_version_name(entry.name) and int(entry.name) not in keep
+            if stale or unwanted:
+                shutil.rmtree(entry, ignore_errors=True)
+                if unwanted:
+                    removed.append(int(entry.name))
+        return sorted(removed)
+
+    def load(self, version: int) -> LoadedModel:
+        """:meth:`fetch` then load and check the SavedModel (see :func:`load_folder`)."""
+        return load_folder(self.fetch(version), version)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail fast, before minutes of training, if the repository cannot be written."""
+        self.store.check()
+
+    def publish(
+        self, build: Callable[[Path], None], *, attempts: int = 50
+    ) -> tuple[int, Path | str]:
+        """Build a version with ``build(tmp_path)`` and publish it as the next number.
+
+        ``build`` writes the complete version (SavedModel, metadata, pictures) into the empty
+        folder it is given; the ``version`` field of its ``metadata.json`` is set to the number
+        actually claimed. Returns the number and where the version is (its folder, or its
+        URI in an object store). On any
+        error nothing half-written is left for readers (a claimed number without a manifest is
+        ignored by them and skipped by later publishers).
+        """
+        if self.local_root is not None:
+            return _publish_local(self.local_root, build, attempts)
+        with tempfile.TemporaryDirectory(prefix="xor-dnn-publish-") as tmp_name:
+            tmp = Path(tmp_name)
+            build(tmp)
+            if not (tmp / SAVED_MODEL_FILE).is_file():
+                raise ModelStoreError(f"build() wrote no {SAVED_MODEL_FILE}")
+            number = self._claim(attempts)
+            _set_metadata_version(tmp, number)
+            manifest = build_manifest(tmp, number)
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                self.store.upload(path, f"{number}/{path.relative_to(tmp).as_posix()}")
+            self.store.write(f"{number}/{MANIFEST_FILE}", manifest, if_none_match=True)
+            self._add_to_index(number, hashlib.sha256(manifest).hexdigest(), attempts)
+        return number, self.store.child(str(number))
+
+    def _claim(self, attempts: int) -> int:
+        taken = {
+            int(head)
+            for head, _, _ in (key.partition("/") for key in self.store.list())
+            if _is_version_name(head)
+        }
+        number = max(taken, default=0) + 1
+        for _ in range(attempts):
+            try:
+                self.store.write(f"{number}/{CLAIM_FILE}", b"", if_none_match=True)
+            except PreconditionFailed:
+                number += 1
+                continue
+            return number
+        raise ModelStoreError(f"{self.uri}: could not claim a version number in {attempts} tries")
+
+    def _add_to_index(self, number: int, manifest_sha: str, attempts: int) -> None:
+        for _ in range(attempts):
+            try:
+                body, etag = self.store.read_if_changed(INDEX_FILE, None)
+                assert body is not None
+                index = _parse_index(body)
+            except ObjectNotFound:
+                etag = None
+                # Versions published before the index existed must stay visible to readers.
+                index = dict.fromkeys(self._listed_complete(), "")
+            except ModelStoreError:
+                log.warning("%s: unreadable %s; rebuilding it", self.uri, INDEX_FILE)
+                index = dict.fromkeys(self._listed_complete(), "")
+            index[number] = manifest_sha
+            try:
+                if etag is None:
+                    self.store.write(INDEX_FILE, _index_bytes(index), if_none_match=True)
+                else:
+                    self.store.write(INDEX_FILE, _index_bytes(index), if_match=etag)
+            except PreconditionFailed:
+                continue  # another publisher updated it first: read it again
+            return
+        raise ModelStoreError(f"{self.uri}: could not update {INDEX_FILE} in {attempts} tries")
+
+
+def _parse_index(body: bytes) -> dict[int, str]:
+    try:
+        doc = json.loads(body)
+        return {
+            int(number): str(entry.get("manifest_sha256") or "")
+            for number, entry in doc["versions"].items()
+            if _is_version_name(number)
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelStoreError(f"unreadable {INDEX_FILE}: {exc}") from None
+
+
+def _index_bytes(index: dict[int, str]) -> bytes:
+    versions = {str(n): {"manifest_sha256": sha} for n, sha in sorted(index.items())}
+    return json.dumps({"format": 1, "versions": versions}, indent=1).encode() + b"\n"
+
+
+def _scan(root: Path) -> list[int]:
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:
@@ -58,14 +376,23 @@ def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
     versions = []
     for entry in entries:
         name = entry.name
-        is_number = name.isdigit() and not name.startswith("0")
-        if is_number and entry.is_dir() and (root / name / SAVED_MODEL_FILE).is_file():
+        if _is_version_name(name) and entry.is_dir() and (root / name / SAVED_MODEL_FILE).is_file():
             versions.append(int(name))
     return sorted(versions)
 
 
+def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
+    """Version numbers under ``model_dir`` (a path or URI), ascending.
+
+    Locally: folders named as plain positive integers holding a ``saved_model.pb`` (temp
+    folders, ``latest`` and files are ignored, as TensorFlow Serving does); a missing folder
+    has no versions. Remotely: the complete versions (see the module docstring).
+    """
+    return ModelRepository(model_dir).list_versions()
+
+
 def latest_version(model_dir: str | os.PathLike[str]) -> int | None:
-    """The newest version number, or None when the folder holds no version."""
+    """The newest version number, or None when the repository holds no version."""
     versions = list_versions(model_dir)
     return versions[-1] if versions else None
 
@@ -80,15 +407,15 @@ def publish_version(
     build: Callable[[Path], None],
     *,
     attempts: int = 50,
-) -> tuple[int, Path]:
-    """Build a version with ``build(tmp_path)`` and rename it into place as the next number.
+) -> tuple[int, Path | str]:
+    """Publish the version ``build(tmp_path)`` writes as the next number of ``model_dir``.
 
-    ``build`` writes the complete version (SavedModel, metadata, pictures) into the empty
-    folder it is given; the ``version`` field of its ``metadata.json`` is set to the number
-    actually claimed. A number is claimed by the atomic rename itself, so concurrent
-    trainings never share or overwrite a version. On any error the temporary folder is removed.
+    ``model_dir`` is a path or URI; see :meth:`ModelRepository.publish`.
     """
-    root = Path(model_dir)
+    return ModelRepository(model_dir).publish(build, attempts=attempts)
+
+
+def _publish_local(root: Path, build: Callable[[Path], None], attempts: int) -> tuple[int, Path]:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
     try:
@@ -101,6 +428,9 @@ def publish_version(
         for _ in range(attempts):
             number = _next_free_number(root)
             _set_metadata_version(tmp, number)
+            # The manifest makes a local folder a valid object-store version once copied
+            # there (e.g. ``aws s3 sync``), read through the LIST fallback.
+            (tmp / MANIFEST_FILE).write_bytes(build_manifest(tmp, number))
             final = root / str(number)
             try:
                 # rename() onto an existing non-empty folder fails, so the first publisher to
@@ -129,16 +459,9 @@ def _set_metadata_version(folder: Path, number: int) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` via a temp file and rename, so readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` atomically (:func:`xor_dnn.storage.atomic_write`)."""
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    atomic_write(path, text)
 
 
 def read_metadata(version_path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -153,6 +476,32 @@ def read_metadata(version_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelStoreError(f"{path}: metadata must be a JSON object")
     return data
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    """(files, bytes, newest mtime) of a version folder: changes when anything is rewritten."""
+    files = size = newest = 0
+    for entry in _walk(path):
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        files += 1
+        size += stat.st_size
+        newest = max(newest, stat.st_mtime_ns)
+    return files, size, newest
+
+
+def _walk(path: Path) -> Iterator[os.DirEntry[str]]:
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        else:
+            yield entry
 
 
 FAST_CALL_RTOL = 1e-5
@@ -299,13 +648,31 @@ _PROBE_POINTS = np.array(
 )
 
 
-def load_version(model_dir: str | os.PathLike[str], version: int) -> LoadedModel:
-    """Load ``model_dir/<version>`` and check its signature matches the contract above.
+def load_version(
+    model_dir: str | os.PathLike[str],
+    version: int,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LoadedModel:
+    """Load version ``version`` of ``model_dir`` (a path or URI); see :func:`load_folder`.
+
+    A remote version is downloaded into ``cache_dir``, or into a temporary folder removed
+    once loaded (TensorFlow holds the variables in memory; the files are not read again).
+    """
+    repo = ModelRepository(model_dir, cache_dir=cache_dir)
+    if repo.remote and cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="xor-dnn-cache-") as tmp:
+            repo.cache_dir = Path(tmp)
+            return repo.load(version)
+    return repo.load(version)
+
+
+def load_folder(path: Path, version: int) -> LoadedModel:
+    """Load the SavedModel in ``path`` as ``version`` and check its signature (contract above).
 
     Raises :class:`ModelStoreError` naming the path when the folder is missing, the
     SavedModel does not load, or its ``serving_default`` signature has the wrong shape.
     """
-    path = Path(model_dir) / str(version)
     if not (path / SAVED_MODEL_FILE).is_file():
         raise ModelStoreError(f"{path}: no {SAVED_MODEL_FILE} (version {version} not found)")
     metadata = read_metadata(path)

@@ -95,7 +95,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
         raise RuntimeError(f"gRPC: cannot listen on {where} (grpc_port): {exc}") from None
     await server.start()
     follower = asyncio.create_task(
-        health.follow(settings.poll_interval_s), name="grpc-health-follower"
+        health.follow(min(settings.poll_interval, 1.0)), name="grpc-health-follower"
     )
     log.info("gRPC listening on %s (%s)", where, "TLS" if credentials is not None else "plaintext")
     return GrpcServer(server, health, follower, port)

@@ -28,8 +28,10 @@ async def readyz(dataplane: DataPlaneDep) -> Response:
         reason = (
             "shutting down"
             if dataplane.stopping
-            else f"no model version loaded yet from {registry.model_dir.name}/"
+            else f"no model version loaded yet from {registry.source}"
         )
+        if registry.store_error and not dataplane.stopping:
+            reason += f" ({registry.store_error})"
         return json_response(
             {"error": {"code": "not_ready", "message": f"not ready: {reason}"}}, 503
         )
@@ -39,6 +41,8 @@ async def readyz(dataplane: DataPlaneDep) -> Response:
             "model_name": dataplane.model_name,
             "default_version": registry.default_version,
             "versions": registry.versions,
+            "source": registry.source,
+            "store": "ok" if registry.store_error is None else "unreachable",
         }
     )
 

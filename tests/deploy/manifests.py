@@ -28,8 +28,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ("dev", "prod", "monitoring")
-JOBS = ("train", "score")
+OVERLAYS = ("dev", "prod", "monitoring", "minio")
+JOBS = ("train", "train-bucket", "score")
 TINI = "/usr/bin/tini"
 
 

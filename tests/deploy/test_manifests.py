@@ -29,12 +29,14 @@ from tests.deploy.manifests import (
     render,
 )
 from xor_dnn.cli import build_parser
+from xor_dnn.storage import is_remote
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl not installed")
 
 SETTINGS_ENV = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
-# Variables read outside Settings: the scorer's shard count and model dir (scoring/cli.py).
-OTHER_ENV = {"XOR_DNN_NUM_SHARDS", "XOR_DNN_MODEL_DIR"}
+# Variables read outside Settings: the scorer's shard count and model dir (scoring/cli.py),
+# the object-store credentials folder (xor_dnn/storage.py).
+OTHER_ENV = {"XOR_DNN_NUM_SHARDS", "XOR_DNN_MODEL_DIR", "XOR_DNN_STORE_CREDENTIALS_DIR"}
 WORKLOADS = ("Deployment", "Job", "CronJob")
 
 
@@ -91,7 +93,8 @@ def test_api_port_probes_and_service_agree(
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     env = dict(read_dockerfile().env)
     for src in api["envFrom"]:
-        env.update(settings[src["configMapRef"]["name"]])
+        if "configMapRef" in src:  # the object-store Secret is the user's
+            env.update(settings[src["configMapRef"]["name"]])
     assert int(env["XOR_DNN_PORT"]) == ports["http"], "the app must listen on the declared port"
     assert env["XOR_DNN_HOST"] == "0.0.0.0", "a pod must listen beyond its loopback"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -131,8 +134,33 @@ def test_prod_scales_and_spreads(rendered: dict[str, list[dict[str, Any]]]) -> N
     assert hpa["spec"]["minReplicas"] >= 2
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
     assert pod_spec(find(objs, "Deployment"))["topologySpreadConstraints"]
-    pvc = find(objs, "PersistentVolumeClaim", "xor-dnn-models")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.parametrize("overlay", ["prod", "minio"])
+def test_prod_needs_no_read_write_many_claim(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """Most clusters have no RWX storage class: models come from a bucket (issue #13)."""
+    objs = rendered[f"overlays/{overlay}"]
+    modes = {
+        o["metadata"]["name"]: o["spec"]["accessModes"]
+        for o in objs
+        if o["kind"] == "PersistentVolumeClaim"
+    }
+    assert all("ReadWriteMany" not in m for m in modes.values()), modes
+    settings = config_maps(objs)[find(objs, "ConfigMap")["metadata"]["name"]]
+    assert is_remote(settings["XOR_DNN_MODEL_DIR"])
+    (api,) = pod_spec(find(objs, "Deployment", "xor-dnn-api"))["containers"]
+    cache = next(m for m in api["volumeMounts"] if m["mountPath"] == settings["XOR_DNN_CACHE_DIR"])
+    volume = next(v for v in pod_spec(find(objs, "Deployment", "xor-dnn-api"))["volumes"]
+                  if v["name"] == cache["name"])  # fmt: skip
+    assert "emptyDir" in volume
+    egress = find(objs, "NetworkPolicy", "xor-dnn-object-store-egress")
+    ports = {(p["protocol"], p["port"]) for r in egress["spec"]["egress"] for p in r["ports"]}
+    store_port = 9000 if overlay == "minio" else 443  # in-cluster MinIO, or the cloud's HTTPS
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", store_port)}
+    selected = set(egress["spec"]["podSelector"]["matchExpressions"][0]["values"])
+    assert {"xor-dnn-api", "xor-dnn-score", "xor-dnn-train"} <= selected
 
 
 def test_servicemonitor_scrapes_the_service_port(
@@ -173,16 +201,35 @@ def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]], where:
             # A read-only root needs a writable /tmp (tempfile, Keras, Prometheus multiproc).
             tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
             assert "emptyDir" in tmp, name
-            # The image's model dir must sit on the models volume.
-            model_dir = image.env["XOR_DNN_MODEL_DIR"]
-            assert any(model_dir.startswith(m + "/") for m in mounts), name
+            if not c["image"].startswith("xor-dnn"):
+                continue  # MinIO (overlay minio): not this image
+            # A local model dir must sit on a mounted volume (an object store needs none).
+            model_dir = _effective_env(c, rendered[where], image.env)["XOR_DNN_MODEL_DIR"]
+            if not is_remote(model_dir):
+                assert any(model_dir.startswith(m + "/") for m in mounts), name
+
+
+def _effective_env(
+    container: dict[str, Any], objs: list[dict[str, Any]], image_env: dict[str, str]
+) -> dict[str, str]:
+    env = dict(image_env)
+    maps = config_maps(objs)
+    for src in container.get("envFrom", []):
+        if "configMapRef" in src:
+            env.update(maps[src["configMapRef"]["name"]])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
 
 
 def test_indexed_job_and_cronjob_shard_the_same_way(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     job = find(rendered["jobs/score"], "Job")
-    cron = find(rendered["overlays/prod"], "CronJob")
+    cron = find(rendered["overlays/dev"], "CronJob")
+    prod_cron = find(rendered["overlays/prod"], "CronJob")
+    (prod_c,) = prod_cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    (job_c,) = job["spec"]["template"]["spec"]["containers"]
+    assert prod_c["args"] == job_c["args"], "prod scores like the one-off Job (model: bucket)"
     for spec in (job["spec"], cron["spec"]["jobTemplate"]["spec"]):
         assert spec["completionMode"] == "Indexed"
         (c,) = spec["template"]["spec"]["containers"]
@@ -198,14 +245,21 @@ def test_indexed_job_and_cronjob_shard_the_same_way(
     )
 
 
+@pytest.mark.parametrize(
+    ("train", "overlay", "claims"),
+    [
+        ("jobs/train", "overlays/dev", {"xor-dnn-models"}),
+        ("jobs/train-bucket", "overlays/prod", set()),
+    ],
+)
 def test_training_job_publishes_where_the_api_reads(
-    rendered: dict[str, list[dict[str, Any]]],
+    rendered: dict[str, list[dict[str, Any]]], train: str, overlay: str, claims: set[str]
 ) -> None:
-    job = find(rendered["jobs/train"], "Job")
+    job = find(rendered[train], "Job")
     (c,) = pod_spec(job)["containers"]
     args = parse_cli(c["args"])
     assert args.command == "train"
-    objs = rendered["overlays/prod"]
+    objs = rendered[overlay]
     api_env = config_maps(objs)[find(objs, "ConfigMap")["metadata"]["name"]]
     assert str(args.model_dir) == api_env["XOR_DNN_MODEL_DIR"]
     train_claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(job)["volumes"]
@@ -213,9 +267,10 @@ def test_training_job_publishes_where_the_api_reads(
     api_claims = {v["persistentVolumeClaim"]["claimName"]
                   for v in pod_spec(find(objs, "Deployment"))["volumes"]
                   if "persistentVolumeClaim" in v}  # fmt: skip
-    assert train_claims == api_claims == {"xor-dnn-models"}
-    models_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/models")
-    assert not models_mount.get("readOnly"), "the training Job writes versions"
+    assert train_claims == api_claims == claims
+    if claims:
+        models_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/models")
+        assert not models_mount.get("readOnly"), "the training Job writes versions"
 
 
 def test_image_matches_manifests() -> None:

@@ -62,7 +62,9 @@ def probe_budget(probe: dict[str, Any]) -> float:
 
 @pytest.fixture(scope="module")
 def prod() -> list[dict[str, Any]]:
-    return render(K8S / "overlays" / "prod")
+    # The dev overlay: the same API container reading a mounted folder (prod reads a bucket,
+    # which tests/storage exercises against a real S3 API).
+    return render(K8S / "overlays" / "dev")
 
 
 @pytest.fixture(scope="module")

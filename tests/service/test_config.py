@@ -26,10 +26,13 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("XOR_DNN_"):
             monkeypatch.delenv(key)
     s = Settings()
-    assert s.model_dir == Path("models/xor")
+    assert s.model_dir == "models/xor" and s.cache_dir is None
     assert (s.model_name, s.host, s.port, s.workers) == ("xor", "127.0.0.1", 8000, 1)
     assert s.max_batch_size == 1024 and s.max_points_per_request == 1024
-    assert s.poll_interval_s == 1.0 and s.keep_versions == 3 and s.drain_timeout_s == 20
+    assert s.poll_interval == 1.0 and s.keep_versions == 3 and s.drain_timeout_s == 20
+    remote = Settings(model_dir="s3://bucket/models/xor")
+    assert remote.poll_interval == 10.0  # cost table in docs/storage.md
+    assert Settings(model_dir="s3://b/x", poll_interval_s=1).poll_interval == 1.0
     assert s.cors_origins == [] and s.enable_docs and s.enable_metrics
     assert not s.train_if_missing and s.log_format == "text" and s.root_path == ""
     assert s.tf_threads == 1

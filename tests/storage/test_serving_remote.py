@@ -1,0 +1,192 @@
+"""Serving from a real S3 API: poll cost, hot reload, cache, outage, missing bucket, fallback."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench._s3server import S3
+from service.app import create_app
+from service.config import Settings
+from xor_dnn.modelstore import INDEX_FILE, MANIFEST_FILE, publish_version
+from xor_dnn.storage import open_store
+
+pytestmark = pytest.mark.slow
+
+IDLE_S = 30.0
+"""The idle window of the polling-cost test (the issue's check: 30 s at a 1 s poll)."""
+POINTS = {"points": [{"x": 1, "y": 1}, {"x": 1, "y": -1}]}
+
+
+def copy_of(version_folder: Path) -> Callable[[Path], None]:
+    """A ``build`` for :func:`publish_version` that re-publishes a trained version."""
+
+    def build(tmp: Path) -> None:
+        shutil.copytree(version_folder, tmp, dirs_exist_ok=True)
+        (tmp / MANIFEST_FILE).unlink(missing_ok=True)
+
+    return build
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    text = client.get("/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def serve(uri: str, tmp_path: Path, **overrides: Any) -> TestClient:
+    settings = Settings(
+        model_dir=uri, cache_dir=tmp_path / "cache", log_level="warning", **overrides
+    )
+    return TestClient(create_app(settings))
+
+
+def test_idle_polling_is_one_conditional_get_a_second_and_a_publish_hot_loads(
+    s3: S3, bucket: str, model_dir: Path, tmp_path: Path
+) -> None:
+    uri = f"s3://{bucket}/models/xor"
+    publish_version(uri, copy_of(model_dir / "1"))
+    with serve(uri, tmp_path, poll_interval_s=1.0, keep_versions=1) as client:
+        ready = client.get("/readyz").json()
+        assert ready["default_version"] == 1
+        assert (ready["source"], ready["store"]) == (uri, "ok")
+        assert client.post("/predict", json=POINTS).status_code == 200
+        assert metric(client, "xor_dnn_model_source_info", source=uri) == 1
+
+        mark = s3.proxy.mark()
+        started = time.monotonic()
+        wait_for(lambda: time.monotonic() - started >= IDLE_S, IDLE_S + 5, "the idle window")
+        idle = s3.proxy.since(mark)
+        assert [r for r in idle if r.kind != "get"] == []  # no LIST, HEAD or PUT when idle
+        assert {r.key for r in idle} == {f"models/xor/{INDEX_FILE}"}
+        assert {r.status for r in idle} == {304}  # unchanged index: no body
+        assert all(r.if_none_match for r in idle)
+        # one GET a second, give or take the +-20% jitter; fewer if the machine is busy
+        assert IDLE_S / 4 <= len(idle) <= IDLE_S / 0.8 + 1, len(idle)
+
+        published = time.monotonic()
+        publish_version(uri, copy_of(model_dir / "2"))
+        wait_for(
+            lambda: client.get("/readyz").json()["default_version"] == 2, 60, "version 2 loaded"
+        )
+        # detected by the next poll or the one after (loading it takes the rest)
+        polls = [r for r in s3.proxy.since(mark) if r.key.endswith(INDEX_FILE)]
+        changed = [i for i, r in enumerate(polls) if r.status == 200]
+        assert changed, "no poll saw the new index"
+        assert time.monotonic() - published < 60
+        assert client.post("/predict", json=POINTS).json()
+        # the cache holds only the kept version
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["2"]
+        assert metric(client, "xor_dnn_store_downloaded_bytes_total") > 0
+        assert metric(client, "xor_dnn_store_requests_total", kind="list") == 0
+        assert metric(client, "xor_dnn_store_requests_total", outcome="not_modified") >= 1
+
+
+def test_store_outage_keeps_serving_and_ready_then_recovers(
+    s3: S3,
+    bucket: str,
+    model_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uri = f"s3://{bucket}/xor"
+    publish_version(uri, copy_of(model_dir / "1"))
+    with serve(uri, tmp_path, poll_interval_s=0.2) as client:
+        assert client.get("/readyz").status_code == 200
+        caplog.set_level(logging.INFO, logger="service.registry")
+        failed_before = metric(client, "xor_dnn_store_requests_total", outcome="error")
+        s3.proxy.stop()
+        try:
+            answered = 0
+
+            def outage_seen() -> bool:
+                nonlocal answered
+                # every request during the outage is answered, and the pod stays ready
+                assert client.post("/predict", json=POINTS).status_code == 200
+                assert client.get("/readyz").status_code == 200
+                answered += 1
+                failed = metric(client, "xor_dnn_store_requests_total", outcome="error")
+                return failed - failed_before >= 3
+
+            wait_for(outage_seen, 120, "three failed polls")
+            ready = client.get("/readyz").json()
+            assert (ready["store"], ready["default_version"]) == ("unreachable", 1)
+            assert metric(client, "xor_dnn_store_up") == 0
+        finally:
+            s3.proxy.start()
+        assert answered >= 1
+        publish_version(uri, copy_of(model_dir / "2"))
+        # backoff is at most 30 s here; the next successful poll loads version 2
+        wait_for(lambda: client.get("/readyz").json()["default_version"] == 2, 90, "recovery")
+        assert client.get("/readyz").json()["store"] == "ok"
+        assert metric(client, "xor_dnn_store_up") == 1
+    lost = [r for r in caplog.records if "model store unreachable" in r.getMessage()]
+    back = [r for r in caplog.records if "reachable again" in r.getMessage()]
+    assert (len(lost), len(back)) == (1, 1)  # logged once per change of state
+
+
+def test_missing_bucket_keeps_the_service_unready_with_the_cause(tmp_path: Path, s3: S3) -> None:
+    with serve("s3://no-such-bucket-srv/xor", tmp_path, poll_interval_s=0.2) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        message = response.json()["error"]["message"]
+        assert "s3://no-such-bucket-srv/xor" in message and "NoSuchBucket" in message
+        assert client.get("/healthz").status_code == 200
+
+
+def test_corrupt_and_incomplete_versions_are_skipped(
+    s3: S3, bucket: str, model_dir: Path, tmp_path: Path
+) -> None:
+    uri = f"s3://{bucket}/xor"
+    publish_version(uri, copy_of(model_dir / "1"))
+    store = open_store(uri)
+    publish_version(uri, copy_of(model_dir / "2"))
+    store.write("2/variables/variables.index", b"corrupted after publishing")
+    for path in sorted((model_dir / "2").rglob("*")):  # a graph-only v3 without a marker
+        if path.is_file() and path.name != MANIFEST_FILE:
+            store.upload(path, f"3/{path.relative_to(model_dir / '2').as_posix()}")
+    publish_version(uri, copy_of(model_dir / "2"))  # v4, then a file lost from it
+    import obstore
+
+    obstore.delete(store.store, "4/variables/variables.index")  # type: ignore[attr-defined]
+    with serve(uri, tmp_path, poll_interval_s=0.2) as client:
+        ready = client.get("/readyz").json()
+        assert (ready["default_version"], ready["versions"]) == (1, [1])
+        assert ready["store"] == "ok"  # a missing file is the version's fault, not the store's
+        assert metric(client, "xor_dnn_model_load_failures_total", version="2") == 1
+        assert metric(client, "xor_dnn_model_load_failures_total", version="3") == 0
+        assert metric(client, "xor_dnn_model_load_failures_total", version="4") == 1
+
+
+def test_repository_without_index_is_served_through_the_list_fallback(
+    s3: S3, bucket: str, model_dir: Path, tmp_path: Path
+) -> None:
+    uri = f"s3://{bucket}/synced"
+    store = open_store(uri)
+    for path in sorted((model_dir / "1").rglob("*")):  # as `aws s3 sync` of a local folder
+        if path.is_file():
+            store.upload(path, f"1/{path.relative_to(model_dir / '1').as_posix()}")
+    with serve(uri, tmp_path, poll_interval_s=0.2) as client:
+        assert client.get("/readyz").json()["default_version"] == 1
+        assert metric(client, "xor_dnn_model_index_fallbacks_total") >= 1
+        assert client.post("/predict", json=POINTS).status_code == 200

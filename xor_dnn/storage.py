@@ -1,0 +1,446 @@
+"""One storage layer for local folders, ``file://``, ``s3://`` and ``gs://``: the only module that
+looks at a URI's scheme.
+
+Exceptions::
+
+    StorageError                 the store refused or could not be reached; names the URI
+    ├── ObjectNotFound           no such object (or no such bucket: see ``bucket_missing``)
+    └── PreconditionFailed       a conditional write lost (the object exists / changed)
+
+A :class:`Store` is a flat namespace of keys (``"3/saved_model.pb"``) under one root: a local
+folder, or an object store through obstore (Rust's object_store: S3 and GCS behind one API;
+docs/storage.md says why not pyarrow.fs, fsspec or boto3). Besides plain reads, writes and
+listings it offers what the model-store contract needs and pyarrow.fs does not: a
+**create-only** write (``If-None-Match: *`` on S3, generation 0 on GCS, ``O_EXCL``
+locally), a **compare-and-swap** write on an ETag (``If-Match`` / a generation match), and
+a **conditional read** that costs a 304 and no body when the object is unchanged. Every
+request is reported to ``observer(kind, outcome, body_bytes)`` so the service can count
+requests by kind (``get``, ``list``, ``put``) and outcome, and bytes downloaded.
+
+Usage::
+
+    store = open_store("s3://models/xor")            # or "models/xor", "file:///srv/xor"
+    etag = store.write("versions.json", b"{}", if_none_match=True)
+    body, etag = store.read_if_changed("versions.json", etag)   # (None, etag): unchanged
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+Observer = Callable[[str, str, int], None]
+"""``observer(kind, outcome, body_bytes)``: kind is get/list/head/put/delete, outcome is
+ok/not_modified/not_found/precondition_failed/error."""
+
+
+class StorageError(Exception):
+    """The store refused a request or could not be reached; the message names the URI."""
+
+    def __init__(self, uri: str, cause: str) -> None:
+        super().__init__(f"{uri}: {cause}")
+        self.uri = uri
+        self.cause = cause
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist (``bucket_missing`` when the whole bucket does not)."""
+
+    def __init__(self, uri: str, cause: str = "not found", *, bucket_missing: bool = False):
+        super().__init__(uri, cause)
+        self.bucket_missing = bucket_missing
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write found the object already there, or changed since it was read."""
+
+
+def _ignore(kind: str, outcome: str, size: int) -> None:
+    return None
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename.
+
+    Readers see the old file or the new one, never half of one; on any error the temp file is
+    removed and ``path`` is untouched. The file gets the usual 0644 (``mkstemp`` makes 0600).
+    """
+    with atomic_writer(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp path beside ``path`` to write in any way; renamed onto ``path`` on success.
+
+    For writers that need a file name (matplotlib, Arrow, CSV writers): write to the yielded
+    path; it replaces ``path`` only if the block completes, and is removed otherwise.
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        tmp.chmod(0o644 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class Store:
+    """Keys under one root of one store; see the module docstring."""
+
+    uri: str
+    """The root, as the user wrote it (without credentials: none are ever in a URI)."""
+    local_root: Path | None = None
+    """The folder itself when the store is a local one (atomic renames and scans work there)."""
+
+    def __init__(self, uri: str, observer: Observer | None = None) -> None:
+        self.uri = uri.rstrip("/")
+        self.observer: Observer = observer or _ignore
+
+    def child(self, key: str) -> str:
+        """The URI of ``key`` (for messages)."""
+        return f"{self.uri}/{key}"
+
+    # Each backend implements these.
+    def read(self, key: str) -> bytes:
+        """The object's bytes; :class:`ObjectNotFound` when absent."""
+        raise NotImplementedError
+
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes | None, str]:
+        """``(body, etag)``, or ``(None, etag)`` when the object still has ``etag``."""
+        raise NotImplementedError
+
+    def write(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        """Store ``data`` at ``key``; returns the new ETag.
+
+        ``if_none_match``: only if no object is there; ``if_match``: only if the object still
+        has this ETag. Either raises :class:`PreconditionFailed` when the condition fails.
+        """
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (recursive), sorted."""
+        raise NotImplementedError
+
+    def download(self, key: str, dest: Path) -> int:
+        """Copy the object into the local file ``dest``; returns its size."""
+        dest.write_bytes(self.read(key))
+        return dest.stat().st_size
+
+    def upload(self, src: Path, key: str) -> None:
+        """Copy the local file ``src`` to ``key`` (unconditionally)."""
+        self.write(key, src.read_bytes())
+
+    def check(self) -> None:
+        """Fail now, with a clear :class:`StorageError`, if the root cannot be listed."""
+        self.list(".xor-dnn-check/")
+
+
+class LocalStore(Store):
+    """A local folder; ETags are content hashes, conditional writes use ``O_EXCL``/rename."""
+
+    def __init__(self, root: Path, uri: str, observer: Observer | None = None) -> None:
+        super().__init__(uri, observer)
+        self.local_root = root
+
+    def _path(self, key: str) -> Path:
+        assert self.local_root is not None
+        return self.local_root / key
+
+    def read(self, key: str) -> bytes:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            self.observer("get", "not_found", 0)
+            raise ObjectNotFound(self.child(key)) from None
+        except OSError as exc:
+            self.observer("get", "error", 0)
+            raise StorageError(self.child(key), exc.strerror or str(exc)) from None
+        self.observer("get", "ok", len(data))
+        return data
+
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes | None, str]:
+        data = self.read(key)
+        new = _etag(data)
+        return (None, new) if new == etag else (data, new)
+
+    def write(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if if_none_match:
+            try:
+                # O_EXCL creates atomically or fails: the same guarantee as If-None-Match: *.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self.observer("put", "precondition_failed", 0)
+                raise PreconditionFailed(self.child(key), "already exists") from None
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        else:
+            if if_match is not None:
+                try:
+                    current = _etag(path.read_bytes())
+                except FileNotFoundError:
+                    current = None
+                # Not atomic against another local writer between read and rename; local
+                # folders publish by rename (modelstore), this serves tests and tools.
+                if current != if_match:
+                    self.observer("put", "precondition_failed", 0)
+                    raise PreconditionFailed(self.child(key), "changed since read")
+            atomic_write(path, data)
+        self.observer("put", "ok", 0)
+        return _etag(data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        assert self.local_root is not None
+        root = self.local_root
+        keys = []
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                key = Path(dirpath, name).relative_to(root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        self.observer("list", "ok", 0)
+        return sorted(keys)
+
+    def upload(self, src: Path, key: str) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(dest) as tmp:
+            tmp.write_bytes(src.read_bytes())
+        self.observer("put", "ok", 0)
+
+    def check(self) -> None:
+        assert self.local_root is not None
+        root = self.local_root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(self.uri, exc.strerror or str(exc)) from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise StorageError(self.uri, "model folder is not writable")
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class ObjectStore(Store):
+    """``s3://bucket/prefix`` or ``gs://bucket/prefix`` through obstore (Rust object_store).
+
+    Configuration comes from the standard environment: for S3 ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
+    ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (MinIO, Ceph RGW; plain http allowed for an
+    http:// endpoint), web identity (IRSA) and instance metadata; for GCS
+    ``GOOGLE_APPLICATION_CREDENTIALS`` / ``GOOGLE_SERVICE_ACCOUNT`` and workload identity.
+    Short timeouts and two retries: a poll that cannot reach the store fails within seconds
+    and is tried again on the next poll, rather than holding a thread for minutes.
+    """
+
+    def __init__(self, uri: str, observer: Observer | None = None) -> None:
+        super().__init__(uri, observer)
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = _connect(self.uri)
+        return self._store
+
+    def _fail(self, kind: str, key: str, exc: Exception) -> StorageError:
+        """The exception for a failed request, after counting it."""
+        from obstore import exceptions as oe
+
+        uri = self.child(key) if key else self.uri
+        text = _one_line(exc)
+        # obstore cuts the server's XML short ("<Code>NoSuchBucke..."); a LIST answered 404
+        # can only mean a missing bucket.
+        if "NoSuchBuck" in text or (kind == "list" and "404 Not Found" in text):
+            self.observer(kind, "not_found", 0)
+            bucket = urlsplit(self.uri).netloc
+            return ObjectNotFound(
+                uri, f"bucket '{bucket}' does not exist (NoSuchBucket)", bucket_missing=True
+            )
+        # obstore raises the builtin OSError subclasses for some of its errors.
+        if isinstance(exc, oe.NotFoundError | FileNotFoundError):
+            self.observer(kind, "not_found", 0)
+            return ObjectNotFound(uri)
+        if isinstance(exc, oe.AlreadyExistsError | oe.PreconditionError | FileExistsError):
+            self.observer(kind, "precondition_failed", 0)
+            return PreconditionFailed(uri, "the object exists or changed since read")
+        self.observer(kind, "error", 0)
+        if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError):
+            return StorageError(uri, f"access denied (check the credentials): {text}")
+        return StorageError(uri, text)
+
+    def read(self, key: str) -> bytes:
+        body, _ = self._get(key, None)
+        assert body is not None
+        return body
+
+    def read_if_changed(self, key: str, etag: str | None) -> tuple[bytes | None, str]:
+        return self._get(key, etag)
+
+    def _get(self, key: str, etag: str | None) -> tuple[bytes | None, str]:
+        import obstore
+        from obstore import exceptions as oe
+
+        try:
+            options: Any = {"if_none_match": etag} if etag is not None else {}
+            result = obstore.get(self.store, key, options=options)
+            data = bytes(result.bytes())
+        except oe.NotModifiedError:
+            self.observer("get", "not_modified", 0)
+            return None, str(etag)
+        except Exception as exc:
+            raise self._fail("get", key, exc) from None
+        self.observer("get", "ok", len(data))
+        return data, str(result.meta.get("e_tag") or "")
+
+    def write(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        import obstore
+
+        mode: Any = "overwrite"
+        if if_none_match:
+            mode = "create"
+        elif if_match is not None:
+            mode = {"e_tag": if_match}
+        try:
+            result = obstore.put(self.store, key, data, mode=mode)
+        except Exception as exc:
+            raise self._fail("put", key, exc) from None
+        self.observer("put", "ok", 0)
+        return str(result.get("e_tag") or "")
+
+    def list(self, prefix: str = "") -> list[str]:
+        import obstore
+
+        keys: list[str] = []
+        try:
+            for batch in obstore.list(self.store, prefix=prefix or None):
+                self.observer("list", "ok", 0)
+                keys.extend(str(meta["path"]) for meta in batch)
+        except Exception as exc:
+            raise self._fail("list", "", exc) from None
+        return sorted(keys)
+
+    def check(self) -> None:
+        # One LIST of a key that cannot exist: proves the bucket, credentials and endpoint.
+        self.list(".xor-dnn-check/")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines) if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+CREDENTIALS_DIR_ENV = "XOR_DNN_STORE_CREDENTIALS_DIR"
+"""A folder of files named like the variables the store reads (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
+``GOOGLE_SERVICE_ACCOUNT_KEY``), each holding the value: a Kubernetes Secret mounted as files,
+so credentials stay out of the process environment. A variable that is set wins."""
+
+
+def _setting(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value:
+        return value
+    folder = os.environ.get(CREDENTIALS_DIR_ENV)
+    if not folder:
+        return None
+    try:
+        return (Path(folder) / name).read_text().strip() or None
+    except OSError:  # absent: the Secret does not set it
+        return None
+
+
+def _connect(uri: str) -> Any:
+    """An obstore store for ``uri``, configured from the environment (see ObjectStore)."""
+    from datetime import timedelta
+
+    from obstore.store import from_url
+
+    retry = {
+        "max_retries": 2,
+        "retry_timeout": timedelta(seconds=10),
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=1),
+            "base": 2,
+        },
+    }
+    client: dict[str, Any] = {"connect_timeout": "3s", "timeout": "10s"}
+    config: dict[str, Any] = {}
+    if uri.startswith("s3://"):
+        endpoint = _setting("AWS_ENDPOINT_URL_S3") or _setting("AWS_ENDPOINT_URL")
+        if endpoint:
+            config["endpoint"] = endpoint
+            if endpoint.startswith("http://"):
+                client["allow_http"] = True
+        config["region"] = _setting("AWS_REGION") or _setting("AWS_DEFAULT_REGION") or "us-east-1"
+        for key, name in (
+            ("access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("session_token", "AWS_SESSION_TOKEN"),
+        ):
+            if value := _setting(name):
+                config[key] = value
+    elif key_json := _setting("GOOGLE_SERVICE_ACCOUNT_KEY"):
+        config["service_account_key"] = key_json
+    connect: Any = from_url  # its overloads want literal TypedDicts; ours are built at run time
+    return connect(uri, config=config or None, client_options=client, retry_config=retry)
+
+
+def open_store(uri: str | os.PathLike[str], observer: Observer | None = None) -> Store:
+    """The store for a local path, ``file://`` URI, ``s3://bucket/prefix`` or ``gs://...``."""
+    text = os.fspath(uri)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("s3", "gs"):
+        if not parts.netloc:
+            raise StorageError(text, f"no bucket in the URI (expected {scheme}://bucket/prefix)")
+        return ObjectStore(text, observer)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(text, "file:// URIs name a local path (file:///path)")
+        path = Path(unquote(parts.path))
+        return LocalStore(path, text, observer)
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise StorageError(text, f"unsupported scheme '{scheme}://' (use a path, s3:// or gs://)")
+    return LocalStore(Path(text), text, observer)
+
+
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """True when ``uri`` names an object store rather than a local folder."""
+    return open_store(uri).local_root is None
+
+
+def name_of(uri: str | os.PathLike[str]) -> str:
+    """The last path segment: ``s3://b/models/xor`` and ``models/xor`` are both ``xor``."""
+    store = open_store(uri)
+    if store.local_root is not None:
+        return Path(os.path.abspath(store.local_root)).name
+    return store.uri.rsplit("/", 1)[-1] if "/" in store.uri.split("://", 1)[1] else ""
