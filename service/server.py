@@ -16,15 +16,23 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
 
 Slow *bodies* are bounded by the ASGI middleware (``body_timeout_s``), which knows the route.
 uvicorn loads this class by its import string (``--http service.server:...``), in every worker.
+
+**Private API.** This subclasses uvicorn's ``HttpToolsProtocol`` and overrides its parser
+callbacks, none of which uvicorn documents or keeps stable, so ``pyproject.toml`` pins uvicorn
+to the range these tests passed on (``>=0.54,<0.55``); moving the pin means re-running
+``tests/hardening`` and ``tests/service/test_server.py`` on the new version first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.deadlines import DeadlineSweeper
 
 PROTOCOL = "service.server:HardenedHttpToolsProtocol"
 
@@ -48,29 +56,41 @@ def _error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
+def _head_timed_out(protocol: HardenedHttpToolsProtocol) -> None:
+    protocol._on_head_timeout()
+
+
+# Every connection's head deadline on one timer per worker (the service's one deadline
+# mechanism), created by the first connection, which knows the timeout.
+_head_deadlines: DeadlineSweeper[HardenedHttpToolsProtocol] | None = None
+
+
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` plus a head timeout, a head size limit and JSON errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        global _head_deadlines
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        if _head_deadlines is None or _head_deadlines.tick > self._tick():
+            _head_deadlines = DeadlineSweeper(self._tick(), _head_timed_out)
+        self._deadlines = _head_deadlines
         self._in_head = False  # between the first byte of a request and its last header
         self._head_bytes = 0
         self._reject: tuple[int, str, str] | None = None
 
     # -- the head clock ------------------------------------------------------------------------
 
+    def _tick(self) -> float:
+        # The head deadline fires at most a tenth of the timeout late (and 1 s at most).
+        return min(1.0, max(0.01, self.timeout_keep_alive / 10))
+
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._on_head_timeout)
+        self._deadlines.watch(self, time.monotonic() + self.timeout_keep_alive)
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._deadlines.unwatch(self)
 
     def _on_head_timeout(self) -> None:
-        self._head_timer = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete and not self._in_head:
