@@ -2,13 +2,18 @@
 
     python bench/_apps.py prepare --model-dir /tmp/b/models/xor --keras /tmp/b/xor.keras
     python bench/_apps.py floor --port 8101
+    python bench/_apps.py bare --port 8104
     python bench/_apps.py unbatched --port 8102 --model-dir /tmp/b/models/xor
     python bench/_apps.py naive --port 8103 --keras /tmp/b/xor.keras
 
-* ``floor``: the service's own request path with no model behind it: the same pydantic
+* ``floor``: FastAPI with no model behind it, for each protocol's prediction route
+  (``/predict``, ``/v1/models/xor:predict``, ``/v2/models/xor/infer``): the same pydantic
   request model parsed the same way (``model_validate_json`` on the raw body), the same
-  response shape encoded the same way (orjson), the same uvicorn. It is the ceiling a
-  batching service can approach: what FastAPI + pydantic + uvicorn cost per request here.
+  response shape encoded the same way (orjson), the same uvicorn. What FastAPI + pydantic +
+  uvicorn cost per request here.
+* ``bare``: the same three routes as one bare ASGI callable, no framework: read the body,
+  ``model_validate_json``, ``orjson.dumps`` the same response shape. The transport's limit,
+  the floor the service's lean data routes are held to.
 * ``unbatched``: the floor plus one SavedModel signature call per request, run in
   Starlette's thread pool (what a careful author writes without a batcher).
 * ``naive``: the tutorial way: load the ``.keras`` file and call ``model.predict`` per
@@ -36,7 +41,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.schemas import PredictRequest
+from service.schemas import PredictRequest, TFPredictRequest, V2InferenceRequest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,21 +76,82 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def floor_app() -> FastAPI:
-    app = FastAPI(title="xor-dnn floor (no model)")
+# The prediction route of each protocol, as bench.serve drives it (bench/wrk/predict.lua).
+PROTOCOL_PATHS = {
+    "predict": "/predict",
+    "v1": f"/v1/models/{MODEL_NAME}:predict",
+    "v2": f"/v2/models/{MODEL_NAME}/infer",
+}
+_HALF = 0.5  # the constant probability standing in for the model
 
-    @app.post("/predict")
+
+def _shaped(path: str, body: bytes) -> bytes | None:
+    """The no-model answer of one protocol's route, validated and encoded as the service does;
+    None for an unknown path. Shared by the two floors, so they differ only in framework."""
+    if path == PROTOCOL_PATHS["predict"]:
+        n = len(PredictRequest.model_validate_json(body).points)
+        predictions = [{"probability": _HALF, "class_id": 1}] * n
+        payload: dict[str, Any] = {
+            "model_name": MODEL_NAME,
+            "model_version": 1,
+            "predictions": predictions,
+        }
+    elif path == PROTOCOL_PATHS["v1"]:
+        n = len(TFPredictRequest.model_validate_json(body).instances or ())
+        payload = {"predictions": [[_HALF]] * n}
+    elif path == PROTOCOL_PATHS["v2"]:
+        request = V2InferenceRequest.model_validate_json(body)
+        n = request.inputs[0].shape[0] if request.inputs[0].shape else 0
+        payload = {
+            "model_name": MODEL_NAME,
+            "model_version": "1",
+            "outputs": [
+                {"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": [_HALF] * n},
+                {"name": "class_id", "datatype": "INT64", "shape": [n, 1], "data": [1] * n},
+            ],
+        }
+    else:
+        return None
+    return orjson.dumps(payload)
+
+
+def floor_app() -> FastAPI:
+    app = FastAPI(title="xor-dnn floor (FastAPI, no model)")
+
     async def predict(request: Request) -> Response:
-        body = PredictRequest.model_validate_json(await request.body())
-        points = _points(body)
-        # A constant stands in for the model; everything around it is what /predict does.
-        return _response(0, np.full(points.shape[0], 0.5, dtype=np.float32))
+        content = _shaped(request.url.path, await request.body())
+        return Response(content, media_type="application/json")
+
+    for path in PROTOCOL_PATHS.values():
+        app.add_api_route(path, predict, methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The prediction routes as one ASGI callable: no framework, no middleware, no model."""
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status, content = 200, b'{"status": "ok"}'
+    if scope["method"] == "POST":
+        shaped = _shaped(scope["path"], body)
+        status, content = (404, b"{}") if shaped is None else (200, shaped)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def unbatched_app(model_dir: Path) -> FastAPI:
@@ -281,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "kind",
         choices=[
-            "floor", "unbatched", "batched", "naive", "prepare", "model-calls", "batcher-overhead"
+            "floor", "bare", "unbatched", "batched", "naive", "prepare", "model-calls",
+            "batcher-overhead",
         ],
     )  # fmt: skip
     p.add_argument("--port", type=int, default=0)
@@ -305,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error("prepare needs --model-dir and --keras")
         prepare(args.model_dir, args.keras, args.epochs)
         return 0
+    app: Any
     if args.kind == "floor":
         app = floor_app()
+    elif args.kind == "bare":
+        app = bare_app
     elif args.kind == "unbatched":
         if args.model_dir is None:
             p.error("unbatched needs --model-dir")
@@ -326,8 +396,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    # The same uvicorn settings as `xor-dnn serve`: auto loop (uvloop) and http (httptools).
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # The uvicorn settings of `xor-dnn serve`: auto loop (uvloop), http (httptools), no proxy
+    # headers layer, no Server header.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
     return 0
 
 

@@ -1,11 +1,21 @@
--- wrk script for bench/serve.py: distinct single-point POST /predict bodies, and a JSON
+-- wrk script for bench/serve.py: distinct single-point prediction bodies of one protocol
+-- (predict, the default; v1: TF Serving row form; v2: Open Inference JSON), and a JSON
 -- summary line (prefix "JSON ") in the shape bench/_loadgen.py prints.
 --   wrk -t1 -c32 -d5s -s bench/wrk/predict.lua http://127.0.0.1:8000/predict
+--   wrk -t1 -c32 -d5s -s bench/wrk/predict.lua http://127.0.0.1:8000/v1/models/xor:predict -- v1
+local shapes = {
+  predict = '{"points": [{"x": %.6f, "y": %.6f}]}',
+  v1 = '{"instances": [[%.6f, %.6f]]}',
+  v2 = '{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", "data": [%.6f, %.6f]}]}',
+}
 local bodies = {}
-math.randomseed(0)
-for i = 1, 256 do
-  bodies[i] = string.format('{"points": [{"x": %.6f, "y": %.6f}]}',
-    math.random() * 2 - 1, math.random() * 2 - 1)
+
+init = function(args)
+  local shape = shapes[args[1] or "predict"]
+  math.randomseed(0)
+  for i = 1, 256 do
+    bodies[i] = string.format(shape, math.random() * 2 - 1, math.random() * 2 - 1)
+  end
 end
 local n = 0
 wrk.method = "POST"
