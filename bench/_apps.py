@@ -20,6 +20,8 @@
   request in a plain ``def`` endpoint.
 * ``model-calls``: the cost of one signature call by batch size (why batching pays).
 * ``batcher-overhead``: requests/s and CPU per request through the Batcher alone.
+* ``app-overhead``: CPU per request of the service's ASGI app against ``bare``, both called
+  in-process (no sockets, no HTTP parsing, no client): the cost of our own request path.
 * ``prepare``: trains a quick model with the training job's ``train_and_publish`` into a
   model dir (production layout) and saves the same network as a ``.keras`` file for
   ``naive``.
@@ -30,6 +32,7 @@ They bind 127.0.0.1 only. TensorFlow is imported only by the apps that need it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -331,6 +334,92 @@ def batcher_overhead(seconds: float = 2.0) -> None:
         print(f"| {concurrency} | {rps:,.0f} | {cpu * 1e6:.1f} |")
 
 
+def app_overhead(model_dir: Path, requests: int = 20000, repeats: int = 3) -> None:
+    """CPU per single-point ``/predict`` of the service's ASGI app against the bare one,
+    called in-process by 32 concurrent callers: no sockets, no HTTP parsing, no client, so
+    what is left is each app's own code (and, for the service, its model thread)."""
+    import asyncio
+    import time
+
+    from service.app import create_app
+    from service.config import Settings
+
+    body = b'{"points": [{"x": 0.25, "y": -0.5}]}'
+    scope_base: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"36")],
+    }  # fmt: skip
+
+    async def call(app: Any) -> None:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(dict(scope_base), receive, send)
+        if sent[0]["status"] != 200:
+            raise SystemExit(f"/predict answered {sent[0]['status']}: {sent[1:]}")
+
+    async def measure(app: Any) -> tuple[float, float]:
+        for _ in range(500):  # warm-up
+            await call(app)
+
+        async def caller() -> None:
+            for _ in range(requests // 32):
+                await call(app)
+
+        c0, t0 = time.process_time(), time.thread_time()
+        await asyncio.gather(*(caller() for _ in range(32)))
+        n = requests // 32 * 32
+        return (time.process_time() - c0) / n * 1e6, (time.thread_time() - t0) / n * 1e6
+
+    async def run() -> list[tuple[str, float, float]]:
+        service = create_app(Settings(model_dir=model_dir, log_level="warning"))
+        rows: list[tuple[str, float, float]] = []
+        async with _lifespan(service):
+            for _ in range(repeats):  # interleaved, so machine noise lands on both
+                rows.append(("bare", *await measure(bare_app)))
+                rows.append(("service", *await measure(service)))
+        return rows
+
+    import uvloop
+
+    rows = uvloop.run(run())
+    print("| app | CPU µs/request, process (median) | event-loop thread | runs |")
+    print("|---|---:|---:|---:|")
+    for name in ("bare", "service"):
+        mine = sorted(r for r in rows if r[0] == name)
+        mid = mine[len(mine) // 2]
+        print(f"| {name} | {mid[1]:.1f} | {mid[2]:.1f} | {len(mine)} |")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> Any:
+    """Run an ASGI app's lifespan startup and shutdown around the block."""
+    import asyncio
+
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"startup failed: {started}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
 def prepare(model_dir: Path, keras_path: Path, epochs: int) -> None:
     from training.model import ModelConfig
     from training.train import train_and_publish
@@ -348,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind",
         choices=[
             "floor", "bare", "unbatched", "batched", "naive", "prepare", "model-calls",
-            "batcher-overhead",
+            "batcher-overhead", "app-overhead",
         ],
     )  # fmt: skip
     p.add_argument("--port", type=int, default=0)
@@ -366,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.kind == "batcher-overhead":
         batcher_overhead()
+        return 0
+    if args.kind == "app-overhead":
+        if args.model_dir is None:
+            p.error("app-overhead needs --model-dir")
+        app_overhead(args.model_dir)
         return 0
     if args.kind == "prepare":
         if args.model_dir is None or args.keras is None:

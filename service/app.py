@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.params import Depends
 from pydantic.json_schema import models_json_schema
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
 from service.batcher import Batcher, BatchStats
@@ -32,7 +32,7 @@ from service.middleware import RETRY_AFTER_S, Hooks, ServiceMiddleware
 from service.registry import ModelRegistry, RefreshResult, set_tf_threads
 from service.routes import health, models, predict, tfserving, v2
 from service.routes.common import install_error_handlers
-from service.schemas import REQUEST_MODELS
+from service.schemas import REQUEST_MODELS, exact_request_schemas
 from xor_dnn import __version__
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,16 @@ class ServiceApp(FastAPI):
     hands everything else to FastAPI's own stack (error handling, routing, dependencies).
     """
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = self.middleware_stack
+        if stack is not None and scope["type"] == "http":
+            # What FastAPI's and Starlette's __call__ do for a request once the stack is built
+            # (root_path is the front door's, telemetry is off), without their checks.
+            scope["app"] = self
+            await stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
     def build_middleware_stack(self) -> ASGIApp:
         user, self.user_middleware = self.user_middleware, []
         try:
@@ -224,6 +234,8 @@ def _publish_request_schemas(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        settings: Settings = app.state.settings
+        exact_request_schemas(components, settings.max_points_per_request)
         app.openapi_schema = schema
         return schema
 

@@ -40,7 +40,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,17 +83,22 @@ class BatchStats:
     """True when the predict call raised or returned a wrong shape."""
 
 
-@dataclass(eq=False)
 class _Request:
-    points: NDArray[np.float32]
-    key: Hashable
-    future: asyncio.Future[NDArray[np.float32]]
-    enqueued: float
-    queued: bool = field(default=True)
+    __slots__ = ("enqueued", "future", "key", "points", "queued", "size")
 
-    @property
-    def size(self) -> int:
-        return int(self.points.shape[0])
+    def __init__(
+        self,
+        points: NDArray[np.float32],
+        key: Hashable,
+        future: asyncio.Future[NDArray[np.float32]],
+        enqueued: float,
+    ) -> None:
+        self.points = points
+        self.key = key
+        self.future = future
+        self.enqueued = enqueued
+        self.queued = True
+        self.size = int(points.shape[0])
 
 
 class Batcher:

@@ -29,7 +29,6 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -82,9 +81,15 @@ class DataCall:
 
         The size limit and the body deadline are enforced while reading, by the outer layer.
         """
+        content_type = content_encoding = b""
+        for key, value in self.scope["headers"]:
+            if key == b"content-type":
+                content_type = content_type or value  # the first, as Starlette
+            elif key == b"content-encoding":
+                content_encoding = value
         check_content_headers(
-            self.header(b"content-type") or "",
-            self.header(b"content-encoding") or "",
+            content_type.decode("latin-1"),
+            content_encoding.decode("latin-1"),
             lenient=lenient,
             extra_types=extra_types,
         )
@@ -97,13 +102,20 @@ def require_body(body: bytes) -> bytes:
     return body
 
 
-@dataclass(frozen=True, slots=True)
 class Reply:
     """A 200 answer: the encoded body, its media type and any extra headers."""
 
-    body: bytes
-    media_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("body", "headers", "media_type")
+
+    def __init__(
+        self,
+        body: bytes,
+        media_type: str = "application/json",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.body = body
+        self.media_type = media_type
+        self.headers = headers
 
 
 DataHandler = Callable[[DataCall], Awaitable[Reply]]

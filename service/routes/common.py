@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -36,6 +37,20 @@ async def get_dataplane(request: Request) -> DataPlane:
 
 
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+
+
+def data_plane_errors(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The answers every prediction route can give besides its own, for OpenAPI."""
+    return {
+        code: {"model": model, "description": text}
+        for code, text in {
+            413: "Body or point count over the configured limit",
+            415: "Content-Type or Content-Encoding the route cannot read",
+            429: "Batch queue full; retry after Retry-After seconds",
+            503: "No model loaded yet, shutting down, or too many requests in flight",
+            504: "Deadline passed before the batch ran",
+        }.items()
+    }
 
 
 def parse_version(raw: str) -> int:

@@ -21,22 +21,21 @@ from service.codec import parse_body, to_points
 from service.dataplane import DataPlane
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
+from service.routes.common import data_plane_errors
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "Body is not valid JSON (or nested too deeply)",
-        404: "Pinned version not loaded",
-        413: "Body or point count over the configured limit",
-        415: "Content-Type is not application/json",
-        422: "A field is invalid; the message names it and the limit",
-        429: "Batch queue full; retry after Retry-After seconds",
-        503: "No model loaded yet, or shutting down",
-        504: "Deadline passed before the batch ran",
-    }.items()
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{
+        code: {"model": ErrorResponse, "description": text}
+        for code, text in {
+            400: "Body is not valid JSON (or nested too deeply)",
+            404: "Pinned version not loaded",
+            422: "A field is invalid; the message names it and the limit",
+        }.items()
+    },
+    **data_plane_errors(ErrorResponse),
 }
 _VERSION_DOC = "Pin a loaded version; default: the newest."
 _VERSION = TypeAdapter(Annotated[int, Field(ge=1)])

@@ -20,7 +20,7 @@ from service.dataplane import DataPlane
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
 from service.responses import json_response
-from service.routes.common import DataPlaneDep, parse_version
+from service.routes.common import DataPlaneDep, data_plane_errors, parse_version
 from service.schemas import ProtocolErrorResponse, TFModelStatusResponse, TFPredictRequest
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
@@ -30,6 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ProtocolErrorResponse, "description": "Invalid body"},
     404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
 }
+_PREDICT_ERRORS = {**_ERRORS, **data_plane_errors(ProtocolErrorResponse)}
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
@@ -43,7 +44,7 @@ _PREDICT_BODY = {
 # The predict routes come first: for a method they do not allow (OPTIONS), the router answers
 # 405 with the Allow of the first route whose path matches, and the status route's
 # /{model_name} matches "xor:predict" too.
-@data_route(router, "/{model_name}:predict", responses=_ERRORS, openapi_extra=_PREDICT_BODY)
+@data_route(router, "/{model_name}:predict", responses=_PREDICT_ERRORS, openapi_extra=_PREDICT_BODY)
 async def predict(call: DataCall) -> Reply:
     """TF Serving predict on the default version, or on a pinned one (``/versions/{version}``)."""
     dataplane = call.dataplane
@@ -76,7 +77,7 @@ async def predict(call: DataCall) -> Reply:
 data_route(
     router,
     "/{model_name}/versions/{version}:predict",
-    responses=_ERRORS,
+    responses=_PREDICT_ERRORS,
     openapi_extra=_PREDICT_BODY,
     summary="TF Serving predict on a pinned version",
 )(predict)

@@ -21,7 +21,7 @@ from service.dataplane import DataPlane
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import BadRequest, InvalidInput, Unavailable
 from service.responses import json_response
-from service.routes.common import DataPlaneDep, parse_version
+from service.routes.common import DataPlaneDep, data_plane_errors, parse_version
 from service.schemas import (
     ProtocolErrorResponse,
     V2InferenceRequest,
@@ -42,6 +42,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ProtocolErrorResponse, "description": "Invalid request"},
     404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
 }
+_PREDICT_ERRORS = {**_ERRORS, **data_plane_errors(ProtocolErrorResponse)}
 _INFER_BODY = {
     "requestBody": {
         "required": True,
@@ -125,7 +126,7 @@ async def version_ready(model_name: str, version: str, dataplane: DataPlaneDep) 
     router,
     "/models/{model_name}/infer",
     response_model=V2InferenceResponse,
-    responses=_ERRORS,
+    responses=_PREDICT_ERRORS,
     openapi_extra=_INFER_BODY,
 )
 async def infer(call: DataCall) -> Reply:
@@ -179,7 +180,7 @@ data_route(
     router,
     "/models/{model_name}/versions/{version}/infer",
     response_model=V2InferenceResponse,
-    responses=_ERRORS,
+    responses=_PREDICT_ERRORS,
     openapi_extra=_INFER_BODY,
     summary="Inference on a pinned version",
 )(infer)
