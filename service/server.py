@@ -12,7 +12,9 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
   The same clock bounds the discarding of a body the app refused without reading (413), which
   uvicorn keeps reading so the client can still see the answer;
 * **head size**: more than :data:`MAX_HEAD_BYTES` of request line plus headers gets ``431``;
-* **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape.
+* **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape;
+* **one write per answer**: the writes of one event-loop turn (uvicorn writes a response's
+  head and body separately) leave in one ``write`` syscall (:class:`_OneWritePerTurn`).
 
 Slow *bodies* are bounded by the ASGI middleware (``body_timeout_s``), which knows the route.
 uvicorn loads this class by its import string (``--http service.server:...``), in every worker.
@@ -108,7 +110,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     # -- asyncio.Protocol / parser callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -166,3 +168,44 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+class _OneWritePerTurn:
+    """The connection's transport, with the writes of one event-loop turn sent as one.
+
+    uvicorn writes a response's head and its body with two ``transport.write`` calls, and
+    each goes straight to the socket: two ``send`` syscalls per answer, the largest single
+    cost of a small response. Here they are joined and written once, at the end of the turn
+    (``call_soon``). ``close`` sends what is pending first; everything else is the
+    transport's own.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
