@@ -22,8 +22,15 @@ M = TypeVar("M", bound=BaseModel)
 _MAX_ERRORS_SHOWN = 3
 
 
-def to_points(values: Any) -> NDArray[np.float32]:
-    """float32 ``(n, 2)``; values beyond float32 become inf, which ``infer`` then refuses."""
+def to_points(values: Any, *, validated: bool = False) -> NDArray[np.float32]:
+    """float32 ``(n, 2)``; values beyond float32 become inf, which ``infer`` then refuses.
+
+    ``validated``: every value already passed the schemas' float32-range bound (``FiniteFloat``),
+    so the cast cannot overflow and numpy's error-state switch (a context variable round
+    trip on every call) is skipped.
+    """
+    if validated:
+        return np.asarray(values, dtype=np.float32).reshape(-1, 2)
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(values, dtype=np.float32).reshape(-1, 2)
 

@@ -9,6 +9,7 @@ behaviour: the same limits, the same version resolution, the same metrics and dr
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +93,7 @@ class DataPlane:
         now); ``protocol`` labels the predicted-points metric.
         """
         self.check_points(int(points.shape[0]))
-        if not np.isfinite(points).all():
+        if not _all_finite(points):
             raise InvalidInput(
                 "points: every coordinate must be finite and within float32 range (|v| < 3.4e38)",
                 field="points",
@@ -115,10 +116,18 @@ class DataPlane:
         except DeadlineExceeded:
             metrics.DEADLINE_EXCEEDED.inc()
             raise
-        if not np.isfinite(probabilities).all():
+        if not _all_finite(probabilities):
             raise _overflow(points, probabilities)
         _points_counter(protocol, served.version).inc(len(probabilities))
         return Inference(served.version, probabilities)
+
+
+def _all_finite(values: NDArray[np.float32]) -> bool:
+    # A numpy reduction costs microseconds of call overhead; a request's few values are
+    # checked faster as Python floats.
+    if values.size <= 64:
+        return all(map(math.isfinite, values.ravel().tolist()))
+    return bool(np.isfinite(values).all())
 
 
 def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -> InvalidInput:

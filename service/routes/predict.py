@@ -61,7 +61,7 @@ async def predict_body(dataplane: DataPlane, body: bytes, version: int | None) -
     """The whole of ``/predict`` between the checked raw body and the JSON answer."""
     request = parse_body(PredictRequest, body)
     dataplane.check_points(len(request.points))
-    points = to_points([(p.x, p.y) for p in request.points])
+    points = to_points([(p.x, p.y) for p in request.points], validated=True)
     result = await dataplane.infer(points, version=version, protocol="predict")
     return predict_response(dataplane.model_name, result.version, result.probabilities)
 

@@ -176,7 +176,7 @@ def _rows_to_points(instances: list[Any]) -> NDArray[np.float32]:
                 field=f"instances[{i}]",
             )
         rows.append(value)
-    return to_points(rows)
+    return to_points(rows, validated=True)
 
 
 def _columns_to_points(inputs: Any, dataplane: DataPlane) -> NDArray[np.float32]:
@@ -191,7 +191,7 @@ def _columns_to_points(inputs: Any, dataplane: DataPlane) -> NDArray[np.float32]
                 f"{field}[{i}]: expected [x, y] (2 numbers), got {len(row)} numbers",
                 field=f"{field}[{i}]",
             )
-    return to_points(inputs)
+    return to_points(inputs, validated=True)
 
 
 def _named(mapping: dict[str, Any], field: str) -> Any:
