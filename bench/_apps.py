@@ -334,8 +334,8 @@ def batcher_overhead(seconds: float = 2.0) -> None:
         print(f"| {concurrency} | {rps:,.0f} | {cpu * 1e6:.1f} |")
 
 
-def app_overhead(model_dir: Path, requests: int = 20000, repeats: int = 3) -> None:
-    """CPU per single-point ``/predict`` of the service's ASGI app against the bare one,
+def app_overhead(model_dir: Path, points: int = 1, repeats: int = 3) -> None:
+    """CPU per ``/predict`` of ``points`` points, the service's ASGI app against the bare one,
     called in-process by 32 concurrent callers: no sockets, no HTTP parsing, no client, so
     what is left is each app's own code (and, for the service, its model thread)."""
     import asyncio
@@ -344,12 +344,16 @@ def app_overhead(model_dir: Path, requests: int = 20000, repeats: int = 3) -> No
     from service.app import create_app
     from service.config import Settings
 
-    body = b'{"points": [{"x": 0.25, "y": -0.5}]}'
+    requests = max(320, 20000 // points)
+    rng = np.random.default_rng(0)
+    body = orjson.dumps(
+        {"points": [{"x": float(x), "y": float(y)} for x, y in rng.uniform(-1, 1, (points, 2))]}
+    )
     scope_base: dict[str, Any] = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
         "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"36")],
+        "headers": [(b"content-type", b"application/json")],
     }  # fmt: skip
 
     async def call(app: Any) -> None:
@@ -390,12 +394,14 @@ def app_overhead(model_dir: Path, requests: int = 20000, repeats: int = 3) -> No
     import uvloop
 
     rows = uvloop.run(run())
-    print("| app | CPU µs/request, process (median) | event-loop thread | runs |")
-    print("|---|---:|---:|---:|")
+    print(f"/predict of {points} point(s), {requests // 32 * 32} requests per run")
+    print("| app | CPU µs/request, process (median) | event-loop thread | points/s of CPU | runs |")
+    print("|---|---:|---:|---:|---:|")
     for name in ("bare", "service"):
         mine = sorted(r for r in rows if r[0] == name)
         mid = mine[len(mine) // 2]
-        print(f"| {name} | {mid[1]:.1f} | {mid[2]:.1f} | {len(mine)} |")
+        rate = points / mid[1] * 1e6
+        print(f"| {name} | {mid[1]:.1f} | {mid[2]:.1f} | {rate:,.0f} | {len(mine)} |")
 
 
 @contextlib.asynccontextmanager
@@ -446,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20, help="prepare: training epochs")
     p.add_argument("--max-batch-size", type=int, default=1024, help="batched: points per call")
     p.add_argument("--max-batch-wait-ms", type=float, default=0.0, help="batched: linger, ms")
+    p.add_argument("--points", type=int, default=1, help="app-overhead: points per request")
     args = p.parse_args(argv)
 
     if args.kind == "model-calls":
@@ -459,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "app-overhead":
         if args.model_dir is None:
             p.error("app-overhead needs --model-dir")
-        app_overhead(args.model_dir)
+        app_overhead(args.model_dir, points=args.points)
         return 0
     if args.kind == "prepare":
         if args.model_dir is None or args.keras is None:
