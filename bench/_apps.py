@@ -2,19 +2,26 @@
 
     python bench/_apps.py prepare --model-dir /tmp/b/models/xor --keras /tmp/b/xor.keras
     python bench/_apps.py floor --port 8101
+    python bench/_apps.py bare --port 8104
     python bench/_apps.py unbatched --port 8102 --model-dir /tmp/b/models/xor
     python bench/_apps.py naive --port 8103 --keras /tmp/b/xor.keras
 
-* ``floor``: the service's own request path with no model behind it: the same pydantic
+* ``floor``: FastAPI with no model behind it, for each protocol's prediction route
+  (``/predict``, ``/v1/models/xor:predict``, ``/v2/models/xor/infer``): the same pydantic
   request model parsed the same way (``model_validate_json`` on the raw body), the same
-  response shape encoded the same way (orjson), the same uvicorn. It is the ceiling a
-  batching service can approach: what FastAPI + pydantic + uvicorn cost per request here.
+  response shape encoded the same way (orjson), the same uvicorn. What FastAPI + pydantic +
+  uvicorn cost per request here.
+* ``bare``: the same three routes as one bare ASGI callable, no framework: read the body,
+  ``model_validate_json``, ``orjson.dumps`` the same response shape. The transport's limit,
+  the floor the service's lean data routes are held to.
 * ``unbatched``: the floor plus one SavedModel signature call per request, run in
   Starlette's thread pool (what a careful author writes without a batcher).
 * ``naive``: the tutorial way: load the ``.keras`` file and call ``model.predict`` per
   request in a plain ``def`` endpoint.
 * ``model-calls``: the cost of one signature call by batch size (why batching pays).
 * ``batcher-overhead``: requests/s and CPU per request through the Batcher alone.
+* ``app-overhead``: CPU per request of the service's ASGI app against ``bare``, both called
+  in-process (no sockets, no HTTP parsing, no client): the cost of our own request path.
 * ``prepare``: trains a quick model with the training job's ``train_and_publish`` into a
   model dir (production layout) and saves the same network as a ``.keras`` file for
   ``naive``.
@@ -25,6 +32,7 @@ They bind 127.0.0.1 only. TensorFlow is imported only by the apps that need it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -36,7 +44,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.schemas import PredictRequest
+from service.schemas import PredictRequest, TFPredictRequest, V2InferenceRequest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,21 +79,82 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def floor_app() -> FastAPI:
-    app = FastAPI(title="xor-dnn floor (no model)")
+# The prediction route of each protocol, as bench.serve drives it (bench/wrk/predict.lua).
+PROTOCOL_PATHS = {
+    "predict": "/predict",
+    "v1": f"/v1/models/{MODEL_NAME}:predict",
+    "v2": f"/v2/models/{MODEL_NAME}/infer",
+}
+_HALF = 0.5  # the constant probability standing in for the model
 
-    @app.post("/predict")
+
+def _shaped(path: str, body: bytes) -> bytes | None:
+    """The no-model answer of one protocol's route, validated and encoded as the service does;
+    None for an unknown path. Shared by the two floors, so they differ only in framework."""
+    if path == PROTOCOL_PATHS["predict"]:
+        n = len(PredictRequest.model_validate_json(body).points)
+        predictions = [{"probability": _HALF, "class_id": 1}] * n
+        payload: dict[str, Any] = {
+            "model_name": MODEL_NAME,
+            "model_version": 1,
+            "predictions": predictions,
+        }
+    elif path == PROTOCOL_PATHS["v1"]:
+        n = len(TFPredictRequest.model_validate_json(body).instances or ())
+        payload = {"predictions": [[_HALF]] * n}
+    elif path == PROTOCOL_PATHS["v2"]:
+        request = V2InferenceRequest.model_validate_json(body)
+        n = request.inputs[0].shape[0] if request.inputs[0].shape else 0
+        payload = {
+            "model_name": MODEL_NAME,
+            "model_version": "1",
+            "outputs": [
+                {"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": [_HALF] * n},
+                {"name": "class_id", "datatype": "INT64", "shape": [n, 1], "data": [1] * n},
+            ],
+        }
+    else:
+        return None
+    return orjson.dumps(payload)
+
+
+def floor_app() -> FastAPI:
+    app = FastAPI(title="xor-dnn floor (FastAPI, no model)")
+
     async def predict(request: Request) -> Response:
-        body = PredictRequest.model_validate_json(await request.body())
-        points = _points(body)
-        # A constant stands in for the model; everything around it is what /predict does.
-        return _response(0, np.full(points.shape[0], 0.5, dtype=np.float32))
+        content = _shaped(request.url.path, await request.body())
+        return Response(content, media_type="application/json")
+
+    for path in PROTOCOL_PATHS.values():
+        app.add_api_route(path, predict, methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The prediction routes as one ASGI callable: no framework, no middleware, no model."""
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status, content = 200, b'{"status": "ok"}'
+    if scope["method"] == "POST":
+        shaped = _shaped(scope["path"], body)
+        status, content = (404, b"{}") if shaped is None else (200, shaped)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def unbatched_app(model_dir: Path) -> FastAPI:
@@ -265,6 +334,98 @@ def batcher_overhead(seconds: float = 2.0) -> None:
         print(f"| {concurrency} | {rps:,.0f} | {cpu * 1e6:.1f} |")
 
 
+def app_overhead(model_dir: Path, points: int = 1, repeats: int = 3) -> None:
+    """CPU per ``/predict`` of ``points`` points, the service's ASGI app against the bare one,
+    called in-process by 32 concurrent callers: no sockets, no HTTP parsing, no client, so
+    what is left is each app's own code (and, for the service, its model thread)."""
+    import asyncio
+    import time
+
+    from service.app import create_app
+    from service.config import Settings
+
+    requests = max(320, 20000 // points)
+    rng = np.random.default_rng(0)
+    body = orjson.dumps(
+        {"points": [{"x": float(x), "y": float(y)} for x, y in rng.uniform(-1, 1, (points, 2))]}
+    )
+    scope_base: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+        "headers": [(b"content-type", b"application/json")],
+    }  # fmt: skip
+
+    async def call(app: Any) -> None:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(dict(scope_base), receive, send)
+        if sent[0]["status"] != 200:
+            raise SystemExit(f"/predict answered {sent[0]['status']}: {sent[1:]}")
+
+    async def measure(app: Any) -> tuple[float, float]:
+        for _ in range(500):  # warm-up
+            await call(app)
+
+        async def caller() -> None:
+            for _ in range(requests // 32):
+                await call(app)
+
+        c0, t0 = time.process_time(), time.thread_time()
+        await asyncio.gather(*(caller() for _ in range(32)))
+        n = requests // 32 * 32
+        return (time.process_time() - c0) / n * 1e6, (time.thread_time() - t0) / n * 1e6
+
+    async def run() -> list[tuple[str, float, float]]:
+        service = create_app(Settings(model_dir=str(model_dir), log_level="warning"))
+        rows: list[tuple[str, float, float]] = []
+        async with _lifespan(service):
+            for _ in range(repeats):  # interleaved, so machine noise lands on both
+                rows.append(("bare", *await measure(bare_app)))
+                rows.append(("service", *await measure(service)))
+        return rows
+
+    import uvloop
+
+    rows = uvloop.run(run())
+    print(f"/predict of {points} point(s), {requests // 32 * 32} requests per run")
+    print("| app | CPU µs/request, process (median) | event-loop thread | points/s of CPU | runs |")
+    print("|---|---:|---:|---:|---:|")
+    for name in ("bare", "service"):
+        mine = sorted(r for r in rows if r[0] == name)
+        mid = mine[len(mine) // 2]
+        rate = points / mid[1] * 1e6
+        print(f"| {name} | {mid[1]:.1f} | {mid[2]:.1f} | {rate:,.0f} | {len(mine)} |")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> Any:
+    """Run an ASGI app's lifespan startup and shutdown around the block."""
+    import asyncio
+
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"startup failed: {started}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
 def prepare(model_dir: Path, keras_path: Path, epochs: int) -> None:
     from training.model import ModelConfig
     from training.train import train_and_publish
@@ -281,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "kind",
         choices=[
-            "floor", "unbatched", "batched", "naive", "prepare", "model-calls", "batcher-overhead"
+            "floor", "bare", "unbatched", "batched", "naive", "prepare", "model-calls",
+            "batcher-overhead", "app-overhead",
         ],
     )  # fmt: skip
     p.add_argument("--port", type=int, default=0)
@@ -290,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20, help="prepare: training epochs")
     p.add_argument("--max-batch-size", type=int, default=1024, help="batched: points per call")
     p.add_argument("--max-batch-wait-ms", type=float, default=0.0, help="batched: linger, ms")
+    p.add_argument("--points", type=int, default=1, help="app-overhead: points per request")
     args = p.parse_args(argv)
 
     if args.kind == "model-calls":
@@ -300,13 +463,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "batcher-overhead":
         batcher_overhead()
         return 0
+    if args.kind == "app-overhead":
+        if args.model_dir is None:
+            p.error("app-overhead needs --model-dir")
+        app_overhead(args.model_dir, points=args.points)
+        return 0
     if args.kind == "prepare":
         if args.model_dir is None or args.keras is None:
             p.error("prepare needs --model-dir and --keras")
         prepare(args.model_dir, args.keras, args.epochs)
         return 0
+    app: Any
     if args.kind == "floor":
         app = floor_app()
+    elif args.kind == "bare":
+        app = bare_app
     elif args.kind == "unbatched":
         if args.model_dir is None:
             p.error("unbatched needs --model-dir")
@@ -326,8 +497,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    # The same uvicorn settings as `xor-dnn serve`: auto loop (uvloop) and http (httptools).
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # The uvicorn settings of `xor-dnn serve`: auto loop (uvloop), http (httptools), no proxy
+    # headers layer, no Server header.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
     return 0
 
 

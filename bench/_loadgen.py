@@ -482,11 +482,18 @@ def run(
     generator: str = "python",
     points: int = 1,
     env: dict[str, str] | None = None,
+    path: str = "/predict",
+    protocol: str = "predict",
 ) -> dict[str, Any]:
     """One load run against ``127.0.0.1:port`` from a child process: closed loop at
-    ``concurrency`` (by wrk when ``generator`` is ``"wrk"``) or open loop at ``rate``."""
+    ``concurrency`` (by wrk when ``generator`` is ``"wrk"``) or open loop at ``rate``.
+
+    ``protocol`` shapes the bodies sent to ``path``: ``predict`` (our JSON), or, by wrk only,
+    ``v1`` (TF Serving rows) and ``v2`` (Open Inference JSON)."""
     if concurrency and generator == "wrk":
-        return _run_wrk(port, duration, concurrency, timeout, points)
+        return _run_wrk(port, duration, concurrency, timeout, points, path, protocol)
+    if protocol != "predict":
+        raise SystemExit(f"protocol {protocol}: only wrk sends it (apt-get install wrk)")
     argv = [
         sys.executable, "-m", "bench._loadgen", "--port", str(port), "--duration", str(duration),
         "--timeout", str(timeout), "--points", str(points),
@@ -509,7 +516,13 @@ def error_count(summary: dict[str, Any]) -> int:
 
 
 def _run_wrk(
-    port: int, duration: float, concurrency: int, timeout: float, points: int
+    port: int,
+    duration: float,
+    concurrency: int,
+    timeout: float,
+    points: int,
+    path: str = "/predict",
+    protocol: str = "predict",
 ) -> dict[str, Any]:
     """One closed-loop run with wrk: one client thread, ``concurrency`` connections. It costs
     the machine less CPU per request than the Python client (docs/batching.md), which leaves
@@ -517,7 +530,7 @@ def _run_wrk(
     argv = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
         f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_SCRIPT),
-        f"http://{HOST}:{port}/predict", "--", str(points),
+        f"http://{HOST}:{port}{path}", "--", protocol, str(points),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)  # nosec B603
     lines = [line for line in done.stdout.splitlines() if line.startswith("JSON ")]

@@ -135,10 +135,11 @@ def start_process(
     env: dict[str, str] | None = None,
     wait: bool = True,
     timeout: float = STARTUP_TIMEOUT_S,
+    cwd: Path | None = None,
 ) -> ServerProcess:
-    """Start ``argv`` (a server that will listen on ``port``) in the checkout holding the
-    ``service`` package, in its own process group, with TensorFlow's log quieted; with
-    ``wait``, return once ``ready_path`` answers 200."""
+    """Start ``argv`` (a server that will listen on ``port``) in ``cwd`` (default: the
+    checkout holding the ``service`` package), in its own process group, with TensorFlow's
+    log quieted; with ``wait``, return once ``ready_path`` answers 200."""
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with log_path.open("wb") as log:
@@ -146,7 +147,7 @@ def start_process(
         # caller's flags) from an argv list: no shell, nothing parsed.
         proc = subprocess.Popen(  # nosec B603
             argv,
-            cwd=_PACKAGE_PARENT,
+            cwd=cwd or _PACKAGE_PARENT,
             env=child_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,20 +1,27 @@
-"""Service benchmark: ``/predict`` against the floor, the unbatched and the naive baselines.
+"""Service benchmark: the prediction routes against the bare-ASGI and FastAPI floors, the
+unbatched and the naive baselines.
 
     python -m bench.serve                      # the full run, a few minutes; exit 1 on a miss
     python -m bench.serve --duration 2 --repeats 1 --concurrency 1,32   # a quick look
+    python -m bench.serve --targets service,bare,floor --protocols predict,v1,v2
 
 What runs, each in its own process on 127.0.0.1 (one uvicorn worker each):
 
 ==========  ===========================================================================
 service     ``xor-dnn serve`` on a model trained for the run (the real thing, batching on)
-floor       the same pydantic request/response models and JSON path, no model behind it
+bare        one bare ASGI callable: body, ``model_validate_json``, orjson of the same
+            response shape; no framework, no model (the transport's limit)
+floor       the same in FastAPI: pydantic request/response models and JSON path, no model
 core        the floor + service.batcher.Batcher + a signature call: batching without the
             service's middleware, metrics and registry (shows where a gap comes from)
 unbatched   the floor + one SavedModel signature call per request, in the thread pool
 naive       the tutorial: ``keras.models.load_model`` + ``model.predict`` per request
 ==========  ===========================================================================
 
-The load generator, its own process, sends single-point ``POST /predict`` requests over
+``--protocols`` picks the routes driven: ``predict`` (``POST /predict``, every target),
+``v1`` (``/v1/models/xor:predict``, row form) and ``v2`` (``/v2/models/xor/infer``, JSON);
+``bare`` and ``floor`` answer all three with their own shapes, the other baselines only
+``predict``. The load generator, its own process, sends single-point requests over
 keep-alive connections, closed loop at each concurrency: ``wrk`` (``bench/wrk/predict.lua``)
 when it is installed (Debian: ``apt-get install wrk``), else ``bench/_loadgen.py``
 (``--loadgen`` picks). wrk costs the machine half the CPU per request, which on 2 cores the
@@ -25,11 +32,12 @@ on all targets alike; each run starts once every server is idle (an overloaded b
 backlog would otherwise eat into the next target's run). Then ``/predict`` is driven open
 loop at half of its peak throughput and its p99 latency is checked.
 
-Targets (exit status 1 if one is missed):
+Targets (exit status 1 if one is missed), for each protocol driven:
 
-* ``/predict`` >= 85% of the floor's throughput at concurrency 32;
+* the service >= 50% of the bare floor's throughput at concurrency 32;
+* the service >= 90% of the FastAPI floor's throughput at concurrency 32;
 * ``/predict`` >= 30x the naive baseline's throughput at concurrency 32;
-* ``/predict`` p99 <= 20 ms at half of its peak throughput (open loop).
+* ``/predict`` p99 <= 5 ms at half of its peak throughput (open loop).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _loadgen
+from bench._apps import PROTOCOL_PATHS
 from bench._loadgen import GENERATORS, error_count, pick_generator
 from bench._metrics import metric
 from bench._process import ServerProcess as Server
@@ -59,11 +69,14 @@ from bench._resources import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("service", "floor", "core", "unbatched", "naive")
+TARGETS = ("service", "bare", "floor", "core", "unbatched", "naive")
+# Targets that answer every protocol's route; the others answer /predict only.
+ALL_PROTOCOLS = ("service", "baseline", "bare", "floor")
 
-FLOOR_RATIO_MIN = 0.85
+BARE_RATIO_MIN = 0.50
+FLOOR_RATIO_MIN = 0.90
 NAIVE_RATIO_MIN = 30.0
-P99_MAX_MS = 20.0
+P99_MAX_MS = 5.0
 TARGET_CONCURRENCY = 32
 
 
@@ -107,17 +120,19 @@ def settle(servers: list[Server], *, window: float = 0.2) -> float:
     return time.monotonic() - started
 
 
-def child_env() -> dict[str, str]:
+def child_env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return env
 
 
-def start(name: str, argv: list[str], port: int, workdir: Path, ready_path: str) -> Server:
+def start(
+    name: str, argv: list[str], port: int, workdir: Path, ready_path: str, root: Path = ROOT
+) -> Server:
     log = workdir / f"{name}.log"
     return start_process(
-        argv, log, port, ready_path=ready_path, name=name, env=child_env(), wait=False
+        argv, log, port, ready_path=ready_path, name=name, env=child_env(root), wait=False, cwd=root
     )
 
 
@@ -163,8 +178,10 @@ def sanity_check(servers: dict[str, Server]) -> None:
                 raise SystemExit(f"service says {got} for ({x}, {y}), the model says {want}")
 
 
-def load(port: int, **kwargs: Any) -> dict[str, Any]:
-    return _loadgen.run(port, env=child_env(), **kwargs)
+def load(port: int, *, protocol: str = "predict", **kwargs: Any) -> dict[str, Any]:
+    return _loadgen.run(
+        port, env=child_env(), path=PROTOCOL_PATHS[protocol], protocol=protocol, **kwargs
+    )
 
 
 def batch_counters(server: Server) -> tuple[float, float] | None:
@@ -212,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per cell (3)")
     p.add_argument("--concurrency", default="1,8,32,128", help="closed-loop levels (1,8,32,128)")
     p.add_argument("--targets", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
+    p.add_argument(
+        "--protocols",
+        default="predict",
+        help="routes driven: predict, v1, v2 (comma-separated; v1 and v2 need wrk)",
+    )
     p.add_argument("--epochs", type=int, default=20, help="epochs of the benchmark model (20)")
     p.add_argument(
         "--service-arg",
@@ -226,15 +248,34 @@ def main(argv: list[str] | None = None) -> int:
         help="closed-loop generator: wrk (apt-get install wrk), the Python one in "
         "bench/_loadgen.py, or auto = wrk when on PATH (default). Open loop is always Python.",
     )
+    p.add_argument(
+        "--baseline-root",
+        type=Path,
+        help="also run `xor-dnn serve` from this checkout (e.g. `git worktree add /tmp/b main`)"
+        " as the target 'baseline', interleaved with the others: before/after in one run",
+    )
+    p.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the runs, sample the service (and the baseline) with py-spy for this long "
+        "under c=32 load and print where each request's CPU goes",
+    )
     p.add_argument("--json", type=Path, help="also write every run's figures to this file")
     p.add_argument("--workdir", type=Path, help="keep models and logs here (default: a temp dir)")
     args = p.parse_args(argv)
+    if args.baseline_root is not None:
+        args.targets = args.targets.replace("service", "service,baseline", 1)
 
     levels = [int(c) for c in args.concurrency.split(",") if c]
     targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TARGETS)
+    unknown = set(targets) - set(TARGETS) - ({"baseline"} if args.baseline_root else set())
     if unknown or not targets:
         p.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    args.protocol_list = [x for x in args.protocols.split(",") if x]
+    if not args.protocol_list or set(args.protocol_list) - set(PROTOCOL_PATHS):
+        p.error(f"--protocols: choose from {', '.join(PROTOCOL_PATHS)}")
     if not (0 < args.duration <= 60 and 1 <= args.repeats <= 20 and levels):
         p.error("--duration must be in (0, 60], --repeats in [1, 20], --concurrency non-empty")
 
@@ -276,18 +317,21 @@ def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: lis
             ],
             "/readyz",
         ),
+        "bare": ([*apps, "bare"], "/healthz"),
         "floor": ([*apps, "floor"], "/healthz"),
         "core": ([*apps, "batched", "--model-dir", str(model_dir)], "/healthz"),
         "unbatched": ([*apps, "unbatched", "--model-dir", str(model_dir)], "/healthz"),
         "naive": ([*apps, "naive", "--keras", str(keras_path)], "/healthz"),
     }
+    commands["baseline"] = commands["service"]  # the same command, from --baseline-root
     servers: list[Server] = []
     with running(servers):
         for name in targets:
             argv, ready = commands[name]
             port = free_port()
             argv = [*argv, "--port", str(port)]
-            servers.append(start(name, argv, port, workdir, ready))
+            root = args.baseline_root.resolve() if name == "baseline" else ROOT
+            servers.append(start(name, argv, port, workdir, ready, root))
         for s in servers:
             wait_ready(s, timeout=180)
         by_name = {s.name: s for s in servers}
@@ -296,27 +340,35 @@ def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: lis
         for s in servers:
             load(s.port, duration=1.0, concurrency=8, generator=args.generator)
 
-        cells: dict[tuple[str, int], Cell] = {}
-        for c in levels:
-            for rep in range(args.repeats):
-                order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
-                for s in order:
-                    waited = settle(servers)
-                    if waited > 1.0:
-                        print(f"  (waited {waited:.1f} s for the servers to go idle)", flush=True)
-                    r = measure(s, duration=args.duration, concurrency=c, generator=args.generator)
-                    cells.setdefault((s.name, c), Cell()).runs.append(r)
-                    print(
-                        f"  c={c:<4} {s.name:<10} {r['rps']:9.1f} req/s  "
-                        f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
-                        f"cpu {r['cpu_ms']:.3f} ms/req",
-                        flush=True,
-                    )
+        cells: dict[tuple[str, str, int], Cell] = {}
+        for protocol in args.protocol_list:
+            able = [s for s in servers if protocol == "predict" or s.name in ALL_PROTOCOLS]
+            for c in levels:
+                for rep in range(args.repeats):
+                    order = able[rep % len(able) :] + able[: rep % len(able)]
+                    for s in order:
+                        waited = settle(servers)
+                        if waited > 1.0:
+                            print(f"  (waited {waited:.1f} s for the servers to go idle)")
+                        r = measure(
+                            s,
+                            duration=args.duration,
+                            concurrency=c,
+                            generator=args.generator,
+                            protocol=protocol,
+                        )
+                        cells.setdefault((s.name, protocol, c), Cell()).runs.append(r)
+                        print(
+                            f"  {protocol:<7} c={c:<4} {s.name:<10} {r['rps']:9.1f} req/s  "
+                            f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+                            f"cpu {r['cpu_ms']:.3f} ms/req",
+                            flush=True,
+                        )
 
         open_loop: Cell | None = None
         half_rate = float("nan")
-        if "service" in by_name:
-            peak = max(cells[("service", c)].median("rps") for c in levels)
+        if "service" in by_name and "predict" in args.protocol_list:
+            peak = max(cells[("service", "predict", c)].median("rps") for c in levels)
             half_rate = peak / 2
             open_loop = Cell()
             for _ in range(args.repeats):
@@ -329,50 +381,130 @@ def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: lis
                     flush=True,
                 )
 
+        if args.profile > 0:
+            for s in servers:
+                if s.name in ("service", "baseline"):
+                    settle(servers)
+                    profile(s, seconds=args.profile, generator=args.generator, workdir=workdir)
+
     return report(args, targets, levels, cells, open_loop, half_rate, time.monotonic() - t0)
+
+
+# Where the innermost Python frame of a sample lives -> what the CPU was spent on. The first
+# matching fragment wins; C code (orjson, pydantic-core, numpy, httptools) counts under the
+# Python frame that called it.
+_PROFILE_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("tensorflow", "model call (TensorFlow, model thread)"),
+    ("keras", "model call (TensorFlow, model thread)"),
+    ("service/registry.py", "model call (TensorFlow, model thread)"),
+    ("prometheus_client", "metrics (prometheus_client)"),
+    ("service/batcher.py", "batcher (queue, hand-off, results)"),
+    ("service/dataplane.py", "data plane (limits, version, infer)"),
+    ("service/codec.py", "decoding (pydantic validation, points)"),
+    ("pydantic", "decoding (pydantic validation, points)"),
+    ("service/routes/", "protocol handler (encode answer)"),
+    ("service/dataroutes.py", "dispatcher (route match, send)"),
+    ("service/middleware.py", "front door (ids, limits, CORS, hooks, log)"),
+    ("service/responses.py", "front door (ids, limits, CORS, hooks, log)"),
+    ("service/server.py", "HTTP server (uvicorn, httptools)"),
+    ("service/deadlines.py", "timers"),
+    ("uvicorn", "HTTP server (uvicorn, httptools)"),
+    ("fastapi", "framework (FastAPI, Starlette)"),
+    ("starlette", "framework (FastAPI, Starlette)"),
+    ("numpy", "numpy"),
+    ("asyncio", "event loop (asyncio, uvloop)"),
+    ("uvloop", "event loop (asyncio, uvloop)"),
+    ("threading.py", "event loop (asyncio, uvloop)"),
+)
+
+
+def profile(server: Server, *, seconds: float, generator: str, workdir: Path) -> None:
+    """Sample ``server`` with py-spy under c=32 load; print CPU per request by category."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists() and shutil.which("py-spy") is None:
+        print("  (--profile: py-spy is not installed: pip install py-spy)")
+        return
+    raw = workdir / f"{server.name}.pyspy.txt"
+    spy_cmd = [spy, "record", "-p", str(server.proc.pid), "-d", str(max(1, round(seconds))),
+               "-r", "250", "-f", "raw", "-o", str(raw), "--gil"]  # fmt: skip
+    sampler = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = measure(server, duration=seconds + 1, concurrency=TARGET_CONCURRENCY, generator=generator)
+    _, err = sampler.communicate(timeout=seconds + 60)
+    if sampler.returncode != 0 or not raw.exists():
+        print(f"  (py-spy failed on {server.name}: {err.decode(errors='replace')[-500:]})")
+        return
+    shares: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        category = "other"
+        for frame in reversed(frames):
+            found = next((c for fragment, c in _PROFILE_CATEGORIES if fragment in frame), None)
+            if found is not None:
+                category = found
+                break
+        shares[category] = shares.get(category, 0) + int(count)
+        total += int(count)
+    cpu_us = r["cpu_ms"] * 1000
+    print(
+        f"\n{server.name}: where the GIL-holding time goes (py-spy --gil, {total} samples over "
+        f"{seconds:g} s at c={TARGET_CONCURRENCY}, {r['rps']:.0f} req/s, {cpu_us:.0f} µs of "
+        "server CPU per request, shared out by the samples' shares)"
+    )
+    print("\n| spent in | share | µs/request |\n|---|---:|---:|")
+    for category, n in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"| {category} | {n / total:.0%} | {cpu_us * n / total:.1f} |")
 
 
 def report(
     args: argparse.Namespace,
     targets: list[str],
     levels: list[int],
-    cells: dict[tuple[str, int], Cell],
+    cells: dict[tuple[str, str, int], Cell],
     open_loop: Cell | None,
     half_rate: float,
     seconds: float,
 ) -> int:
     print()
     print(
-        f"Single-point POST /predict, closed loop, median of {args.repeats} interleaved "
+        f"Single-point requests, closed loop, median of {args.repeats} interleaved "
         f"runs of {args.duration:g} s (nproc={os.cpu_count()}, one worker per server; "
         f"closed loop by {GENERATORS[args.generator]}, open loop by bench/_loadgen.py)"
     )
     print()
     print(
-        "| target | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req "
+        "| protocol | target | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req "
         "| requests/model call | errors |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name in targets:
-        for c in levels:
-            cell = cells[(name, c)]
-            print(
-                f"| {name} | {c} | {fmt(cell.median('rps'))} | {fmt(cell.median('p50_ms'), 2)} "
-                f"| {fmt(cell.median('p99_ms'), 2)} | {fmt(cell.median('cpu_ms'), 3)} "
-                f"| {fmt(cell.median('per_call'))} | {cell.errors} |"
-            )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for protocol in args.protocol_list:
+        for name in targets:
+            for c in levels:
+                cell = cells.get((name, protocol, c))
+                if cell is None:
+                    continue
+                print(
+                    f"| {protocol} | {name} | {c} | {fmt(cell.median('rps'))} "
+                    f"| {fmt(cell.median('p50_ms'), 2)} | {fmt(cell.median('p99_ms'), 2)} "
+                    f"| {fmt(cell.median('cpu_ms'), 3)} | {fmt(cell.median('per_call'))} "
+                    f"| {cell.errors} |"
+                )
     print()
     if "service" in targets and len(targets) > 1:
         others = [t for t in targets if t != "service"]
-        print("| concurrency | " + " | ".join(f"service / {t}" for t in others) + " |")
-        print("|---:|" + "---:|" * len(others))
-        for c in levels:
-            svc = cells[("service", c)].median("rps")
-            print(
-                f"| {c} | "
-                + " | ".join(_ratio(svc, cells[(t, c)].median("rps")) for t in others)
-                + " |"
-            )
+        print("| protocol | concurrency | " + " | ".join(f"service / {t}" for t in others) + " |")
+        print("|---|---:|" + "---:|" * len(others))
+        for protocol in args.protocol_list:
+            for c in levels:
+                svc = cells[("service", protocol, c)].median("rps")
+                row = []
+                for t in others:
+                    cell = cells.get((t, protocol, c))
+                    row.append(_ratio(svc, cell.median("rps")) if cell else "-")
+                print(f"| {protocol} | {c} | " + " | ".join(row) + " |")
         print()
     if open_loop is not None:
         print(
@@ -381,28 +513,31 @@ def report(
             f" ms, {fmt(open_loop.median('per_call'))} requests/model call, "
             f"{open_loop.errors} errors"
         )
-    checks: list[tuple[str, float, str, bool]] = []
+    checks: list[tuple[str, str, str, bool]] = []
     c = TARGET_CONCURRENCY
     if "service" in targets and c in levels:
-        svc = cells[("service", c)].median("rps")
-        if "floor" in targets:
-            floor_rps = cells[("floor", c)].median("rps")
-            ratio = svc / floor_rps if floor_rps > 0 else float("nan")
-            checks.append(
-                (
-                    f"/predict vs floor at c={c}",
-                    ratio,
-                    f">= {FLOOR_RATIO_MIN:.0%}",
-                    ratio >= FLOOR_RATIO_MIN,
-                )
-            )
-        if "naive" in targets:
-            naive_rps = cells[("naive", c)].median("rps")
+        for protocol in args.protocol_list:
+            svc = cells[("service", protocol, c)].median("rps")
+            for base, minimum in (("bare", BARE_RATIO_MIN), ("floor", FLOOR_RATIO_MIN)):
+                if base in targets:
+                    base_rps = cells[(base, protocol, c)].median("rps")
+                    ratio = svc / base_rps if base_rps > 0 else float("nan")
+                    checks.append(
+                        (
+                            f"{PROTOCOL_PATHS[protocol]} vs {base} at c={c}",
+                            f"{ratio:.0%}",
+                            f">= {minimum:.0%}",
+                            ratio >= minimum,
+                        )
+                    )
+        if "naive" in targets and "predict" in args.protocol_list:
+            naive_rps = cells[("naive", "predict", c)].median("rps")
+            svc = cells[("service", "predict", c)].median("rps")
             ratio = svc / naive_rps if naive_rps > 0 else float("inf")
             checks.append(
                 (
                     f"/predict vs naive at c={c}",
-                    ratio,
+                    f"{ratio:.1f}x",
                     f">= {NAIVE_RATIO_MIN:g}x",
                     ratio >= NAIVE_RATIO_MIN,
                 )
@@ -412,7 +547,7 @@ def report(
         checks.append(
             (
                 f"/predict p99 at half peak ({half_rate:.0f} req/s, open loop)",
-                p99,
+                f"{p99:.2f} ms",
                 f"<= {P99_MAX_MS:g} ms",
                 p99 <= P99_MAX_MS and open_loop.errors == 0,
             )
@@ -420,19 +555,14 @@ def report(
     print()
     print("| target | measured | required | |")
     print("|---|---:|---:|---|")
-    for label, value, need, ok in checks:
-        shown = (
-            f"{value:.0%}"
-            if "floor" in label
-            else (f"{value:.1f}x" if "naive" in label else f"{value:.2f} ms")
-        )
+    for label, shown, need, ok in checks:
         print(f"| {label} | {shown} | {need} | {'ok' if ok else 'MISSED'} |")
     print(f"\nwhole run: {seconds:.0f} s")
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
-                    "cells": {f"{n}@{c}": cell.runs for (n, c), cell in cells.items()},
+                    "cells": {f"{n}/{p}@{c}": cell.runs for (n, p, c), cell in cells.items()},
                     "open_loop": open_loop.runs if open_loop else [],
                     "half_rate": half_rate,
                     "checks": [

@@ -15,21 +15,24 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.params import Depends
 from pydantic.json_schema import models_json_schema
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
 from service.batcher import Batcher, BatchStats
 from service.config import SUPERVISOR_PID_ENV, Settings
 from service.dataplane import DataPlane
-from service.middleware import RETRY_AFTER_S, JsonCORSMiddleware, ServiceMiddleware
+from service.dataroutes import Dispatcher
+from service.middleware import RETRY_AFTER_S, Hooks, ServiceMiddleware
 from service.registry import ModelRegistry, RefreshResult, set_tf_threads
 from service.routes import health, models, predict, tfserving, v2
 from service.routes.common import install_error_handlers
-from service.schemas import REQUEST_MODELS
+from service.schemas import REQUEST_MODELS, exact_request_schemas
 from xor_dnn import __version__
 
 log = logging.getLogger(__name__)
@@ -139,10 +142,62 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new app; the lifespan (``with TestClient(app)`` or a server) loads the models."""
+class ServiceApp(FastAPI):
+    """FastAPI with the service's front door around its middleware stack.
+
+    Outside in: :class:`ServiceMiddleware` (limits, request ids, CORS, :class:`Hooks`,
+    metrics, access log), then any middleware added with ``app.add_middleware``, then the
+    :class:`~service.dataroutes.Dispatcher`, which answers the data-plane POSTs itself and
+    hands everything else to FastAPI's own stack (error handling, routing, dependencies).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = self.middleware_stack
+        if stack is not None and scope["type"] == "http":
+            # What FastAPI's and Starlette's __call__ do for a request once the stack is built
+            # (root_path is the front door's, telemetry is off), without their checks.
+            scope["app"] = self
+            await stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        user, self.user_middleware = self.user_middleware, []
+        try:
+            framework = super().build_middleware_stack()
+        finally:
+            self.user_middleware = user
+        app: ASGIApp = Dispatcher(self.routes, framework)
+        self.state.fast_paths = app.paths  # type: ignore[attr-defined]
+        for cls, args, kwargs in reversed(user):
+            app = cls(app, *args, **kwargs)
+        settings: Settings = self.state.settings
+        return ServiceMiddleware(
+            app,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+            max_inflight_requests=settings.inflight_cap,
+            root_path=settings.root_path,
+            access_log=settings.access_log,
+            cors_origins=settings.cors_origins,
+            hooks=self.state.hooks,
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    hooks: Hooks | None = None,
+    dependencies: Sequence[Depends] | None = None,
+) -> FastAPI:
+    """A new app; the lifespan (``with TestClient(app)`` or a server) loads the models.
+
+    ``hooks`` run on every request and answer (:class:`~service.middleware.Hooks`);
+    ``dependencies`` are FastAPI dependencies of every route (a route that has any is
+    answered through FastAPI, so they run on it).
+    """
     settings = settings or Settings()
-    app = FastAPI(
+    app = ServiceApp(
         title="xor-dnn inference service",
         version=__version__,
         description=(
@@ -156,12 +211,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=settings.docs_path if settings.enable_docs else None,
         redoc_url=None,
         openapi_url=settings.openapi_path if settings.enable_docs else None,
+        dependencies=dependencies,
     )
     app.state.settings = settings
     app.state.dataplane = None
+    app.state.hooks = hooks if hooks is not None else Hooks()
     install_error_handlers(app)
-    # POST /predict is answered by ServiceMiddleware itself (its _predict says why); this
-    # route documents it in OpenAPI and serves cross-origin requests, through CORS.
     for router in (predict.router, tfserving.router, v2.router, health.router, models.router):
         app.include_router(router)
     if settings.enable_metrics:
@@ -171,25 +226,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", models.static_files(), name="static")
     _publish_request_schemas(app)
 
-    # add_middleware wraps: the last added runs first. Order, outside in: the service layer
-    # (in-flight cap, request id, metrics, body limits: it sees every answer, including 413s
-    # and refusals), CORS, the routes.
-    if settings.cors_origins:
-        app.add_middleware(
-            JsonCORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
-    app.add_middleware(
-        ServiceMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        body_timeout_s=settings.body_timeout_s,
-        max_inflight_requests=settings.inflight_cap,
-        root_path=settings.root_path,
-        access_log=settings.access_log,
-    )
     return app
 
 
@@ -208,6 +244,8 @@ def _publish_request_schemas(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        settings: Settings = app.state.settings
+        exact_request_schemas(components, settings.max_points_per_request)
         app.openapi_schema = schema
         return schema
 

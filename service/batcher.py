@@ -40,12 +40,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from service.deadlines import DeadlineSweeper
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -82,17 +83,22 @@ class BatchStats:
     """True when the predict call raised or returned a wrong shape."""
 
 
-@dataclass(eq=False)
 class _Request:
-    points: NDArray[np.float32]
-    key: Hashable
-    future: asyncio.Future[NDArray[np.float32]]
-    enqueued: float
-    queued: bool = field(default=True)
+    __slots__ = ("enqueued", "future", "key", "points", "queued", "size")
 
-    @property
-    def size(self) -> int:
-        return int(self.points.shape[0])
+    def __init__(
+        self,
+        points: NDArray[np.float32],
+        key: Hashable,
+        future: asyncio.Future[NDArray[np.float32]],
+        enqueued: float,
+    ) -> None:
+        self.points = points
+        self.key = key
+        self.future = future
+        self.enqueued = enqueued
+        self.queued = True
+        self.size = int(points.shape[0])
 
 
 class Batcher:
@@ -150,10 +156,9 @@ class Batcher:
         # Lingering pays off only when requests arrive concurrently; the size of the previous
         # batch is the cheapest signal of that, and it starts low so a first request never waits.
         self._last_batch_requests = 1
-        # Deadlines of the waiting requests, checked every DEADLINE_TICK_S by one timer that
-        # runs only while some request waits (see _sweep_deadlines).
-        self._deadlines: dict[_Request, float] = {}
-        self._deadline_timer: asyncio.TimerHandle | None = None
+        # Deadlines of the waiting requests: one timer for all of them, not one per request;
+        # a request fails at most DEADLINE_TICK_S late (see _expire).
+        self._deadlines: DeadlineSweeper[_Request] = DeadlineSweeper(DEADLINE_TICK_S, self._expire)
 
     @property
     def queued_requests(self) -> int:
@@ -232,13 +237,11 @@ class Batcher:
             self._wakeup.set()
 
         if deadline is not None:
-            self._deadlines[request] = deadline
-            if self._deadline_timer is None:
-                self._deadline_timer = loop.call_later(DEADLINE_TICK_S, self._sweep_deadlines)
+            self._deadlines.watch(request, deadline)
         try:
             return await request.future
         finally:
-            self._deadlines.pop(request, None)
+            self._deadlines.unwatch(request)
             # Cancelled (client gone) or timed out while still queued: free its place now,
             # so the queue bound and the queue-depth gauge only count live work.
             if request.queued:
@@ -247,31 +250,16 @@ class Batcher:
             if not request.future.done():
                 request.future.cancel()
 
-    def _sweep_deadlines(self) -> None:
-        """Fail the waiting requests whose deadline passed with :class:`DeadlineExceeded`.
-
-        One timer for every waiting request instead of an ``asyncio.timeout`` each: a timer
-        per request measured 10-20 µs here, a tenth of a whole ``/predict``. The price is
-        resolution: a request fails up to ``DEADLINE_TICK_S`` after its deadline. A request
-        still queued is then dropped from the queue by ``submit``; one in a running batch
-        has its slice of the results dropped.
-        """
-        self._deadline_timer = None
-        now = time.monotonic()
-        for request, deadline in list(self._deadlines.items()):
-            if deadline <= now:
-                del self._deadlines[request]
-                if not request.future.done():
-                    where = "queued" if request.queued else "in a running batch"
-                    request.future.set_exception(
-                        DeadlineExceeded(
-                            f"the request deadline passed after {now - request.enqueued:.3f} s "
-                            f"({where})"
-                        )
-                    )
-        if self._deadlines:
-            loop = asyncio.get_running_loop()
-            self._deadline_timer = loop.call_later(DEADLINE_TICK_S, self._sweep_deadlines)
+    def _expire(self, request: _Request) -> None:
+        """Fail a request whose deadline passed with :class:`DeadlineExceeded`. A request
+        still queued is then dropped from the queue by ``submit``; one in a running batch has
+        its slice of the results dropped."""
+        if not request.future.done():
+            where = "queued" if request.queued else "in a running batch"
+            waited = time.monotonic() - request.enqueued
+            request.future.set_exception(
+                DeadlineExceeded(f"the request deadline passed after {waited:.3f} s ({where})")
+            )
 
     async def stop(self, timeout: float) -> None:
         """Refuse new submits, finish the queued work within ``timeout`` seconds, stop.

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -31,50 +31,22 @@ log = logging.getLogger("service.cli")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 
-# flag -> (Settings field, argparse type, help)
-_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--model-dir", "model_dir", str, "folder or s3://, gs:// URI of numbered versions"),
-    ("--cache-dir", "cache_dir", Path, "download folder for versions from an object store"),
-    ("--model-name", "model_name", str, "name in the URLs (/v1/models/<name>)"),
-    ("--host", "host", str, "interface to bind (0.0.0.0 in a container)"),
-    ("--port", "port", int, "TCP port"),
-    ("--workers", "workers", int, "server processes (1 batches best; scale with replicas)"),
-    ("--max-batch-size", "max_batch_size", int, "most points per model call"),
-    ("--max-batch-wait-ms", "max_batch_wait_ms", float, "longest wait for a batch to fill"),
-    ("--tf-threads", "tf_threads", int, "TensorFlow threads per pool (0: one per core)"),
-    ("--max-queue-points", "max_queue_points", int, "queue bound in points; beyond: 429"),
-    ("--max-inflight-requests", "max_inflight_requests", int, "POSTs in flight; beyond: 503"),
-    ("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504 after)"),
-    ("--max-points-per-request", "max_points_per_request", int, "points one request may carry"),
-    ("--max-body-bytes", "max_body_bytes", int, "largest body accepted (413 above)"),
-    ("--header-timeout-s", "header_timeout_s", float, "request head deadline; idle keep-alive"),
-    ("--body-timeout-s", "body_timeout_s", float, "request body deadline (408 after)"),
-    ("--poll-interval-s", "poll_interval_s", float, "poll interval (1 s local, 10 s remote)"),
-    ("--keep-versions", "keep_versions", int, "newest versions kept loaded"),
-    ("--drain-timeout-s", "drain_timeout_s", float, "SIGTERM: time to finish in-flight work"),
-    ("--log-format", "log_format", str, "text or json"),
-    ("--log-level", "log_level", str, "debug, info, warning, error"),
-    ("--access-log", "access_log", str, "requests logged: errors (4xx/5xx), all or off"),
-    ("--root-path", "root_path", str, "path prefix behind a reverse proxy, e.g. /xor"),
-    ("--cors-origins", "cors_origins", str, "comma-separated origins allowed by CORS"),
-    ("--docs-path", "docs_path", str, "URL of the OpenAPI UI, e.g. /_admin/docs"),
-    ("--openapi-path", "openapi_path", str, "URL of the OpenAPI schema"),
-    ("--metrics-path", "metrics_path", str, "URL of the Prometheus metrics"),
-    ("--grpc-port", "grpc_port", int, "gRPC port (V2, TF Serving, health); 0: off"),
-    ("--grpc-max-message-bytes", "grpc_max_message_bytes", int, "largest gRPC message"),
-    ("--tls-cert-file", "tls_cert_file", Path, "PEM certificate: HTTP and gRPC speak TLS"),
-    ("--tls-key-file", "tls_key_file", Path, "PEM private key of --tls-cert-file"),
-    ("--tls-client-ca-file", "tls_client_ca_file", Path, "PEM CA: require client certificates"),
-]
-_SWITCHES: list[tuple[str, str, str]] = [
-    ("--train-if-missing", "train_if_missing", "train the default model first if none exists"),
-    ("--docs", "enable_docs", "serve OpenAPI docs at /docs"),
-    ("--metrics", "enable_metrics", "serve Prometheus metrics at /metrics"),
-]
+
+def flag_name(field: str) -> str:
+    """A setting's flag: ``max_batch_size`` -> ``--max-batch-size``; on/off switches drop
+    their ``enable_`` (``enable_docs`` -> ``--docs/--no-docs``)."""
+    return "--" + field.removeprefix("enable_").replace("_", "-")
 
 
 def register(subparsers: Any) -> None:
-    """Add ``serve`` to the ``xor-dnn`` dispatcher."""
+    """Add ``serve`` to the ``xor-dnn`` dispatcher, one flag per field of ``Settings``.
+
+    The flags are generated from the model (name, type, choices, help from the field's
+    docstring), so a setting is written once; importing pydantic here is cheap next to
+    ``xor-dnn``'s other commands, unlike TensorFlow or FastAPI.
+    """
+    from service.config import Settings
+
     parser = subparsers.add_parser(
         "serve",
         help="serve the model over HTTP (POST /predict, TF Serving v1, Open Inference v2)",
@@ -84,21 +56,37 @@ def register(subparsers: Any) -> None:
             "(e.g. XOR_DNN_MAX_BATCH_SIZE); flags win. See docs/service.md."
         ),
     )
-    for flag, dest, kind, text in _FLAGS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-    for flag, dest, text in _SWITCHES:
-        parser.add_argument(
-            flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
-        )
+    for name, field in Settings.model_fields.items():
+        text = _first_sentence(field.description or "")
+        kind = field.annotation
+        if kind is bool:
+            parser.add_argument(
+                flag_name(name),
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=text,
+            )
+            continue
+        if get_origin(kind) is Literal:  # not argparse choices: the model also takes "INFO"
+            text += f" ({', '.join(get_args(kind))})"
+        convert = kind if kind in (int, float, Path) else str
+        parser.add_argument(flag_name(name), dest=name, type=convert, default=None, help=text)
     parser.set_defaults(func=serve)
+
+
+def _first_sentence(text: str) -> str:
+    first = " ".join(text.split()).split(". ")[0].rstrip(".")
+    return first.replace("%", "%%")  # argparse formats help with %
 
 
 def build_settings(args: argparse.Namespace) -> Any:
     """Settings from env vars, overridden by the flags actually given."""
     from service.config import Settings
 
-    names = [dest for _, dest, _, _ in _FLAGS] + [dest for _, dest, _ in _SWITCHES]
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    overrides = {
+        n: getattr(args, n) for n in Settings.model_fields if getattr(args, n, None) is not None
+    }
     return Settings(**overrides)
 
 
@@ -115,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
                 print(f"xor-dnn serve: {message}", file=sys.stderr)
                 continue
             print(
-                f"xor-dnn serve: --{name.replace('_', '-')} (env XOR_DNN_{name.upper()}): "
+                f"xor-dnn serve: {flag_name(name)} (env XOR_DNN_{name.upper()}): "
                 f"{err['msg']}, got {err.get('input')!r}",
                 file=sys.stderr,
             )
@@ -166,6 +154,9 @@ def serve(args: argparse.Namespace) -> int:
                 ws="none",  # no WebSocket routes: an upgrade request is plain HTTP
                 server_header=False,
                 **tls_options(settings),
+                # A per-request layer, so only when a trusted proxy is configured.
+                proxy_headers=bool(settings.forwarded_allow_ips),
+                forwarded_allow_ips=settings.forwarded_allow_ips or None,
             )
         except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup failed
             return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED

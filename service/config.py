@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+        # Each field's docstring is its description: the serve flag's help (service.cli).
+        use_attribute_docstrings=True,
     )
 
     model_dir: str = Field(default="models/xor", min_length=1)
@@ -99,6 +104,9 @@ class Settings(BaseSettings):
     count every request either way."""
     root_path: str = Field(default="", pattern=r"^(/[^\s?#]*[^/\s?#])?$")
     """Path prefix a reverse proxy serves the app under (e.g. /xor), for docs and the page."""
+    forwarded_allow_ips: str = ""
+    """Proxies trusted to set X-Forwarded-For/-Proto, comma-separated IPs or networks ("*":
+    any); empty (default): the headers are ignored and no proxy-headers layer runs."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma-separated; empty = no CORS."""
     enable_docs: bool = True

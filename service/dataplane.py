@@ -1,27 +1,26 @@
-"""The protocol-neutral core every route calls: parse, validate limits, batch, predict.
+"""The protocol-neutral core every adapter calls: limits, version resolution, deadline, batch.
 
-It knows no HTTP (no FastAPI, no status codes beyond the ServiceError tree), so the
-``/predict``, TensorFlow Serving and Open Inference Protocol routes share one behaviour:
-the same limits, the same version resolution, the same metrics and drift signal.
+It knows no transport (no HTTP, no gRPC, no status codes beyond the ServiceError tree): an
+adapter decodes its request into float32 points (``service.codec``), calls
+:meth:`DataPlane.infer` and encodes the :class:`Inference`, so every protocol shares one
+behaviour: the same limits, the same version resolution, the same metrics and drift signal.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import math
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ValidationError
 
 from service import metrics
 from service.batcher import Batcher
 from service.config import Settings
 from service.errors import (
-    BadRequest,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
@@ -30,10 +29,6 @@ from service.errors import (
     Unavailable,
 )
 from service.registry import ModelRegistry
-
-M = TypeVar("M", bound=BaseModel)
-
-_MAX_ERRORS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -94,11 +89,12 @@ class DataPlane:
     ) -> Inference:
         """Probabilities for ``points`` ``(n, 2)`` from ``version`` (None: the default).
 
-        ``deadline`` (``time.monotonic()``), a client's own (gRPC), applies when it comes
-        before ``request_timeout_s``.
+        ``deadline`` is a ``time.monotonic()`` instant, e.g. a gRPC client's own; it applies
+        when it comes before ``request_timeout_s`` from now. ``protocol`` labels the
+        predicted-points metric.
         """
         self.check_points(int(points.shape[0]))
-        if not np.isfinite(points).all():
+        if not _all_finite(points):
             raise InvalidInput(
                 "points: every coordinate must be finite and within float32 range (|v| < 3.4e38)",
                 field="points",
@@ -121,10 +117,18 @@ class DataPlane:
         except DeadlineExceeded:
             metrics.DEADLINE_EXCEEDED.inc()
             raise
-        if not np.isfinite(probabilities).all():
+        if not _all_finite(probabilities):
             raise _overflow(points, probabilities)
         _points_counter(protocol, served.version).inc(len(probabilities))
         return Inference(served.version, probabilities)
+
+
+def _all_finite(values: NDArray[np.float32]) -> bool:
+    # A numpy reduction costs microseconds of call overhead; a request's few values are
+    # checked faster as Python floats.
+    if values.size <= 64:
+        return all(map(math.isfinite, values.ravel().tolist()))
+    return bool(np.isfinite(values).all())
 
 
 def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -> InvalidInput:
@@ -145,159 +149,3 @@ def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -
 @functools.cache
 def _points_counter(protocol: str, version: int) -> Any:
     return metrics.PREDICTED_POINTS.labels(protocol=protocol, version=str(version))
-
-
-def to_points(values: Any) -> NDArray[np.float32]:
-    """float32 ``(n, 2)``; values beyond float32 become inf, which ``infer`` then refuses."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(values, dtype=np.float32).reshape(-1, 2)
-
-
-def parse_body(model: type[M], body: bytes | str) -> M:
-    """Validate a JSON body against ``model``; raise errors that name the field and limit.
-
-    A body repeating a key in one object (``{"x": 1, "x": 2}``) is refused with 400: parsers
-    disagree on which value wins (pydantic keeps the last, others the first), and a proxy or
-    log reading the other one would see a different request than the model did.
-    """
-    try:
-        parsed = model.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False)) from None
-    _reject_duplicate_keys(body, _count_keys(parsed))
-    return parsed
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _reject_duplicate_keys(body: bytes | str, unique_keys: int) -> None:
-    # Every key is followed by a colon, so a body with no more colons than the parsed model has
-    # keys cannot repeat one: the common case costs one bytes.count. Otherwise (colons inside
-    # strings, or a real duplicate) a second, exact parse decides.
-    colons = body.count(b":") if isinstance(body, bytes) else body.count(":")
-    if colons <= unique_keys:
-        return
-
-    def check(pairs: list[tuple[str, Any]]) -> None:
-        if len(pairs) > 1 and len({key for key, _ in pairs}) != len(pairs):
-            seen: set[str] = set()
-            for key, _ in pairs:
-                if key in seen:
-                    raise _DuplicateKey(key)
-                seen.add(key)
-
-    try:
-        json.loads(body, object_pairs_hook=check)
-    except _DuplicateKey as exc:
-        key = _show(exc.args[0])
-        raise BadRequest(
-            f"body: duplicate key {key} in one object; each key may appear once", field="body"
-        ) from None
-    except (ValueError, RecursionError):  # pydantic accepted it; nothing more to say
-        return
-
-
-def _count_keys(value: Any) -> int:
-    """Distinct keys in a validated model (a lower bound where it cannot see: never above)."""
-    if isinstance(value, BaseModel):
-        names = value.model_fields_set
-        return len(names) + sum(_count_keys(getattr(value, name)) for name in names)
-    if isinstance(value, dict):
-        return len(value) + sum(_count_keys(item) for item in value.values())
-    if isinstance(value, list) and value:
-        first = value[0]
-        if isinstance(first, BaseModel):
-            flat = _flat_field_count(type(first))
-            if flat is not None and all(type(item) is type(first) for item in value):
-                return flat * len(value)  # e.g. 1024 Points: no per-item Python work
-        if isinstance(first, BaseModel | dict | list):
-            return sum(_count_keys(item) for item in value)
-    return 0
-
-
-@functools.cache
-def _flat_field_count(model: type[BaseModel]) -> int | None:
-    """Keys every instance has, when all fields are required scalars (like Point), else None."""
-    fields = model.model_fields.values()
-    if all(f.is_required() and f.annotation in (int, float, str, bool) for f in fields):
-        return len(fields)
-    return None
-
-
-def validation_error(errors: list[Any], *, prefix: str = "") -> BadRequest | InvalidInput:
-    """One ServiceError summarising pydantic-style errors (the deepest first, up to three)."""
-    if not errors:
-        return InvalidInput("invalid request")
-    for err in errors:
-        if err.get("type") == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", err.get("msg", "invalid JSON"))
-            return BadRequest(f"body: not valid JSON ({reason})", field="body")
-    # Unions report one error per member; the deepest ones matched the shape best.
-    depth = max(len(_clean_loc(e.get("loc", ()))) for e in errors)
-    ordered = [e for e in errors if len(_clean_loc(e.get("loc", ()))) == depth]
-    seen: set[str] = set()
-    parts: list[str] = []
-    first_field: str | None = None
-    for err in ordered:
-        field = prefix + format_loc(err.get("loc", ()))
-        text = f"{field or 'body'}: {_describe(err)}"
-        if text in seen:
-            continue
-        seen.add(text)
-        parts.append(text)
-        first_field = first_field or field or None
-        if len(parts) == _MAX_ERRORS_SHOWN:
-            break
-    extra = len(ordered) - len(parts)
-    message = "; ".join(parts) + (f" (and {extra} more errors)" if extra > 0 else "")
-    return InvalidInput(message, field=first_field)
-
-
-def format_loc(loc: Any) -> str:
-    """``("points", 0, "x")`` -> ``points[0].x``; drops pydantic's union-member tags."""
-    out = ""
-    for part in _clean_loc(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _clean_loc(loc: Any) -> list[Any]:
-    # Union members appear in loc as type names such as "list[constrained-float]".
-    return [p for p in loc if isinstance(p, int) or "[" not in p]
-
-
-def _describe(err: dict[str, Any]) -> str:
-    kind = err.get("type", "")
-    ctx = err.get("ctx") or {}
-    if kind == "finite_number":
-        return "must be a finite number (no NaN or Infinity)"
-    if kind in ("float_type", "float_parsing"):
-        return f"must be a JSON number, got {_show(err.get('input'))}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be a whole JSON number such as 2 (not 2.0), got {_show(err.get('input'))}"
-    if kind in ("less_than_equal", "greater_than_equal"):
-        bound = ctx.get("le", ctx.get("ge"))
-        if isinstance(bound, float) and abs(bound) > 1e38:
-            shown = _show(err.get("input"))
-            return f"must be a finite number in float32 range (|v| <= 3.4e38), got {shown}"
-        sign = "<=" if kind == "less_than_equal" else ">="
-        return f"must be {sign} {bound}, got {_show(err.get('input'))}"
-    if kind == "extra_forbidden":
-        return "unknown field (not allowed)"
-    if kind == "missing":
-        return "field required"
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
-    if kind == "too_long":
-        return f"allows at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
-    return f"{err.get('msg', 'invalid value')}, got {_show(err.get('input'))}"
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

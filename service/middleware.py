@@ -1,8 +1,9 @@
-"""Pure-ASGI middleware: in-flight cap, request id, metrics, access log and body limits in one
-layer, and the JSON CORS middleware.
+"""The front door: one pure-ASGI layer around everything the service answers, and the
+extension points (:class:`Hooks`) that apply to every route, fast or framework-routed.
 
-Pure ASGI rather than Starlette's BaseHTTPMiddleware: it costs a few microseconds per request
-instead of a task and a stream copy, which matters at thousands of requests per second.
+Pure ASGI rather than Starlette's BaseHTTPMiddleware: no task and no stream copy per request.
+It imports no route: the app factory puts it outside the data-plane dispatcher
+(``service.dataroutes``) and FastAPI's middleware stack, so what it does, every answer gets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -22,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.deadlines import DeadlineSweeper
 from service.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -30,16 +34,13 @@ from service.errors import (
     Unavailable,
 )
 from service.logging import request_id_var
-from service.routes.common import (
-    check_content_headers,
+from service.responses import (
     error_response,
     is_protocol_path,
-    receive_body,
     route_path,
     service_error_response,
     unexpected_error_response,
 )
-from service.routes.predict import predict_body, query_version
 
 access_log = logging.getLogger("service.access")
 # Access-log modes (Settings.access_log) -> the lowest status logged.
@@ -54,22 +55,44 @@ _random_bits = random.getrandbits
 # An incoming id is echoed only when it is short and plain, so it cannot inject log lines.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
+RequestHook = Callable[[Scope], Awaitable[None]]
+ResponseHeadersHook = Callable[[Scope, list[tuple[bytes, bytes]]], None]
+
+
+@dataclass
+class Hooks:
+    """The documented extension points; every request and every answer goes through them.
+
+    * ``on_request``: awaited in order before the request reaches any route (after the
+      in-flight cap, the declared-size check and CORS preflights): authentication, rate
+      limits, tracing. Raise a :class:`~service.errors.ServiceError` to refuse; the answer
+      is the protocol's JSON error, with CORS headers and the request id.
+    * ``response_headers``: called with the scope and the header list of every answer
+      (refusals and errors included) just before it is sent; append to add headers
+      (security headers).
+
+    Pass them to ``create_app(settings, hooks=Hooks(...))`` or append to
+    ``app.state.hooks`` before the app serves.
+    """
+
+    on_request: list[RequestHook] = field(default_factory=list)
+    response_headers: list[ResponseHeadersHook] = field(default_factory=list)
+
 
 class ServiceMiddleware:
-    """The one pure-ASGI layer around the app: in-flight cap, request id, metrics, access log,
-    body size limit and body deadline.
+    """The outer layer: in-flight cap, request id, CORS, hooks, metrics, access log, body
+    size limit and body deadline, for every request whichever route answers it.
 
     One layer rather than a stack of them: each pure-ASGI layer costs a coroutine frame, a
-    ``send`` wrapper and a scope walk per request, 15-25 µs each measured here, a large share
-    of a whole ``/predict``.
+    ``send`` wrapper and a scope walk per request.
 
     **In-flight cap.** At most ``max_inflight_requests`` POST requests (the inference calls)
     are inside the app at once; the next one is answered a pre-built ``503`` with
     ``Retry-After`` before a byte of its body is read, and counted in
-    ``xor_dnn_overload_refusals_total``. Under a storm the excess then costs a few
-    microseconds each instead of a body parse, a validation and a queue slot, so refusals
-    stay fast and the accepted requests keep a bounded latency. GETs (probes, metrics, docs)
-    are never capped: a liveness probe must not fail because predictions are busy.
+    ``xor_dnn_overload_refusals_total``. Under a storm the excess then costs next to nothing
+    instead of a body parse, a validation and a queue slot, so refusals stay fast and the
+    accepted requests keep a bounded latency. GETs (probes, metrics, docs) are never capped:
+    a liveness probe must not fail because predictions are busy.
 
     **Body limit.** 413 for bodies over ``max_body_bytes`` and 408 for bodies slower than
     ``body_timeout_s``. A declared ``Content-Length`` over the limit is answered at once,
@@ -78,6 +101,10 @@ class ServiceMiddleware:
     ``service.server``), so a client that sends its whole body before reading still gets the
     413 instead of a reset. The body deadline runs from the request head to the last body
     chunk; once the body is complete, ``receive`` passes through untimed.
+
+    **CORS.** With ``cors_origins`` set, preflights are answered here and every answer to an
+    allowed origin, this layer's own refusals included, carries the CORS headers, so a
+    browser can read a 413 or a 503 and its ``Retry-After``.
     """
 
     def __init__(
@@ -89,6 +116,8 @@ class ServiceMiddleware:
         max_inflight_requests: int = 0,
         access_log: str = "errors",
         root_path: str = "",
+        cors_origins: list[str] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -99,6 +128,8 @@ class ServiceMiddleware:
         # Requests answered with at least this status get an access-log line.
         self.log_min_status = _ACCESS_LOG_MIN_STATUS[access_log]
         self.root_path = root_path
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.cors = Cors(cors_origins) if cors_origins else None
         self.watchdog = BodyWatchdog(tick=min(1.0, max(0.01, body_timeout_s / 10)))
         self.inflight = 0
         error = Unavailable(
@@ -132,67 +163,86 @@ class ServiceMiddleware:
         # One pass over the headers for everything this layer needs.
         request_id: str | None = None
         declared: int | None = None
-        content_type = content_encoding = b""
-        cross_origin = False
+        origin: bytes | None = None
+        preflight = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
-            elif name == b"content-type" and not content_type:  # the first, as Starlette
-                content_type = value
             elif name == b"x-request-id":
                 text = value.decode("latin-1")
                 if _VALID_REQUEST_ID.fullmatch(text):
                     request_id = text
-            elif name == b"content-encoding":
-                content_encoding = value
             elif name == b"origin":
-                cross_origin = True
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = True
         # 32 random hex digits, as uuid4().hex but from the per-process Mersenne Twister
         # (seeded from os.urandom, reseeded after fork): no syscall, which would release the
         # GIL to the model thread mid-request. An id needs to be unique, not secret.
         request_id = request_id or f"{_random_bits(128):032x}"
-        header = (b"x-request-id", request_id.encode("ascii"))
-        method = scope.get("method", "")
-        capped = method == "POST" and self.max_inflight_requests > 0
-        if capped and self.inflight >= self.max_inflight_requests:
-            await self._refuse(scope, send, header, started)
-            return
-        token = request_id_var.set(request_id)
-        status = 500
+        extra = [(b"x-request-id", request_id.encode("ascii"))]
+        cors = self.cors
+        method = scope["method"]
+        preflight = preflight and method == "OPTIONS" and cors is not None and origin is not None
+        if cors is not None and origin is not None and not preflight:
+            extra += cors.headers(origin)
+        header_hooks = self.hooks.response_headers
+        status = 0
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = [*message.get("headers", ()), *extra]
+                for hook in header_hooks:
+                    hook(scope, headers)
+                message["headers"] = headers
             await send(message)
 
-        if capped:
-            self.inflight += 1
+        token = request_id_var.set(request_id)
+        capped = method == "POST" and self.max_inflight_requests > 0
         template: str | None = None
         try:
-            limit = self.max_body_bytes
-            if declared is not None and declared > limit:
-                error = PayloadTooLarge(
-                    f"body: {declared} bytes exceed the limit of {limit} bytes (max_body_bytes)",
-                    field="body",
-                )
-                await error_response(error, route_path(scope))(scope, receive, send_with_id)
-            elif method == "POST" and not cross_origin and route_path(scope) == "/predict":
-                # Cross-origin requests take the routed path, through the CORS middleware.
-                template = "/predict"
-                status = await self._predict(
-                    scope, self._limited(receive), send, header, content_type, content_encoding
-                )
-            else:
-                await self.app(scope, self._limited(receive), send_with_id)
-        finally:
+            if capped and self.inflight >= self.max_inflight_requests:
+                template = "overloaded"
+                await self._refuse(scope, send_with_headers)
+                return
             if capped:
-                self.inflight -= 1
+                self.inflight += 1
+            try:
+                limit = self.max_body_bytes
+                if declared is not None and declared > limit:
+                    raise PayloadTooLarge(
+                        f"body: {declared} bytes exceed the limit of {limit} bytes "
+                        "(max_body_bytes)",
+                        field="body",
+                    )
+                if preflight:
+                    assert cors is not None
+                    await cors.preflight(scope)(scope, receive, send_with_headers)
+                    return
+                for hook in self.hooks.on_request:
+                    await hook(scope)
+                await self.app(scope, self._limited(receive), send_with_headers)
+            except ServiceError as exc:
+                if status:
+                    raise
+                await service_error_response(exc, scope)(scope, receive, send_with_headers)
+            except ClientDisconnect:
+                status = status or _CLIENT_CLOSED  # nobody to answer
+            except Exception:
+                if status:
+                    raise  # the answer is on its way; let the server log it
+                await unexpected_error_response(scope)(scope, receive, send_with_headers)
+            finally:
+                if capped:
+                    self.inflight -= 1
+        finally:
             elapsed = time.perf_counter() - started
+            status = status or 500
             if template is None:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or _unrouted_label(scope)
@@ -214,66 +264,11 @@ class ServiceMiddleware:
                 )
             request_id_var.reset(token)
 
-    async def _predict(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        header: tuple[bytes, bytes],
-        content_type: bytes,
-        content_encoding: bytes,
-    ) -> int:
-        """``POST /predict`` straight from this layer; returns the status sent.
-
-        The hot path skips Starlette's exception middleware, the router and the route's
-        wrappers (their frames and ``send`` wrappers cost ~25 µs of a ~170 µs request here)
-        and sends its two messages itself. It runs the same code as the documented route
-        (:func:`service.routes.predict.predict_body`) and renders errors with the app's own
-        renderers, so the answers are byte-for-byte those of the routed path.
-        """
-        try:
-            dataplane = getattr(scope["app"].state, "dataplane", None)
-            if dataplane is None:  # between app creation and the end of the startup
-                raise Unavailable("the service is starting up")
-            version = query_version(scope["query_string"])
-            check_content_headers(
-                content_type.decode("latin-1"), content_encoding.decode("latin-1")
-            )
-            content = await predict_body(dataplane, await receive_body(receive), version)
-        except ServiceError as exc:
-            response = service_error_response(exc, scope)
-        except ClientDisconnect:
-            return _CLIENT_CLOSED  # nobody to answer
-        except Exception:
-            response = unexpected_error_response(scope)
-        else:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", b"%d" % len(content)),
-                        header,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": content})
-            return 200
-        response.raw_headers.append(header)
-        await response(scope, receive, send)
-        return response.status_code
-
-    async def _refuse(
-        self, scope: Scope, send: Send, header: tuple[bytes, bytes], started: float
-    ) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         start, body = self._refusals[is_protocol_path(route_path(scope))]
-        await send({**start, "headers": [*start["headers"], header]})
+        await send({**start, "headers": list(start["headers"])})
         await send(body)
         metrics.OVERLOAD_REFUSALS.inc()
-        count, latency = _http_metrics("overloaded", "POST", 503)
-        count.inc()
-        latency.observe(time.perf_counter() - started)
 
     def _limited(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes
@@ -346,53 +341,85 @@ def _unrouted_label(scope: Scope) -> str:
 
 
 class BodyWatchdog:
-    """The body deadlines of every request waiting for its body, checked by one shared timer.
+    """The body deadlines of the requests waiting for their body, on one shared timer
+    (:class:`~service.deadlines.DeadlineSweeper`).
 
-    A timer per read (``asyncio.timeout``) measured 10-20 µs per request here, a large share
-    of a whole ``/predict``. Almost every body has fully arrived by the time it is read, so
-    ``receive`` returns at once and its deadline is merely registered and dropped (two dict
-    operations). One timer, armed only while some request is waiting on its body, wakes every
-    ``tick`` seconds and cancels the reads past their deadline, which then answer 408: at
-    most ``tick`` late.
+    Almost every body has fully arrived by the time it is read, so ``receive`` returns at
+    once and its deadline is merely registered and dropped. A read past its deadline has its
+    task cancelled, then answers 408: at most ``tick`` late.
     """
 
     def __init__(self, tick: float) -> None:
-        self.tick = tick
-        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._sweeper: DeadlineSweeper[asyncio.Task[Any]] = DeadlineSweeper(tick, self._expire)
         self._expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def tick(self) -> float:
+        return self._sweeper.tick
 
     def watch(self, task: asyncio.Task[Any], deadline: float) -> None:
-        self._waiting[task] = deadline
-        loop = task.get_loop()
-        # A timer of another (closed) loop never fires: tests run one app on several loops.
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.tick, self._sweep)
+        self._sweeper.watch(task, deadline)
 
     def unwatch(self, task: asyncio.Task[Any]) -> bool:
         """Stop watching ``task``; True if its deadline passed and it was cancelled for it."""
-        self._waiting.pop(task, None)
+        self._sweeper.unwatch(task)
         if task in self._expired:
             self._expired.discard(task)
             return True
         return False
 
-    def _sweep(self) -> None:
-        self._timer = None
-        now = time.monotonic()
-        for task, deadline in list(self._waiting.items()):
-            if now >= deadline:
-                del self._waiting[task]
-                self._expired.add(task)
-                task.cancel()
-        if self._waiting and self._timer_loop is not None:
-            self._timer = self._timer_loop.call_later(self.tick, self._sweep)
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self._expired.add(task)
+        task.cancel()
 
 
-class JsonCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS middleware whose refused preflight is our JSON error, not plain text."""
+class Cors:
+    """CORS for the allowed origins: the headers of a simple answer, and preflight answers.
+
+    Preflights are checked by Starlette's CORS middleware; a refused one answers our JSON
+    error instead of plain text.
+    """
+
+    EXPOSED = "X-Request-ID, Retry-After"
+
+    def __init__(self, origins: list[str]) -> None:
+        self.allow_all = "*" in origins
+        self.origins = frozenset(origins)
+        self._checker = _JsonCORS(
+            app=_no_app,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-Request-ID"],
+            expose_headers=[self.EXPOSED],
+        )
+
+    def headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        """What an answer to ``origin`` carries: nothing unless the origin is allowed."""
+        if self.allow_all:
+            allowed = b"*"
+        elif origin.decode("latin-1") in self.origins:
+            allowed = origin
+        else:
+            return []
+        out = [
+            (b"access-control-allow-origin", allowed),
+            (b"access-control-expose-headers", self.EXPOSED.encode()),
+        ]
+        if not self.allow_all:
+            out.append((b"vary", b"Origin"))
+        return out
+
+    def preflight(self, scope: Scope) -> Response:
+        """The answer to a preflight (it carries its own CORS headers)."""
+        return self._checker.preflight_response(Headers(scope=scope))
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("only the preflight check of this CORS middleware is used")
+
+
+class _JsonCORS(CORSMiddleware):
+    """Starlette's CORS checks whose refused preflight is our JSON error, not plain text."""
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The model computes in float32: a larger magnitude would become infinity."""
@@ -128,11 +128,16 @@ class TFModelStatusResponse(BaseModel):
 V2Data = list[FiniteFloat] | list[list[FiniteFloat]]
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 2.0 as an integer, and so do generated clients: accept it as 2.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class V2RequestInput(BaseModel):
     model_config = _STRICT
 
     name: str
-    shape: list[Annotated[int, Field(strict=True, ge=0)]]
+    shape: list[Annotated[int, BeforeValidator(_integral), Field(strict=True, ge=0)]]
     datatype: str
     parameters: dict[str, Any] | None = None
     data: V2Data | None = None
@@ -215,3 +220,82 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     TFPredictRequest,
     V2InferenceRequest,
 )
+
+
+def exact_request_schemas(components: dict[str, Any], max_points: int) -> None:
+    """Tighten the generated request schemas to exactly what the routes accept.
+
+    Pydantic's schemas are looser than the routes, which check what a field type cannot say
+    (one of ``instances``/``inputs``, the input's name, shape ``[N, 2]``, the point limit,
+    a setting). A client generated from the schema, or a fuzzer, then sends bodies the
+    schema allows and the route refuses. What JSON Schema can express is stated here; what it
+    cannot (a V2 ``data`` length equal to ``shape[0] * 2``, ``binary_data_size`` matching the
+    binary part) stays in the route's own check.
+    """
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    pair = {"type": "array", "items": number, "minItems": 2, "maxItems": 2}
+    rows = {"type": "array", "items": pair, "minItems": 1, "maxItems": max_points}
+    named_pair = _only_points(pair)
+
+    components["PredictRequest"]["properties"]["points"]["maxItems"] = max_points
+
+    tf = components["TFPredictRequest"]
+    tf["properties"]["signature_name"]["enum"] = ["serving_default"]
+    tf["properties"]["instances"] = {
+        "description": 'Rows: all [x, y] or all {"points": [x, y]}.',
+        "oneOf": [
+            {**rows},
+            {"type": "array", "items": named_pair, "minItems": 1, "maxItems": max_points},
+        ],
+    }
+    tf["properties"]["inputs"] = {
+        "description": 'Columns: [[x, y], ...] or {"points": [[x, y], ...]}.',
+        "oneOf": [rows, _only_points(rows)],
+    }
+    tf["oneOf"] = [{"required": ["instances"]}, {"required": ["inputs"]}]
+
+    v2 = components["V2InferenceRequest"]
+    v2["properties"]["inputs"]["maxItems"] = 1
+    v2["properties"]["outputs"] = {
+        "anyOf": [{"type": "array", "items": {"$ref": "#/components/schemas/V2RequestOutput"}},
+                  {"type": "null"}],
+    }  # fmt: skip
+    v2_input = components["V2RequestInput"]
+    props = v2_input["properties"]
+    props["name"] = {"const": "points", "type": "string"}
+    props["datatype"] = {"enum": ["FP32", "FP64"], "type": "string"}
+    props["shape"] = {
+        "type": "array",
+        "prefixItems": [
+            {"type": "integer", "minimum": 1, "maximum": max_points},
+            {"const": 2, "type": "integer"},
+        ],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+    props["data"] = {
+        "description": "shape[0] * 2 numbers, flat or as [x, y] rows (row-major).",
+        "oneOf": [
+            {"type": "array", "items": number, "minItems": 2, "maxItems": 2 * max_points},
+            rows,
+        ],
+    }
+    # JSON bodies carry their data inline: binary_data_size belongs to binary requests.
+    props["parameters"] = {"type": "object", "not": {"required": ["binary_data_size"]}}
+    v2_input["required"] = ["name", "shape", "datatype", "data"]
+    output = components["V2RequestOutput"]["properties"]
+    output["name"] = {"enum": ["probability", "class_id"], "type": "string"}
+    output["parameters"] = {
+        "type": "object",
+        "properties": {"binary_data": {"type": "boolean"}},
+        "not": {"required": ["classification"]},
+    }
+
+
+def _only_points(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"points": schema},
+        "required": ["points"],
+        "additionalProperties": False,
+    }

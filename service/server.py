@@ -12,19 +12,29 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
   The same clock bounds the discarding of a body the app refused without reading (413), which
   uvicorn keeps reading so the client can still see the answer;
 * **head size**: more than :data:`MAX_HEAD_BYTES` of request line plus headers gets ``431``;
-* **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape.
+* **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape;
+* **one write per answer**: the writes of one event-loop turn (uvicorn writes a response's
+  head and body separately) leave in one ``write`` syscall (:class:`_OneWritePerTurn`).
 
 Slow *bodies* are bounded by the ASGI middleware (``body_timeout_s``), which knows the route.
 uvicorn loads this class by its import string (``--http service.server:...``), in every worker.
+
+**Private API.** This subclasses uvicorn's ``HttpToolsProtocol`` and overrides its parser
+callbacks, none of which uvicorn documents or keeps stable, so ``pyproject.toml`` pins uvicorn
+to the range these tests passed on (``>=0.54,<0.55``); moving the pin means re-running
+``tests/hardening`` and ``tests/service/test_server.py`` on the new version first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.deadlines import DeadlineSweeper
 
 PROTOCOL = "service.server:HardenedHttpToolsProtocol"
 
@@ -48,29 +58,41 @@ def _error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
+def _head_timed_out(protocol: HardenedHttpToolsProtocol) -> None:
+    protocol._on_head_timeout()
+
+
+# Every connection's head deadline on one timer per worker (the service's one deadline
+# mechanism), created by the first connection, which knows the timeout.
+_head_deadlines: DeadlineSweeper[HardenedHttpToolsProtocol] | None = None
+
+
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` plus a head timeout, a head size limit and JSON errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        global _head_deadlines
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        if _head_deadlines is None or _head_deadlines.tick > self._tick():
+            _head_deadlines = DeadlineSweeper(self._tick(), _head_timed_out)
+        self._deadlines = _head_deadlines
         self._in_head = False  # between the first byte of a request and its last header
         self._head_bytes = 0
         self._reject: tuple[int, str, str] | None = None
 
     # -- the head clock ------------------------------------------------------------------------
 
+    def _tick(self) -> float:
+        # The head deadline fires at most a tenth of the timeout late (and 1 s at most).
+        return min(1.0, max(0.01, self.timeout_keep_alive / 10))
+
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._on_head_timeout)
+        self._deadlines.watch(self, time.monotonic() + self.timeout_keep_alive)
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._deadlines.unwatch(self)
 
     def _on_head_timeout(self) -> None:
-        self._head_timer = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete and not self._in_head:
@@ -88,7 +110,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     # -- asyncio.Protocol / parser callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -146,3 +168,44 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+class _OneWritePerTurn:
+    """The connection's transport, with the writes of one event-loop turn sent as one.
+
+    uvicorn writes a response's head and its body with two ``transport.write`` calls, and
+    each goes straight to the socket: two ``send`` syscalls per answer, the largest single
+    cost of a small response. Here they are joined and written once, at the end of the turn
+    (``call_soon``). ``close`` sends what is pending first; everything else is the
+    transport's own.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

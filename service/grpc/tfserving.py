@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.dataplane import to_points
+from service.codec import to_points
 from service.errors import InvalidInput, NotFound
 from service.grpc.calls import DataPlaneServicer, infer, require_name, rpc
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME

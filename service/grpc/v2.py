@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service.dataplane import to_points
+from service.codec import to_points
 from service.errors import InvalidInput, Unavailable
 from service.grpc.calls import DataPlaneServicer, infer, require_name, rpc, version_of
 from xor_dnn import __version__

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import metrics
-from service.routes.common import DataPlaneDep, json_response
+from service.responses import json_response
+from service.routes.common import DataPlaneDep
 from service.schemas import ErrorResponse
 
 router = APIRouter(tags=["health"])

@@ -11,7 +11,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from service.errors import NotFound
-from service.routes.common import DataPlaneDep, json_response, parse_version
+from service.responses import json_response
+from service.routes.common import DataPlaneDep, parse_version
 from service.schemas import ErrorResponse, ModelListing
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"

@@ -1,14 +1,10 @@
 """``POST /predict``: our own JSON API, ``{"points": [{"x", "y"}, ...]}`` in, one prediction
 per point out, in input order.
 
-This is the hot path (thousands of requests per second on one core). Requests are answered
-by ``ServiceMiddleware._predict``, straight from the service's one ASGI middleware: it skips
-Starlette's exception middleware, the router and FastAPI's per-route machinery (dependency
-solving, exit stacks, wrappers around ``send``). It runs :func:`predict_body` and renders
-errors with the app's own renderers, as the FastAPI route below does; that route documents
-``/predict`` in OpenAPI and serves the requests the middleware passes on (cross-origin ones,
-which must go through CORS). The optional ``version`` query parameter is checked with the
-rule a ``Query(ge=1)`` would apply, and still appears in OpenAPI.
+A data route (``service.dataroutes``): declared here for OpenAPI, answered by the handler
+without FastAPI's per-request machinery. The optional ``version`` query parameter is checked
+with the rule a ``Query(ge=1)`` would apply, before the body is read, and still appears in
+OpenAPI.
 """
 
 from __future__ import annotations
@@ -17,30 +13,29 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
-from starlette.responses import Response
 
-from service.dataplane import DataPlane, parse_body, to_points
+from service.codec import parse_body, to_points
+from service.dataplane import DataPlane
+from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
-from service.routes.common import JSON, check_content_headers, get_dataplane, require_body
+from service.routes.common import data_plane_errors
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "Body is not valid JSON (or nested too deeply)",
-        404: "Pinned version not loaded",
-        413: "Body or point count over the configured limit",
-        415: "Content-Type is not application/json",
-        422: "A field is invalid; the message names it and the limit",
-        429: "Batch queue full; retry after Retry-After seconds",
-        503: "No model loaded yet, or shutting down",
-        504: "Deadline passed before the batch ran",
-    }.items()
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{
+        code: {"model": ErrorResponse, "description": text}
+        for code, text in {
+            400: "Body is not valid JSON (or nested too deeply)",
+            404: "Pinned version not loaded",
+            422: "A field is invalid; the message names it and the limit",
+        }.items()
+    },
+    **data_plane_errors(ErrorResponse),
 }
 _VERSION_DOC = "Pin a loaded version; default: the newest."
 _VERSION = TypeAdapter(Annotated[int, Field(ge=1)])
@@ -64,9 +59,9 @@ def query_version(query_string: bytes) -> int | None:
 
 async def predict_body(dataplane: DataPlane, body: bytes, version: int | None) -> bytes:
     """The whole of ``/predict`` between the checked raw body and the JSON answer."""
-    request = parse_body(PredictRequest, require_body(body))
+    request = parse_body(PredictRequest, body)
     dataplane.check_points(len(request.points))
-    points = to_points([(p.x, p.y) for p in request.points])
+    points = to_points([(p.x, p.y) for p in request.points], validated=True)
     result = await dataplane.infer(points, version=version, protocol="predict")
     return predict_response(dataplane.model_name, result.version, result.probabilities)
 
@@ -87,7 +82,8 @@ def predict_response(model_name: str, version: int, probabilities: np.ndarray[An
     )
 
 
-@router.post(
+@data_route(
+    router,
     "/predict",
     response_model=PredictResponse,
     responses=_ERRORS,
@@ -110,11 +106,6 @@ def predict_response(model_name: str, version: int, probabilities: np.ndarray[An
         },
     },
 )
-async def predict(request: Request) -> Response:
-    dataplane: DataPlane = await get_dataplane(request)
-    version = query_version(request.scope["query_string"])
-    check_content_headers(
-        request.headers.get("content-type", ""), request.headers.get("content-encoding", "")
-    )
-    content = await predict_body(dataplane, await request.body(), version)
-    return Response(content, media_type=JSON)
+async def predict(call: DataCall) -> Reply:
+    version = query_version(call.query_string)
+    return Reply(await predict_body(call.dataplane, await call.body(), version))

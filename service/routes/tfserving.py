@@ -10,13 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter
 from numpy.typing import NDArray
 from starlette.responses import Response
 
-from service.dataplane import DataPlane, parse_body, to_points
+from service.codec import parse_body, to_points
+from service.dataplane import DataPlane
+from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
-from service.routes.common import DataPlaneDep, json_response, parse_version, read_body
+from service.responses import json_response
+from service.routes.common import DataPlaneDep, data_plane_errors, parse_version
 from service.schemas import ProtocolErrorResponse, TFModelStatusResponse, TFPredictRequest
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
@@ -26,6 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ProtocolErrorResponse, "description": "Invalid body"},
     404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
 }
+_PREDICT_ERRORS = {**_ERRORS, **data_plane_errors(ProtocolErrorResponse)}
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
@@ -34,6 +39,48 @@ _PREDICT_BODY = {
         },
     }
 }
+
+
+# The predict routes come first: for a method they do not allow (OPTIONS), the router answers
+# 405 with the Allow of the first route whose path matches, and the status route's
+# /{model_name} matches "xor:predict" too.
+@data_route(router, "/{model_name}:predict", responses=_PREDICT_ERRORS, openapi_extra=_PREDICT_BODY)
+async def predict(call: DataCall) -> Reply:
+    """TF Serving predict on the default version, or on a pinned one (``/versions/{version}``)."""
+    dataplane = call.dataplane
+    raw = call.params.get("version")
+    version = None if raw is None else parse_version(raw)
+    dataplane.check_model(call.params["model_name"])
+    body = parse_body(TFPredictRequest, await call.body(lenient=True))
+    if body.signature_name != SIGNATURE_NAME:
+        raise InvalidInput(
+            f"signature_name: '{body.signature_name[:60]}' not found; the only signature is "
+            f"'{SIGNATURE_NAME}'",
+            field="signature_name",
+        )
+    if (body.instances is None) == (body.inputs is None):
+        raise InvalidInput(
+            "body: exactly one of 'instances' (row format) or 'inputs' (columnar format) "
+            "is required",
+            field="instances",
+        )
+    if body.instances is not None:
+        dataplane.check_points(len(body.instances), "instances")
+        points, key = _rows_to_points(body.instances), "predictions"
+    else:
+        points, key = _columns_to_points(body.inputs, dataplane), "outputs"
+    result = await dataplane.infer(points, version=version, protocol="tfserving")
+    payload = {key: result.probabilities.reshape(-1, 1)}
+    return Reply(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+data_route(
+    router,
+    "/{model_name}/versions/{version}:predict",
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    summary="TF Serving predict on a pinned version",
+)(predict)
 
 
 def _status(versions: list[int]) -> dict[str, Any]:
@@ -129,7 +176,7 @@ def _rows_to_points(instances: list[Any]) -> NDArray[np.float32]:
                 field=f"instances[{i}]",
             )
         rows.append(value)
-    return to_points(rows)
+    return to_points(rows, validated=True)
 
 
 def _columns_to_points(inputs: Any, dataplane: DataPlane) -> NDArray[np.float32]:
@@ -144,7 +191,7 @@ def _columns_to_points(inputs: Any, dataplane: DataPlane) -> NDArray[np.float32]
                 f"{field}[{i}]: expected [x, y] (2 numbers), got {len(row)} numbers",
                 field=f"{field}[{i}]",
             )
-    return to_points(inputs)
+    return to_points(inputs, validated=True)
 
 
 def _named(mapping: dict[str, Any], field: str) -> Any:
@@ -157,45 +204,3 @@ def _named(mapping: dict[str, Any], field: str) -> Any:
     if INPUT_NAME not in mapping:
         raise InvalidInput(f"{field}: missing input '{INPUT_NAME}'", field=field)
     return mapping[INPUT_NAME]
-
-
-async def _predict(
-    request: Request, dataplane: DataPlane, model_name: str, version: int | None
-) -> Response:
-    dataplane.check_model(model_name)
-    body = parse_body(TFPredictRequest, await read_body(request, lenient=True))
-    if body.signature_name != SIGNATURE_NAME:
-        raise InvalidInput(
-            f"signature_name: '{body.signature_name[:60]}' not found; the only signature is "
-            f"'{SIGNATURE_NAME}'",
-            field="signature_name",
-        )
-    if (body.instances is None) == (body.inputs is None):
-        raise InvalidInput(
-            "body: exactly one of 'instances' (row format) or 'inputs' (columnar format) "
-            "is required",
-            field="instances",
-        )
-    if body.instances is not None:
-        dataplane.check_points(len(body.instances), "instances")
-        points, key = _rows_to_points(body.instances), "predictions"
-    else:
-        points, key = _columns_to_points(body.inputs, dataplane), "outputs"
-    result = await dataplane.infer(points, version=version, protocol="tfserving")
-    return json_response({key: result.probabilities.reshape(-1, 1)})
-
-
-@router.post("/{model_name}:predict", responses=_ERRORS, openapi_extra=_PREDICT_BODY)
-async def predict(model_name: str, request: Request, dataplane: DataPlaneDep) -> Response:
-    """TF Serving predict on the default version."""
-    return await _predict(request, dataplane, model_name, None)
-
-
-@router.post(
-    "/{model_name}/versions/{version}:predict", responses=_ERRORS, openapi_extra=_PREDICT_BODY
-)
-async def predict_version(
-    model_name: str, version: str, request: Request, dataplane: DataPlaneDep
-) -> Response:
-    """TF Serving predict on a pinned version."""
-    return await _predict(request, dataplane, model_name, parse_version(version))

@@ -11,13 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter
 from numpy.typing import NDArray
 from starlette.responses import Response
 
-from service.dataplane import DataPlane, parse_body, to_points
+from service.codec import parse_body, to_points
+from service.dataplane import DataPlane
+from service.dataroutes import DataCall, Reply, data_route
 from service.errors import BadRequest, InvalidInput, Unavailable
-from service.routes.common import DataPlaneDep, json_response, parse_version, read_body
+from service.responses import json_response
+from service.routes.common import DataPlaneDep, data_plane_errors, parse_version
 from service.schemas import (
     ProtocolErrorResponse,
     V2InferenceRequest,
@@ -38,6 +42,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ProtocolErrorResponse, "description": "Invalid request"},
     404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
 }
+_PREDICT_ERRORS = {**_ERRORS, **data_plane_errors(ProtocolErrorResponse)}
 _INFER_BODY = {
     "requestBody": {
         "required": True,
@@ -117,36 +122,22 @@ async def version_ready(model_name: str, version: str, dataplane: DataPlaneDep) 
     )
 
 
-@router.post(
+@data_route(
+    router,
     "/models/{model_name}/infer",
     response_model=V2InferenceResponse,
-    responses=_ERRORS,
+    responses=_PREDICT_ERRORS,
     openapi_extra=_INFER_BODY,
 )
-async def infer(model_name: str, request: Request, dataplane: DataPlaneDep) -> Response:
-    return await _infer(request, dataplane, model_name, None)
-
-
-@router.post(
-    "/models/{model_name}/versions/{version}/infer",
-    response_model=V2InferenceResponse,
-    responses=_ERRORS,
-    openapi_extra=_INFER_BODY,
-)
-async def infer_version(
-    model_name: str, version: str, request: Request, dataplane: DataPlaneDep
-) -> Response:
-    return await _infer(request, dataplane, model_name, parse_version(version))
-
-
-async def _infer(
-    request: Request, dataplane: DataPlane, model_name: str, version: int | None
-) -> Response:
+async def infer(call: DataCall) -> Reply:
+    """Inference on the default version, or on a pinned one (``/versions/{version}``)."""
+    dataplane = call.dataplane
+    raw_version = call.params.get("version")
+    version = None if raw_version is None else parse_version(raw_version)
+    model_name = call.params["model_name"]
     dataplane.check_model(model_name)
-    raw = await read_body(
-        request, lenient=True, extra_types=frozenset({"application/octet-stream"})
-    )
-    header, binary = _split_binary(raw, request.headers.get(HEADER_LENGTH))
+    raw = await call.body(lenient=True, extra_types=frozenset({"application/octet-stream"}))
+    header, binary = _split_binary(raw, call.header(HEADER_LENGTH.encode()))
     body = parse_body(V2InferenceRequest, header)
     points = _input_points(body, binary, dataplane)
     wanted = _requested_outputs(body)
@@ -175,15 +166,24 @@ async def _infer(
     }
     if body.id is not None:
         payload["id"] = body.id
-    response = json_response(payload)
+    encoded = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return response
-    header_bytes = bytes(response.body)
-    return Response(
-        header_bytes + b"".join(chunks),
+        return Reply(encoded)
+    return Reply(
+        encoded + b"".join(chunks),
         media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header_bytes))},
+        headers=(("Inference-Header-Content-Length", str(len(encoded))),),
     )
+
+
+data_route(
+    router,
+    "/models/{model_name}/versions/{version}/infer",
+    response_model=V2InferenceResponse,
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_INFER_BODY,
+    summary="Inference on a pinned version",
+)(infer)
 
 
 def _split_binary(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.cli import build_settings, register
+from service.cli import build_settings, flag_name, register
 from service.config import Settings
 
 
@@ -123,3 +124,16 @@ def test_every_setting_is_in_the_documented_tables() -> None:
         text = doc.read_text()
         missing = [f for f in Settings.model_fields if f"`XOR_DNN_{f.upper()}`" not in text]
         assert not missing, f"{doc.name} does not document {missing}"
+
+
+def test_every_flag_is_generated_from_settings_and_documented() -> None:
+    """A setting gets its flag by existing; a flag missing from the docs table fails here."""
+    commands = argparse.ArgumentParser().add_subparsers()
+    register(commands)
+    help_text = commands.choices["serve"].format_help()
+    flags = set(re.findall(r"(--[a-z-]+)", help_text)) - {"--help"}
+    expected = {flag_name(f) for f in Settings.model_fields}
+    assert expected <= flags
+    table = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
+    undocumented = [f for f in sorted(expected) if f"`{f}" not in table]
+    assert not undocumented, f"docs/service.md has no row for {undocumented}"
