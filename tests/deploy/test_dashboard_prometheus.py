@@ -59,14 +59,24 @@ def prometheus_exe() -> str:
 
 
 @pytest.fixture
-def server(prometheus_exe: str, model_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def server(
+    prometheus_exe: str, model_dir: Path, tmp_path: Path, grpc_port: int
+) -> Iterator[ServerProcess]:
     """Versions 1 and 2 plus a version 3 whose SavedModel is garbage (it fails to load)."""
     models = tmp_path / "models" / "xor"
     shutil.copytree(model_dir, models)
     broken = models / str(BROKEN_VERSION)
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    proc = start_server(models, tmp_path / "server.log", "--max-inflight-requests", "2")
+    proc = start_server(
+        models, tmp_path / "server.log", "--max-inflight-requests", "2",
+        "--grpc-port", str(grpc_port),
+    )  # fmt: skip
     try:
         yield proc
     finally:
@@ -93,7 +103,30 @@ def drive(url: str, stop: threading.Event, seen: dict[int, int]) -> None:
             seen[status] = seen.get(status, 0) + 1
 
 
-def test_every_dashboard_query_returns_data(server: ServerProcess, prometheus: Prometheus) -> None:
+def drive_grpc(target: str, stop: threading.Event, seen: dict[str, int]) -> None:
+    """Open Inference Protocol V2 ModelInfer calls over gRPC until ``stop`` (the gRPC panels)."""
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(target)
+    points = triton.InferInput("points", [1, 2], "FP32")
+    points.set_data_from_numpy(np.array([[0.5, -0.5]], np.float32))
+    try:
+        while not stop.is_set():
+            try:
+                client.infer("xor", [points], client_timeout=30)
+                outcome = "OK"
+            except InferenceServerException as exc:  # refused by the in-flight cap, say
+                outcome = str(exc.status())
+            seen[outcome] = seen.get(outcome, 0) + 1
+    finally:
+        client.close()
+
+
+def test_every_dashboard_query_returns_data(
+    server: ServerProcess, prometheus: Prometheus, grpc_port: int
+) -> None:
     queries = dashboard_queries()
     records = recording_rules()
     stop = threading.Event()
@@ -102,6 +135,11 @@ def test_every_dashboard_query_returns_data(server: ServerProcess, prometheus: P
     threads = [
         threading.Thread(target=drive, args=(server.url, stop, seen), daemon=True) for _ in range(8)
     ]
+    grpc_seen: dict[str, int] = {}
+    grpc_target = f"127.0.0.1:{grpc_port}"
+    threads.append(
+        threading.Thread(target=drive_grpc, args=(grpc_target, stop, grpc_seen), daemon=True)
+    )
     for t in threads:
         t.start()
     empty: list[str] = []
@@ -126,5 +164,6 @@ def test_every_dashboard_query_returns_data(server: ServerProcess, prometheus: P
         for t in threads:
             t.join(timeout=60)
     assert seen.get(200) and seen.get(503), f"the load needs answers and refusals: {seen}"
+    assert grpc_seen.get("OK"), f"the gRPC load needs answers: {grpc_seen}"
     assert not empty, "no data for:\n" + "\n".join(empty) + f"\nserver log:\n{server.log()[-2000:]}"
     assert load_failed, f"XorDnnModelLoadFailed not firing for version 3; firing: {firing}"
