@@ -52,10 +52,10 @@ def record_batch(stats: BatchStats) -> None:
 def refresh_registry(registry: ModelRegistry) -> RefreshResult:
     """One folder scan (in a thread); when models came or went, re-hide the heap from the GC.
 
-    With TensorFlow and a model loaded the heap holds ~400k long-lived objects and a full
-    cyclic collection walks them all: 0.6-0.7 s here, landing on random requests (it was the
-    benchmark's 250-900 ms p99). ``gc.freeze()`` moves everything alive into a generation the
-    collector never scans, so after a load only the new objects are collected once, then
+    With TensorFlow and a model loaded the heap holds hundreds of thousands of long-lived
+    objects and a full cyclic collection walks them all, a pause that lands on random requests
+    (it dominated the benchmark's p99; figures in docs/batching.md). ``gc.freeze()`` moves
+    everything alive into a generation the collector never scans, so after a load only the new objects are collected once, then
     frozen. A version dropped for good was frozen too: its cycles are reclaimed by unfreezing
     first, one full pause when an unloaded version's grace period ends instead of one every
     few thousand requests, and no model is leaked.

@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     """Which requests get an access-log line (method, path, status, latency, request id):
     ``errors`` (default) those answered 4xx/5xx, ``all`` every request, ``off`` none. Like
     TensorFlow Serving and Triton, successes are not logged one by one by default: a line per
-    request cost 25-35% of /predict's throughput here (docs/service.md); the request metrics
-    count every request either way."""
+    request costs a large share of /predict's throughput (measured in docs/service.md); the
+    request metrics count every request either way."""
     root_path: str = Field(default="", pattern=r"^(/[^\s?#]*[^/\s?#])?$")
     """Path prefix a reverse proxy serves the app under (e.g. /xor), for docs and the page."""
     forwarded_allow_ips: str = ""

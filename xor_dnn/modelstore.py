@@ -560,9 +560,9 @@ def _flat_signature_call(fn: Any) -> Callable[[Any], Any] | None:
     """The signature's own graph call without re-binding keyword arguments, or None.
 
     Calling a loaded signature as ``fn(points=t)`` first binds the keyword through
-    ``inspect.Signature`` and re-flattens it, about a third of a ~115 µs call here (a service
-    makes thousands a second). ``_call_flat`` is the step that follows, with the same graph and
-    captured variables. It is private API: :func:`_fast_call` uses it only if this TensorFlow
+    ``inspect.Signature`` and re-flattens it, a sizeable share of a call that a service makes
+    thousands of times a second (docs/batching.md has the figures). ``_call_flat`` is the step
+    that follows, with the same graph and captured variables. It is private API: :func:`_fast_call` uses it only if this TensorFlow
     has it and it answers like the public call.
     """
     call_flat = getattr(fn, "_call_flat", None)
@@ -579,10 +579,9 @@ def _flat_signature_call(fn: Any) -> Callable[[Any], Any] | None:
 def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
     """The signature's graph with its variables folded into constants, called flat; or None.
 
-    Constants spare the variable reads and the captured-input plumbing of each call: 45 µs
-    instead of 77 µs per call of 16 points here (isolated), and in a busy service the model
-    thread holds the GIL that much less (docs/service.md). Same graph and kernels, but oneDNN
-    may order a sum differently with constant weights, so results can differ from the
+    Constants spare the variable reads and the captured-input plumbing of each call, so in a
+    busy service the model thread holds the GIL that much less (figures in docs/batching.md).
+    Same graph and kernels, but oneDNN may order a sum differently with constant weights, so results can differ from the
     public call in the last bits (seen: 1e-29 on a probability of 3e-24). It is used only when
     it answers the probe points like the public call to float32 rounding.
     """
