@@ -55,10 +55,10 @@ def refresh_registry(registry: ModelRegistry) -> RefreshResult:
     With TensorFlow and a model loaded the heap holds hundreds of thousands of long-lived
     objects and a full cyclic collection walks them all, a pause that lands on random requests
     (it dominated the benchmark's p99; figures in docs/batching.md). ``gc.freeze()`` moves
-    everything alive into a generation the collector never scans, so after a load only the new objects are collected once, then
-    frozen. A version dropped for good was frozen too: its cycles are reclaimed by unfreezing
-    first, one full pause when an unloaded version's grace period ends instead of one every
-    few thousand requests, and no model is leaked.
+    everything alive into a generation the collector never scans, so after a load only the new
+    objects are collected once, then frozen. A version dropped for good was frozen too: its
+    cycles are reclaimed by unfreezing first, one full pause when an unloaded version's grace
+    period ends instead of one every few thousand requests, and no model is leaked.
     """
     result = registry.refresh()
     if result.dropped:

@@ -562,8 +562,9 @@ def _flat_signature_call(fn: Any) -> Callable[[Any], Any] | None:
     Calling a loaded signature as ``fn(points=t)`` first binds the keyword through
     ``inspect.Signature`` and re-flattens it, a sizeable share of a call that a service makes
     thousands of times a second (docs/batching.md has the figures). ``_call_flat`` is the step
-    that follows, with the same graph and captured variables. It is private API: :func:`_fast_call` uses it only if this TensorFlow
-    has it and it answers like the public call.
+    that follows, with the same graph and captured variables. It is private API:
+    :func:`_fast_call` uses it only if this TensorFlow has it and it answers like the public
+    call.
     """
     call_flat = getattr(fn, "_call_flat", None)
     captured = getattr(fn, "captured_inputs", None)
@@ -581,9 +582,10 @@ def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
 
     Constants spare the variable reads and the captured-input plumbing of each call, so in a
     busy service the model thread holds the GIL that much less (figures in docs/batching.md).
-    Same graph and kernels, but oneDNN may order a sum differently with constant weights, so results can differ from the
-    public call in the last bits (seen: 1e-29 on a probability of 3e-24). It is used only when
-    it answers the probe points like the public call to float32 rounding.
+    Same graph and kernels, but oneDNN may order a sum differently with constant weights, so
+    results can differ from the public call in the last bits (seen: 1e-29 on a probability of
+    3e-24). It is used only when it answers the probe points like the public call to float32
+    rounding.
     """
     try:
         import tensorflow as tf
