@@ -356,7 +356,8 @@ def ensemble_proba(models: Sequence[keras.Model], points: NDArray[Any]) -> NDArr
     if len(models) == 1:
         return predict_proba(models[0], points)
     stacked = np.stack([predict_proba(m, points) for m in models])
-    return stacked.mean(axis=0, dtype=np.float32)
+    mean: NDArray[np.float32] = stacked.mean(axis=0, dtype=np.float32)
+    return mean
 
 
 def average_weights(snapshots: Sequence[Sequence[NDArray[Any]]]) -> list[NDArray[np.float32]]:
