@@ -30,7 +30,10 @@ from xor_dnn.modelstore import list_versions, load_version
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
-CONFIG = ModelConfig(hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4)
+# One published run: these tests are about choosing it; the ensemble has its own tests.
+CONFIG = ModelConfig(
+    hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4, ensemble=False
+)
 VALIDATED = replace(CONFIG, validation_size=0.2)
 
 
@@ -240,6 +243,7 @@ def test_class_rule_is_probability_at_least_one_half() -> None:
 def test_ensemble_publishes_every_run_as_one_model(tmp_path: Path) -> None:
     ds = generated_dataset(240, noise=0.05, seed=1)
     config = replace(CONFIG, ensemble=True)
+    assert ModelConfig().ensemble  # the default
     out = train_and_publish(tmp_path / "xor", data=ds, runs=3, config=config)
     meta = out.metadata
     assert meta["config"]["ensemble"] is True
