@@ -179,13 +179,15 @@ def test_experiment_writes_table_json_and_figure(
     table = (out / "experiment.md").read_text()
     assert table.count("| clean |") == 5 and table.count("| noisy (8% labels flipped) |") == 5
     assert (
-        "no hidden layer (linear)" in table and "64,64 + dropout 0.2, lr 0.003 (default)" in table
+        "no hidden layer (linear)" in table
+        and "64,64 + dropout 0.2, lr 0.003, ensemble (default)" in table
     )
     rows = json.loads((out / "experiment.json").read_text())["rows"]
     assert len(rows) == 10 and all(len(r["test_accuracy_runs"]) == 1 for r in rows)
     assert (out / "experiment.png").read_bytes().startswith(b"\x89PNG")
     assert (
-        "| dataset | architecture | mean | std | min | noise ceiling |" in capsys.readouterr().out
+        "| dataset | architecture | mean | std | min | published model | noise ceiling |"
+        in capsys.readouterr().out
     )
 
 
@@ -234,6 +236,6 @@ def test_two_trainings_at_once_get_distinct_complete_versions(tmp_path: Path) ->
     assert seeds == {0, 1}
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".tmp-")]
     published = sorted(
-        line for out, _ in outputs for line in out.splitlines() if "published" in line
+        line for out, _ in outputs for line in out.splitlines() if "published version" in line
     )
     assert len(published) == 2 and np.unique([line[-1] for line in published]).size == 2
