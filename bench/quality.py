@@ -16,7 +16,7 @@ averaging over the last epochs (SWA), averaging over dropout masks, and their en
 
 Both sets' generator seeds were fixed before any result was seen and never change.
 
-    python -m bench.quality [--jobs 2] [--configs default,lesson] [--sets fresh]
+    python -m bench.quality [--configs default,lesson] [--sets fresh] [--jobs 2]
     python -m bench.quality --candidates [--jobs 2]
 """
 
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, help="first N noisy datasets of each noise rate only"
     )
-    parser.add_argument("--jobs", type=int, default=1, help="training processes at once (1)")
+    parser.add_argument("--jobs", type=int, default=2, help="training processes at once (2)")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per process (1)")
     parser.add_argument("--json", type=Path, default=None, help="results file")
     args = parser.parse_args(argv)
