@@ -108,7 +108,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FRACTION",
         help="hold this fraction of the training part out (the runs learn from the rest); "
-        "with --no-ensemble the run with the best validation accuracy is published instead of "
+        "without --ensemble the run with the best validation accuracy is published instead of "
         "the one closest to the runs' majority vote; 0 trains on all of it, as the lesson does "
         f"(default {d.validation_size})",
     )
@@ -173,10 +173,10 @@ def _register_train(subparsers: Any) -> None:
         "as a version",
         description="Train the lesson's dropout DNN (default: 64,64 + dropout 0.2, lr 0.003; "
         "--lesson for the lesson's 6,4 at lr 0.001) on the lesson's split (25% test, "
-        "random_state 42), report every run's test accuracy, and publish the runs as one "
-        "ensemble answering their mean probability (with --no-ensemble or --lesson: the run "
-        "closest to the runs' majority vote, or with --validation-size the best on validation) "
-        "as MODEL_DIR/<next N>/ (SavedModel + metadata.json + pictures).",
+        "random_state 42), report every run's test accuracy, and publish the run closest to the "
+        "runs' majority vote (with --validation-size: the best on validation; with --ensemble: "
+        "every run, as one model answering their mean probability) as MODEL_DIR/<next N>/ "
+        "(SavedModel + metadata.json + pictures).",
     )
     p.add_argument(
         "--data",

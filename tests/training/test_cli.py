@@ -101,13 +101,13 @@ def test_train_reports_runs_and_publishes(
     assert code == 0
     out = capsys.readouterr().out
     assert "run 1/2 seed 0: test accuracy" in out and "run 2/2 seed 1" in out
-    assert "fit loss" in out and out.count("<- in the ensemble") == 2
+    assert "fit loss" in out and "<- chosen (closest to the runs' majority vote)" in out
     assert "test accuracy over 2 run(s): mean" in out
     assert f"published version 1: {model_dir / '1'}" in out
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
     assert meta["config"]["hidden_units"] == [4]
     assert meta["data"]["generated"] == {"n": 120, "noise": 0.0, "seed": 0}
-    assert meta["selection"] == "ensemble" and meta["config"]["ensemble"] is True
+    assert meta["selection"] == "majority_vote" and meta["config"]["ensemble"] is False
     assert meta["split"]["rows"] == {"fit": 90, "validation": 0, "test": 30}
 
 
@@ -116,7 +116,7 @@ def test_train_with_a_validation_cut_chooses_on_validation(
 ) -> None:
     model_dir = tmp_path / "xor"
     args = ["train", "--model-dir", str(model_dir), "--runs", "2", "--hidden", "4"]
-    assert main([*args, "--validation-size", "0.2", "--no-ensemble", *FAST]) == 0
+    assert main([*args, "--validation-size", "0.2", *FAST]) == 0
     out = capsys.readouterr().out
     assert "(validation " in out and "<- chosen (best validation)" in out
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
@@ -179,8 +179,7 @@ def test_experiment_writes_table_json_and_figure(
     table = (out / "experiment.md").read_text()
     assert table.count("| clean |") == 5 and table.count("| noisy (8% labels flipped) |") == 5
     assert (
-        "no hidden layer (linear)" in table
-        and "64,64 + dropout 0.2, lr 0.003, ensemble (default)" in table
+        "no hidden layer (linear)" in table and "64,64 + dropout 0.2, lr 0.003 (default)" in table
     )
     rows = json.loads((out / "experiment.json").read_text())["rows"]
     assert len(rows) == 10 and all(len(r["test_accuracy_runs"]) == 1 for r in rows)

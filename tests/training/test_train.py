@@ -243,7 +243,7 @@ def test_class_rule_is_probability_at_least_one_half() -> None:
 def test_ensemble_publishes_every_run_as_one_model(tmp_path: Path) -> None:
     ds = generated_dataset(240, noise=0.05, seed=1)
     config = replace(CONFIG, ensemble=True)
-    assert ModelConfig().ensemble  # the default
+    assert not ModelConfig().ensemble  # an option, not the default
     out = train_and_publish(tmp_path / "xor", data=ds, runs=3, config=config)
     meta = out.metadata
     assert meta["config"]["ensemble"] is True
