@@ -358,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data: list[Data] = []
     for set_name in set_names:
         data += datasets(set_name, None if data else lesson_csv, args.limit)
+    if not data:
+        # A verdict on nothing would read as a pass.
+        print(f"no dataset to measure ({skipped or 'empty selection'})", file=sys.stderr)
+        return 2
     out = args.json or RESULTS / ("quality-candidates.json" if args.candidates else "quality.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

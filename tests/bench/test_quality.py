@@ -61,3 +61,11 @@ def test_mean_gap_is_reported_per_noise_rate() -> None:
     summary = quality.summarise([row(0.04, 0.95, 0.96), row(0.12, 0.88, 0.88)])
     assert summary["mean_gap_4%"] == pytest.approx(0.01)
     assert summary["mean_gap_12%"] == pytest.approx(0.0)
+
+
+def test_nothing_to_measure_is_not_a_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--sets", "tuning", "--limit", "0", "--data", str(tmp_path / "missing.csv")]
+    assert quality.main([*args, "--json", str(tmp_path / "out.json")]) == 2
+    assert "no dataset to measure" in capsys.readouterr().err
