@@ -107,9 +107,26 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         type=_bounded(float, "--validation-size", 0.0, MAX_VALIDATION_SIZE),
         default=None,
         metavar="FRACTION",
-        help="hold this fraction of the training part out and publish the run with the best "
-        "validation accuracy; 0 trains on all of it, as the lesson does, and publishes the run "
-        f"closest to the runs' majority vote (default {d.validation_size})",
+        help="hold this fraction of the training part out (the runs learn from the rest); "
+        "without --ensemble the run with the best validation accuracy is published instead of "
+        "the one closest to the runs' majority vote; 0 trains on all of it, as the lesson does "
+        f"(default {d.validation_size})",
+    )
+    g.add_argument(
+        "--ensemble",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="publish every run as one model answering their mean probability; --no-ensemble "
+        "publishes one run (closest to the runs' majority vote, or best on validation) "
+        f"(default {'on' if d.ensemble else 'off'}; --lesson: off)",
+    )
+    g.add_argument(
+        "--swa-epochs",
+        type=_bounded(int, "--swa-epochs", 0, 100_000),
+        default=None,
+        metavar="N",
+        help="end each run with the mean of its weights over its last N epochs (stochastic "
+        f"weight averaging); 0 keeps the final weights (default {d.swa_epochs})",
     )
     g.add_argument(
         "--seed",
@@ -152,12 +169,14 @@ def progress_default() -> bool:
 def _register_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train N seeded runs and publish one (chosen without the test split) as a version",
+        help="train N seeded runs and publish them (or one, chosen without the test split) "
+        "as a version",
         description="Train the lesson's dropout DNN (default: 64,64 + dropout 0.2, lr 0.003; "
         "--lesson for the lesson's 6,4 at lr 0.001) on the lesson's split (25% test, "
         "random_state 42), report every run's test accuracy, and publish the run closest to the "
-        "runs' majority vote (or, with --validation-size, the best on validation) as "
-        "MODEL_DIR/<next N>/ (SavedModel + metadata.json + pictures).",
+        "runs' majority vote (with --validation-size: the best on validation; with --ensemble: "
+        "every run, as one model answering their mean probability) as MODEL_DIR/<next N>/ "
+        "(SavedModel + metadata.json + pictures).",
     )
     p.add_argument(
         "--data",
@@ -202,6 +221,8 @@ def _config_from(args: argparse.Namespace) -> ModelConfig:
         "learning_rate": args.learning_rate,
         "seed": args.seed,
         "validation_size": args.validation_size,
+        "ensemble": args.ensemble,
+        "swa_epochs": args.swa_epochs,
     }
     return replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -228,8 +249,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"model: hidden {list(config.hidden_units) or 'none'}, dropout {config.dropout}, "
         f"{config.epochs} epochs, batch {config.batch_size}, lr {config.learning_rate}, "
-        f"validation cut {config.validation_size}, "
-        f"seeds {config.seed}..{config.seed + args.runs - 1}"
+        f"validation cut {config.validation_size}, swa epochs {config.swa_epochs}, "
+        f"seeds {config.seed}..{config.seed + args.runs - 1}, "
+        f"publish {'the ensemble of the runs' if config.ensemble else 'one run'}"
     )
 
     def on_run(r: RunResult) -> None:

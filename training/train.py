@@ -1,12 +1,13 @@
-"""Fit N seeded runs on the lesson's split, pick one without the test split, publish it.
+"""Fit N seeded runs on the lesson's split and publish them, never looking at the test split.
 
 The split follows the lesson: 25% test with ``random_state=42``; the test split is only ever
 used for reporting. By default every run learns from the whole training part, as in the
-lesson, and the published run is the one whose classes agree most with the majority vote of
-all runs on the training points (the most typical run; no labels are used to choose). With
-``ModelConfig.validation_size`` > 0 a seeded validation cut is held out of the training part
-instead and the run with the best validation accuracy is published. Every run trains on the
-same fit part; run ``i`` uses seed ``config.seed + i``.
+lesson. With ``ModelConfig.ensemble`` every usable run is published together, as one model
+answering their mean probability. Otherwise one run is published: the one whose classes agree
+most with the majority vote of all runs on the training points (the most typical run; no
+labels are used to choose) or, with ``ModelConfig.validation_size`` > 0 (a seeded validation
+cut held out of the training part), the run with the best validation accuracy. Every run
+trains on the same fit part; run ``i`` uses seed ``config.seed + i``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ class RunResult:
     seconds: float
     model: keras.Model = field(repr=False)
     agreement: float = math.nan
+    snapshots: list[list[NDArray[np.float32]]] = field(default_factory=list, repr=False)
+    """The weights after each of the last ``keep_weights`` epochs (oldest first), if asked."""
 
     @property
     def usable(self) -> bool:
@@ -129,7 +132,11 @@ class RunResult:
 
 @dataclass
 class TrainingReport:
-    """All runs of one training, and which one was chosen (on validation, never on test)."""
+    """All runs of one training and what is published (chosen without the test split).
+
+    ``chosen_index`` is the run a single-model publish would take (closest to the majority
+    vote, or best on validation); with ``config.ensemble`` every usable run is published.
+    """
 
     dataset: Dataset
     split: Split
@@ -140,12 +147,31 @@ class TrainingReport:
 
     @property
     def selection(self) -> str:
-        """How the published run was chosen: ``"validation"`` or ``"majority_vote"``."""
+        """What is published: ``"ensemble"``, or one run chosen by ``"validation"`` or
+        ``"majority_vote"``."""
+        if self.config.ensemble:
+            return "ensemble"
         return "validation" if self.split.has_validation else "majority_vote"
 
     @property
     def chosen(self) -> RunResult:
         return self.runs[self.chosen_index]
+
+    @property
+    def published_runs(self) -> list[RunResult]:
+        """The runs inside the published model: every usable one, or the chosen one."""
+        if self.config.ensemble:
+            return [r for r in self.runs if r.usable]
+        return [self.chosen]
+
+    def predict_proba(self, points: NDArray[Any]) -> NDArray[np.float32]:
+        """The published model's class-1 probabilities (the mean over its runs)."""
+        return ensemble_proba([r.model for r in self.published_runs], points)
+
+    @property
+    def published_test_accuracy(self) -> float:
+        """Test accuracy of what is published (the ensemble, or the chosen run)."""
+        return accuracy(self.predict_proba(self.split.test_points), self.split.test_labels)
 
     @property
     def test_accuracies(self) -> list[float]:
@@ -171,18 +197,22 @@ class TrainingReport:
         return float((true_rule(s.test_points) == s.test_labels).mean())
 
     def table(self) -> str:
-        """A plain-text table of the runs, the chosen one marked."""
+        """A plain-text table of the runs, the published one(s) marked."""
         if self.split.has_validation:
             head, why = "val_acc  val_loss", "best validation"
         else:
             head, why = "  agree  fit_loss", "closest to the runs' majority vote"
+        published = {r.index for r in self.published_runs}
         lines = [f"run  seed  {head}  test_acc", "---  ----  -------  --------  --------"]
         for r in self.runs:
             if self.split.has_validation:
                 a, b = r.val_accuracy, r.val_loss
             else:
                 a, b = r.agreement, r.fit_loss
-            mark = f"  <- chosen ({why})" if r.index == self.chosen_index else ""
+            if self.config.ensemble:
+                mark = "  <- in the ensemble" if r.index in published else ""
+            else:
+                mark = f"  <- chosen ({why})" if r.index == self.chosen_index else ""
             lines.append(
                 f"{r.index + 1:>3}  {r.seed:>4}  {a:>7.4f}  {b:>8.4f}  "
                 f"{r.test_accuracy:>8.4f}{mark}"
@@ -192,6 +222,11 @@ class TrainingReport:
             f"std {self.test_accuracy_std:.4f}  min {self.test_accuracy_min:.4f}  "
             f"(true rule on this test split: {self.true_rule_test_accuracy:.4f})"
         )
+        if self.config.ensemble:
+            lines.append(
+                f"published: ensemble of {len(published)} run(s), mean probability; "
+                f"test accuracy {self.published_test_accuracy:.4f}"
+            )
         return "\n".join(lines)
 
 
@@ -244,14 +279,18 @@ def train_runs(
     progress: bool = False,
     progress_stream: IO[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
+    keep_weights: int = 0,
 ) -> TrainingReport:
     """Train ``runs`` models (seeds ``config.seed + i``) and choose one without the test split.
 
     Without a validation split (the default) the chosen run is the one that agrees most with
     the majority vote of all runs on the training points (:func:`majority_vote_choice`). With
     one, it has the best validation accuracy, ties broken by lower validation loss, then by
-    the earlier run. ``progress`` draws a per-epoch status line on ``progress_stream``
-    (stderr by default); ``on_run`` is called after each run.
+    the earlier run. (With ``config.ensemble`` the chosen run is only the one whose pictures a
+    report draws; every usable run is published.) ``progress`` draws a per-epoch status line
+    on ``progress_stream`` (stderr by default); ``on_run`` is called after each run.
+    ``keep_weights`` > 0 keeps each run's weights after its last that many epochs in
+    ``RunResult.snapshots``, so averaging schemes can be compared on the same runs.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -264,7 +303,7 @@ def train_runs(
         callbacks = []
         if progress:
             callbacks.append(_progress_callback(i, runs, run_config, progress_stream or sys.stderr))
-        result = _train_one(i, run_config, split, callbacks)
+        result = _train_one(i, run_config, split, callbacks, keep_weights)
         results.append(result)
         if on_run is not None:
             on_run(result)
@@ -300,8 +339,8 @@ def majority_vote_agreement(probabilities: Sequence[NDArray[Any]]) -> list[float
     more confident side wins).
     """
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
-    majority = stacked.mean(axis=0) > THRESHOLD
-    return [float(((p > THRESHOLD) == majority).mean()) for p in stacked]
+    majority = classes(stacked.mean(axis=0))
+    return [float((classes(p) == majority).mean()) for p in stacked]
 
 
 def majority_vote_choice(agreements: Sequence[float]) -> int:
@@ -313,10 +352,35 @@ def majority_vote_choice(agreements: Sequence[float]) -> int:
     return min(range(len(agreements)), key=lambda i: (-agreements[i], i))
 
 
-def _train_one(index: int, config: ModelConfig, split: Split, callbacks: list[Any]) -> RunResult:
+def ensemble_proba(models: Sequence[keras.Model], points: NDArray[Any]) -> NDArray[np.float32]:
+    """The mean class-1 probability of ``models`` (what an exported ensemble answers)."""
+    if len(models) == 1:
+        return predict_proba(models[0], points)
+    stacked = np.stack([predict_proba(m, points) for m in models])
+    mean: NDArray[np.float32] = stacked.mean(axis=0, dtype=np.float32)
+    return mean
+
+
+def average_weights(snapshots: Sequence[Sequence[NDArray[Any]]]) -> list[NDArray[np.float32]]:
+    """The element-wise mean of several weight lists of one architecture."""
+    if not snapshots:
+        raise ValueError("average_weights needs at least one snapshot")
+    return [
+        np.mean(np.stack(tensors), axis=0).astype(np.float32)
+        for tensors in zip(*snapshots, strict=True)
+    ]
+
+
+def _train_one(
+    index: int, config: ModelConfig, split: Split, callbacks: list[Any], keep_weights: int = 0
+) -> RunResult:
     t0 = time.monotonic()
     model = build_model(config)
     validation = (split.val_points, split.val_labels) if split.has_validation else None
+    snapshots: list[list[NDArray[np.float32]]] = []
+    keep = max(keep_weights, config.swa_epochs)
+    if keep:
+        callbacks = [*callbacks, _snapshot_callback(keep, snapshots)]
     fit = model.fit(
         split.fit_points,
         split.fit_labels,
@@ -327,24 +391,27 @@ def _train_one(index: int, config: ModelConfig, split: Split, callbacks: list[An
         verbose=0,
         callbacks=callbacks,
     )
+    if config.swa_epochs:
+        model.set_weights(average_weights(snapshots[-config.swa_epochs :]))
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     fit_prob = predict_proba(model, split.fit_points)
     test_prob = predict_proba(model, split.test_points)
     val_accuracy = val_loss = math.nan
     if split.has_validation:
         val_prob = predict_proba(model, split.val_points)
-        val_accuracy = _accuracy(val_prob, split.val_labels)
+        val_accuracy = accuracy(val_prob, split.val_labels)
         val_loss = _bce(val_prob, split.val_labels)
     return RunResult(
         index=index,
         seed=config.seed,
-        test_accuracy=_accuracy(test_prob, split.test_labels),
+        test_accuracy=accuracy(test_prob, split.test_labels),
         fit_loss=_bce(fit_prob, split.fit_labels),
         val_accuracy=val_accuracy,
         val_loss=val_loss,
         history=history,
         seconds=time.monotonic() - t0,
         model=model,
+        snapshots=snapshots[-keep_weights:] if keep_weights else [],
     )
 
 
@@ -355,8 +422,15 @@ def predict_proba(model: keras.Model, points: NDArray[Any]) -> NDArray[np.float3
     return result
 
 
-def _accuracy(prob: NDArray[Any], labels: NDArray[Any]) -> float:
-    return float(((prob > THRESHOLD).astype(np.int64) == labels).mean())
+def classes(prob: NDArray[Any]) -> NDArray[np.int64]:
+    """Class ids from class-1 probabilities, with the rule the service and scorer use."""
+    result: NDArray[np.int64] = (np.asarray(prob) >= THRESHOLD).astype(np.int64)
+    return result
+
+
+def accuracy(prob: NDArray[Any], labels: NDArray[Any]) -> float:
+    """Fraction of ``labels`` matched by :func:`classes` of ``prob``."""
+    return float((classes(prob) == labels).mean())
 
 
 def _bce(prob: NDArray[Any], labels: NDArray[Any]) -> float:
@@ -368,6 +442,19 @@ def _bce(prob: NDArray[Any], labels: NDArray[Any]) -> float:
 
 def _finite(value: float, digits: int = 6) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
+
+
+def _snapshot_callback(keep: int, into: list[list[NDArray[np.float32]]]) -> Any:
+    import keras
+
+    class WeightSnapshots(keras.callbacks.Callback):  # type: ignore[misc]
+        """Keeps the weights after each of the last ``keep`` epochs."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            into.append([np.array(w, dtype=np.float32) for w in self.model.get_weights()])
+            del into[:-keep]
+
+    return WeightSnapshots()
 
 
 def _progress_callback(index: int, runs: int, config: ModelConfig, stream: IO[str]) -> Any:
@@ -406,7 +493,8 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
     """Everything a reader needs to trust and reproduce the version (``version`` set later)."""
     split = report.split
     train_points = split.train_points
-    chosen = report.chosen
+    single = None if report.config.ensemble else report.chosen
+    published = report.published_runs
     return {
         "model_name": model_name,
         "version": None,
@@ -415,7 +503,6 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
             "name": SIGNATURE_NAME,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, 2]},
             "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, 1]},
-            "threshold": THRESHOLD,
         },
         "config": report.config.to_dict(),
         "data": report.dataset.describe(),
@@ -431,18 +518,16 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
             for i, name in enumerate(("x", "y"))
         },
         "runs": [r.summary() for r in report.runs],
-        "chosen_run": chosen.index + 1,
-        "chosen_seed": chosen.seed,
-        "test_accuracy": _finite(chosen.test_accuracy),
+        "published_runs": [r.index + 1 for r in published],
+        "chosen_run": single.index + 1 if single else None,
+        "chosen_seed": single.seed if single else None,
+        "test_accuracy": _finite(report.published_test_accuracy),
         "test_accuracy_runs": [_finite(a) for a in report.test_accuracies],
         "test_accuracy_mean": _finite(report.test_accuracy_mean),
         "test_accuracy_std": _finite(report.test_accuracy_std),
         "test_accuracy_min": _finite(report.test_accuracy_min),
         "true_rule_test_accuracy": _finite(report.true_rule_test_accuracy),
-        "history": {
-            key: [_finite(v) for v in chosen.history.get(key, [])]
-            for key in ("loss", "val_loss", "accuracy", "val_accuracy")
-        },
+        "history": _mean_history(published),
         "training_seconds": round(report.seconds, 2),
         "pictures": {
             "data": plots.DATA_PNG,
@@ -452,6 +537,15 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
         "packages": package_versions(),
         "sample": _sample(split),
     }
+
+
+def _mean_history(runs: Sequence[RunResult]) -> dict[str, list[float | None]]:
+    """Per-epoch curves of the published run, or their mean over the ensemble's runs."""
+    out: dict[str, list[float | None]] = {}
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        curves = [r.history.get(key, []) for r in runs]
+        out[key] = [_finite(float(np.mean(v))) for v in zip(*curves, strict=True)]
+    return out
 
 
 def _sample(split: Split, rows: int = SAMPLE_ROWS) -> list[list[Any]]:
@@ -493,13 +587,16 @@ def package_versions() -> dict[str, str]:
 
 
 def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> dict[str, Any]:
-    """Write the chosen model, its pictures and metadata into ``folder`` (a temp dir)."""
-    model = report.chosen.model
-    export_savedmodel(model, folder)
-    _check_export(folder, model, report.split.test_points)
+    """Write the published model, its pictures and metadata into ``folder`` (a temp dir)."""
+    models = [r.model for r in report.published_runs]
+    export_savedmodel(models, folder)
+    _check_export(folder, models, report.split.test_points)
     split = report.split
-    chosen = report.chosen
-    label = f"{model_name} (run {chosen.index + 1}, seed {chosen.seed})"
+    if report.config.ensemble:
+        label = f"{model_name} (ensemble of {len(models)} runs)"
+    else:
+        label = f"{model_name} (run {report.chosen.index + 1}, seed {report.chosen.seed})"
+    metadata = build_metadata(report, model_name=model_name)
     plots.plot_data(
         report.dataset.points,
         report.dataset.labels,
@@ -507,16 +604,17 @@ def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> d
         title=f"{_data_label(report.dataset)}: {report.dataset.rows} points by class",
     )
     plots.plot_decision_surface(
-        lambda pts: predict_proba(model, pts),
+        report.predict_proba,
         (split.train_points, split.train_labels),
         (split.test_points, split.test_labels),
         folder / plots.SURFACE_PNG,
-        title=f"{label}: test accuracy {chosen.test_accuracy:.3f}",
+        title=f"{label}: test accuracy {metadata['test_accuracy']:.3f}",
     )
     plots.plot_learning_curves(
-        chosen.history, folder / plots.CURVES_PNG, title=f"{label}: learning curves"
+        {k: [v for v in vals if v is not None] for k, vals in metadata["history"].items()},
+        folder / plots.CURVES_PNG,
+        title=f"{label}: learning curves" + (" (mean of the runs)" if len(models) > 1 else ""),
     )
-    metadata = build_metadata(report, model_name=model_name)
     write_json_atomic(folder / METADATA_FILE, metadata)
     return metadata
 
@@ -528,14 +626,14 @@ def _data_label(dataset: Dataset) -> str:
     return f"generated (noise {g.get('noise', 0)}, seed {g.get('seed', 0)})"
 
 
-def _check_export(folder: Path, model: keras.Model, points: NDArray[np.float32]) -> None:
-    """Reload the SavedModel with plain TensorFlow and compare it with the Keras model."""
+def _check_export(folder: Path, models: Sequence[keras.Model], points: NDArray[np.float32]) -> None:
+    """Reload the SavedModel with plain TensorFlow and compare it with the Keras model(s)."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(folder))
     fn = loaded.signatures[SIGNATURE_NAME]
     got = fn(**{INPUT_NAME: tf.constant(points)})[OUTPUT_NAME].numpy().reshape(-1)
-    want = predict_proba(model, points)
+    want = ensemble_proba(models, points)
     diff = float(np.max(np.abs(got - want))) if len(points) else 0.0
     if not diff <= EXPORT_TOLERANCE:
         raise TrainingError(f"exported SavedModel differs from the Keras model by {diff:.3g}")
@@ -550,7 +648,7 @@ def train_and_publish(
     progress: bool = False,
     on_run: Callable[[RunResult], None] | None = None,
 ) -> PublishedVersion:
-    """Train ``runs`` seeded models and publish the one chosen on validation as a new version.
+    """Train ``runs`` seeded models and publish them (ensemble) or one of them as a new version.
 
     ``data`` is a CSV path (validated; :class:`~training.data.DataError` names file, row and
     column) or None for the embedded generated data. ``model_dir`` is a folder or an object

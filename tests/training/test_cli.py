@@ -69,6 +69,7 @@ def test_data_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--learning-rate", "abc"], "--learning-rate must be a float"),
         (["train", "--runs", "0"], "--runs must be in [1, 1000]"),
         (["train", "--validation-size", "0.9"], "--validation-size must be in [0.0, 0.5]"),
+        (["train", "--swa-epochs", "-1"], "--swa-epochs must be in [0, 100000]"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -106,7 +107,7 @@ def test_train_reports_runs_and_publishes(
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
     assert meta["config"]["hidden_units"] == [4]
     assert meta["data"]["generated"] == {"n": 120, "noise": 0.0, "seed": 0}
-    assert meta["selection"] == "majority_vote"
+    assert meta["selection"] == "majority_vote" and meta["config"]["ensemble"] is False
     assert meta["split"]["rows"] == {"fit": 90, "validation": 0, "test": 30}
 
 
@@ -123,6 +124,43 @@ def test_train_with_a_validation_cut_chooses_on_validation(
     assert meta["split"]["validation_size"] == 0.2
     assert meta["split"]["rows"] == {"fit": 72, "validation": 18, "test": 30}
     assert meta["selection"] == "validation"
+
+
+def test_train_publishes_the_ensemble_or_one_run_as_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "xor"
+    args = ["train", "--model-dir", str(model_dir), "--runs", "2", "--hidden", "4", *FAST]
+    assert main([*args, "--ensemble", "--swa-epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "publish the ensemble of the runs" in out and "swa epochs 2" in out
+    assert out.count("<- in the ensemble") == 2 and "published: ensemble of 2 run(s)" in out
+    meta = json.loads((model_dir / "1" / "metadata.json").read_text())
+    assert (meta["config"]["ensemble"], meta["config"]["swa_epochs"]) == (True, 2)
+    assert meta["selection"] == "ensemble" and meta["published_runs"] == [1, 2]
+
+    assert main([*args, "--no-ensemble"]) == 0
+    assert "<- chosen (closest to the runs' majority vote)" in capsys.readouterr().out
+    meta = json.loads((model_dir / "2" / "metadata.json").read_text())
+    assert meta["config"]["ensemble"] is False and meta["selection"] == "majority_vote"
+
+
+def test_lesson_publishes_one_run_of_the_lessons_network(tmp_path: Path) -> None:
+    model_dir = tmp_path / "xor"
+    assert main(["train", "--lesson", "--model-dir", str(model_dir), "--runs", "2", *FAST]) == 0
+    meta = json.loads((model_dir / "1" / "metadata.json").read_text())
+    assert meta["config"]["hidden_units"] == [6, 4]
+    assert (meta["config"]["ensemble"], meta["config"]["swa_epochs"]) == (False, 0)
+    assert len(meta["published_runs"]) == 1
+
+
+def test_swa_epochs_beyond_the_epochs_exits_2_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "xor"
+    assert main(["train", "--model-dir", str(model_dir), *FAST, "--swa-epochs", "3"]) == 2
+    assert "swa_epochs must be in [0, epochs=2], got 3" in capsys.readouterr().err
+    assert not model_dir.exists()
 
 
 def test_progress_line_per_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,7 +185,8 @@ def test_experiment_writes_table_json_and_figure(
     assert len(rows) == 10 and all(len(r["test_accuracy_runs"]) == 1 for r in rows)
     assert (out / "experiment.png").read_bytes().startswith(b"\x89PNG")
     assert (
-        "| dataset | architecture | mean | std | min | noise ceiling |" in capsys.readouterr().out
+        "| dataset | architecture | mean | std | min | published model | noise ceiling |"
+        in capsys.readouterr().out
     )
 
 
@@ -196,6 +235,6 @@ def test_two_trainings_at_once_get_distinct_complete_versions(tmp_path: Path) ->
     assert seeds == {0, 1}
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".tmp-")]
     published = sorted(
-        line for out, _ in outputs for line in out.splitlines() if "published" in line
+        line for out, _ in outputs for line in out.splitlines() if "published version" in line
     )
     assert len(published) == 2 and np.unique([line[-1] for line in published]).size == 2

@@ -26,8 +26,9 @@ def layer_kinds(config: ModelConfig) -> list[tuple[str, int | float]]:
 def test_lesson_config_is_the_lessons_network() -> None:
     config = ModelConfig.lesson()
     assert (config.epochs, config.batch_size, config.learning_rate) == (100, 32, 0.001)
-    # The lesson fits on its whole training part: no validation cut.
+    # The lesson fits on its whole training part (no validation cut) and serves one network.
     assert config.validation_size == 0.0
+    assert not config.ensemble and config.swa_epochs == 0
     assert layer_kinds(config) == [
         ("relu", 6),
         ("dropout", 0.2),
@@ -138,3 +139,40 @@ def test_savedmodel_round_trip_with_plain_tensorflow(tmp_path: Path) -> None:
     # Dropout is off in the export: the same input always gives the same output.
     again = fn(points=tf.constant(probe))["probability"].numpy()
     assert np.array_equal(got, again)
+
+
+def test_swa_epochs_beyond_the_epochs_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"swa_epochs must be in \[0, epochs=10\], got 11"):
+        ModelConfig(epochs=10, swa_epochs=11)
+    with pytest.raises(ValueError, match="swa_epochs"):
+        ModelConfig(swa_epochs=-1)
+    assert ModelConfig(epochs=10, swa_epochs=10).swa_epochs == 10
+
+
+def test_several_models_export_as_one_signature_answering_their_mean(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    points, labels = generate(200, seed=5)
+    models = []
+    for seed in (1, 2, 3):
+        model = build_model(ModelConfig(hidden_units=(8, 4), epochs=2, seed=seed))
+        model.fit(points, labels, epochs=2, verbose=0)
+        models.append(model)
+    export_savedmodel(models, tmp_path / "ensemble")
+
+    fn = tf.saved_model.load(str(tmp_path / "ensemble")).signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    assert kwargs["points"].shape.as_list() == [None, 2]
+    probe = np.random.default_rng(4).uniform(-6, 6, size=(257, 2)).astype(np.float32)
+    got = fn(points=tf.constant(probe))["probability"].numpy()
+    each = [np.asarray(m(probe, training=False)) for m in models]
+    assert got.shape == (257, 1)
+    np.testing.assert_allclose(got, np.mean(each, axis=0), atol=1e-6, rtol=0)
+    # The members really differ, so the mean is not any one of them.
+    assert all(np.abs(got - e).max() > 1e-3 for e in each)
+
+
+def test_export_of_no_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one model"):
+        export_savedmodel([], tmp_path / "none")
+    assert not (tmp_path / "none").exists()

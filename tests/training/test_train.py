@@ -17,6 +17,9 @@ from training.model import ModelConfig
 from training.train import (
     TEST_SIZE,
     PublishedVersion,
+    accuracy,
+    average_weights,
+    classes,
     majority_vote_agreement,
     majority_vote_choice,
     split_dataset,
@@ -27,7 +30,10 @@ from xor_dnn.modelstore import list_versions, load_version
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
-CONFIG = ModelConfig(hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4)
+# One published run: these tests are about choosing it; the ensemble has its own tests.
+CONFIG = ModelConfig(
+    hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4, ensemble=False
+)
 VALIDATED = replace(CONFIG, validation_size=0.2)
 
 
@@ -93,6 +99,9 @@ def test_metadata_has_every_documented_field(published: PublishedVersion) -> Non
     assert meta["split"]["validation_size"] == 0.0
     assert meta["split"]["rows"] == {"fit": 180, "validation": 0, "test": 60}
     assert meta["selection"] == "majority_vote"
+    assert meta["published_runs"] == [meta["chosen_run"]]
+    # The class rule is the service's and the scorer's (probability >= 0.5), not metadata.
+    assert "threshold" not in meta["signature"]
     ds = generated_dataset(240, noise=0.05, seed=1)
     assert meta["data"]["sha256"] == ds.sha256
     assert meta["data"]["rows"] == 240
@@ -170,9 +179,8 @@ def test_with_a_validation_cut_the_best_validation_run_is_chosen() -> None:
 def test_published_model_matches_reported_accuracy(published: PublishedVersion) -> None:
     loaded = load_version(published.path.parent, published.version)
     split = split_dataset(generated_dataset(240, noise=0.05, seed=1))
-    predicted = (loaded.predict(split.test_points) > 0.5).astype(np.int64)
-    accuracy = float((predicted == split.test_labels).mean())
-    assert accuracy == pytest.approx(published.metadata["test_accuracy"], abs=1e-6)
+    got = accuracy(loaded.predict(split.test_points), split.test_labels)
+    assert got == pytest.approx(published.metadata["test_accuracy"], abs=1e-6)
 
 
 def test_next_training_gets_the_next_version(tmp_path: Path) -> None:
@@ -225,3 +233,59 @@ def test_shared_fixture_has_two_complete_versions(model_dir: Path) -> None:
         assert len(meta["sample"]) == 300
         probs = model.predict(np.array([[2.5, 2.5], [-2.5, 2.5]], dtype=np.float32))
         assert probs[0] < 0.5 < probs[1]
+
+
+def test_class_rule_is_probability_at_least_one_half() -> None:
+    assert classes(np.array([0.5, np.nextafter(0.5, 0), 0.9, 0.0])).tolist() == [1, 0, 1, 0]
+    assert accuracy(np.array([0.5, 0.2]), np.array([1, 1])) == 0.5
+
+
+def test_ensemble_publishes_every_run_as_one_model(tmp_path: Path) -> None:
+    ds = generated_dataset(240, noise=0.05, seed=1)
+    config = replace(CONFIG, ensemble=True)
+    assert not ModelConfig().ensemble  # an option, not the default
+    out = train_and_publish(tmp_path / "xor", data=ds, runs=3, config=config)
+    meta = out.metadata
+    assert meta["config"]["ensemble"] is True
+    assert meta["selection"] == "ensemble"
+    assert meta["published_runs"] == [1, 2, 3]
+    assert meta["chosen_run"] is None and meta["chosen_seed"] is None
+    assert len(meta["history"]["loss"]) == EPOCHS
+
+    split = split_dataset(ds)
+    loaded = load_version(tmp_path / "xor", out.version)
+    served = loaded.predict(split.test_points).reshape(-1)
+    assert out.report is not None
+    members = [r.model for r in out.report.runs]
+    from training.train import predict_proba
+
+    mean = np.mean([predict_proba(m, split.test_points) for m in members], axis=0)
+    np.testing.assert_allclose(served, mean, atol=1e-6, rtol=0)
+    assert meta["test_accuracy"] == pytest.approx(accuracy(served, split.test_labels), abs=1e-6)
+    assert "published: ensemble of 3 run(s)" in out.report.table()
+    assert out.report.table().count("<- in the ensemble") == 3
+
+
+def test_kept_snapshots_and_swa_weights(tmp_path: Path) -> None:
+    ds = generated_dataset(240, noise=0.05, seed=1)
+    plain = train_runs(ds, CONFIG, runs=1, keep_weights=2)
+    run = plain.runs[0]
+    assert len(run.snapshots) == 2
+    final = run.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(run.snapshots[-1], final, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(run.snapshots[0], final, strict=True))
+
+    averaged = train_runs(ds, replace(CONFIG, swa_epochs=2), runs=1).runs[0]
+    want = average_weights(run.snapshots)
+    got = averaged.model.get_weights()
+    assert all(np.allclose(a, b, atol=1e-7) for a, b in zip(got, want, strict=True))
+    assert averaged.snapshots == []  # kept only when asked
+
+
+def test_average_weights_is_elementwise_and_refuses_nothing() -> None:
+    a = [np.array([1.0, 2.0]), np.array([[0.0]])]
+    b = [np.array([3.0, 6.0]), np.array([[1.0]])]
+    got = average_weights([a, b])
+    assert [x.tolist() for x in got] == [[2.0, 4.0], [[0.5]]]
+    with pytest.raises(ValueError, match="at least one snapshot"):
+        average_weights([])
