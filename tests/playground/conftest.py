@@ -185,7 +185,7 @@ class PageWatch:
     def _only_the_service(self, route: Any) -> None:
         parts = urlsplit(route.request.url)
         if parts.scheme in ("data", "blob") or f"{parts.scheme}://{parts.netloc}" == self.origin:
-            route.continue_()
+            route.fallback()  # on to a test's own context routes, if any, then the network
         else:
             route.abort("blockedbyclient")
 
