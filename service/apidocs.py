@@ -6,7 +6,7 @@ service.
 FastAPI's built-in page loads Swagger UI from a CDN and starts it with an inline script; both
 break under the pages' Content-Security-Policy (``service.security``) and in an air-gapped
 cluster. Here the start-up is a file (``static/swagger-init.js``) reading the schema's URL from
-the page, and only the assets the page uses are served, under a URL carrying the bundle's
+the page, and only the assets the page uses are served, under a URL carrying the
 package's version (cached for good: a new version is a new URL).
 """
 
