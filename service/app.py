@@ -23,7 +23,7 @@ from fastapi.params import Depends
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import metrics
+from service import apidocs, metrics
 from service.batcher import Batcher, BatchStats
 from service.config import SUPERVISOR_PID_ENV, Settings
 from service.dataplane import DataPlane
@@ -33,6 +33,7 @@ from service.registry import ModelRegistry, RefreshResult, set_tf_threads
 from service.routes import health, models, predict, tfserving, v2
 from service.routes.common import install_error_handlers
 from service.schemas import REQUEST_MODELS, exact_request_schemas
+from service.security import SecurityHeaders
 from xor_dnn import __version__
 
 log = logging.getLogger(__name__)
@@ -208,14 +209,23 @@ def create_app(
         # FastAPI's built-in OpenTelemetry bridge looks up the global providers (environment
         # reads) on every request; this service reports through Prometheus and its logs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        docs_url=settings.docs_path if settings.enable_docs else None,
+        docs_url=None,  # served from the installed package instead (service.apidocs)
         redoc_url=None,
         openapi_url=settings.openapi_path if settings.enable_docs else None,
         dependencies=dependencies,
     )
     app.state.settings = settings
     app.state.dataplane = None
-    app.state.hooks = hooks if hooks is not None else Hooks()
+    given = hooks if hooks is not None else Hooks()
+    security = SecurityHeaders(
+        frame_ancestors=settings.frame_ancestors, tls=settings.tls_cert_file is not None
+    )
+    # A copy (the caller's Hooks may serve several apps); the security headers first, so the
+    # caller's header hooks see them.
+    app.state.hooks = Hooks(
+        on_request=list(given.on_request),
+        response_headers=[security, *given.response_headers],
+    )
     install_error_handlers(app)
     for router in (predict.router, tfserving.router, v2.router, health.router, models.router):
         app.include_router(router)
@@ -223,6 +233,8 @@ def create_app(
         app.add_route(
             settings.metrics_path, health.metrics_endpoint, methods=["GET"], include_in_schema=False
         )
+    if settings.enable_docs:
+        apidocs.install(app, settings.docs_path, settings.openapi_path)
     app.mount("/static", models.static_files(), name="static")
     _publish_request_schemas(app)
 

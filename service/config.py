@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "XOR_DNN_"
 # An absolute URL path of plain characters, not ending in a slash.
 _URL_PATH = r"^(/[A-Za-z0-9._~-]+)+$"
+# CSP source expressions: 'none', or 'self' and scheme/host sources, space-separated (no ';'
+# or ',' that would end the directive and smuggle in another).
+_CSP_SOURCE = r"(?:'self'|[A-Za-z0-9*][A-Za-z0-9.:/*_%\[\]-]*)"
+_CSP_SOURCES = rf"^(?:'none'|{_CSP_SOURCE}(?: {_CSP_SOURCE})*)$"
 
 
 LOCAL_POLL_INTERVAL_S = 1.0
@@ -109,6 +113,10 @@ class Settings(BaseSettings):
     any); empty (default): the headers are ignored and no proxy-headers layer runs."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma-separated; empty = no CORS."""
+    frame_ancestors: str = Field(default="'none'", pattern=_CSP_SOURCES)
+    """Who may embed the HTML pages (playground, docs) in a frame: the Content-Security-Policy
+    ``frame-ancestors`` sources, space-separated, e.g. "'self' https://portal.example";
+    default 'none' (no one)."""
     enable_docs: bool = True
     """Serve the OpenAPI docs at /docs and /openapi.json."""
     enable_metrics: bool = True

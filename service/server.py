@@ -35,6 +35,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.deadlines import DeadlineSweeper
+from service.security import API_HEADERS, NO_STORE
 
 PROTOCOL = "service.server:HardenedHttpToolsProtocol"
 
@@ -160,7 +161,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         body = _error_body(code, message)
         head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
+        for name, value in (*self.server_state.default_headers, *API_HEADERS, NO_STORE):
             head.extend([name, b": ", value, b"\r\n"])
         head.append(
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"

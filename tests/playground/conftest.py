@@ -144,6 +144,13 @@ def start_server() -> ServerFactory:
     return run_server
 
 
+CSP_LISTENER_JS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__reportCspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
 @dataclass
 class PageWatch:
     """Everything a page did that a clean page must not: console errors, uncaught exceptions,
@@ -155,14 +162,32 @@ class PageWatch:
     failed_requests: list[str] = field(default_factory=list)
     bad_responses: list[str] = field(default_factory=list)
     foreign_requests: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
     requests: list[Any] = field(default_factory=list)
 
     def attach(self, page: Any) -> None:
+        """Watch ``page`` (before its first navigation); requests outside the service's
+        origin are aborted, as in an air-gapped cluster, and recorded."""
+        page.route("**/*", self._only_the_service)
+        # Bindings and init scripts come from the browser itself, so the page's CSP allows
+        # them: the listener sees every violation, the blocked ones of the page's own code too.
+        page.expose_function("__reportCspViolation", self._on_csp_violation)
+        page.add_init_script(CSP_LISTENER_JS)
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on("request", self._on_request)
         page.on("requestfailed", self._on_failed)
         page.on("response", self._on_response)
+
+    def _on_csp_violation(self, text: str) -> None:
+        self.csp_violations.append(text)
+
+    def _only_the_service(self, route: Any) -> None:
+        parts = urlsplit(route.request.url)
+        if parts.scheme in ("data", "blob") or f"{parts.scheme}://{parts.netloc}" == self.origin:
+            route.fallback()  # on to a test's own context routes, if any, then the network
+        else:
+            route.abort("blockedbyclient")
 
     def _on_console(self, msg: Any) -> None:
         if msg.type == "error":
@@ -193,6 +218,7 @@ class PageWatch:
             "failed requests": self.failed_requests,
             "4xx/5xx responses": self.bad_responses,
             "requests outside the service": self.foreign_requests,
+            "Content-Security-Policy violations": self.csp_violations,
         }
         return {k: v for k, v in found.items() if v}
 
