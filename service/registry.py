@@ -176,7 +176,8 @@ class ModelRegistry:
         does not poll in lockstep; doubled per consecutive store failure, up to 30 s (or
         ``interval`` when that is longer)."""
         backoff = min(2 ** min(self._store_failures, 16), max(1.0, 30.0 / interval))
-        return float(interval * backoff * random.uniform(0.8, 1.2))
+        # B311: jitter that spreads a fleet's polls, not a secret.
+        return float(interval * backoff * random.uniform(0.8, 1.2))  # nosec B311
 
     # -- reads (request path) ----------------------------------------------------------------
 
