@@ -161,6 +161,13 @@ def test_help_does_not_import_tensorflow() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A command started in the background by a shell without job control (CI runners, nohup,
+    # `cmd &` in a script) inherits SIGINT ignored, and Python then keeps it ignored, as POSIX
+    # asks. The job under test is the one a person runs in a terminal, where Ctrl-C is live.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.Popen(
@@ -169,6 +176,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
 
 
