@@ -52,6 +52,20 @@ RETRY_AFTER_S = 1.0
 _CLIENT_CLOSED = 499
 """Status recorded (never sent) for a request whose client left before its body arrived."""
 _random_bits = random.getrandbits
+
+
+def accept_request_id(offered: str | None) -> str:
+    """The caller's request id when it is well-formed, else a new one (every protocol).
+
+    A new id is 32 random hex digits, as uuid4().hex but from the per-process Mersenne Twister
+    (seeded from os.urandom, reseeded after fork): no syscall, which would release the GIL to
+    the model thread mid-request. An id needs to be unique, not secret.
+    """
+    if offered and _VALID_REQUEST_ID.fullmatch(offered):
+        return offered
+    return f"{_random_bits(128):032x}"
+
+
 # An incoming id is echoed only when it is short and plain, so it cannot inject log lines.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
@@ -172,17 +186,12 @@ class ServiceMiddleware:
                 except ValueError:
                     declared = None
             elif name == b"x-request-id":
-                text = value.decode("latin-1")
-                if _VALID_REQUEST_ID.fullmatch(text):
-                    request_id = text
+                request_id = value.decode("latin-1")
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
-        # 32 random hex digits, as uuid4().hex but from the per-process Mersenne Twister
-        # (seeded from os.urandom, reseeded after fork): no syscall, which would release the
-        # GIL to the model thread mid-request. An id needs to be unique, not secret.
-        request_id = request_id or f"{_random_bits(128):032x}"
+        request_id = accept_request_id(request_id)
         extra = [(b"x-request-id", request_id.encode("ascii"))]
         cors = self.cors
         method = scope["method"]

@@ -24,7 +24,7 @@ from service import metrics
 from service.dataplane import DataPlane, Inference
 from service.errors import BadRequest, InvalidInput, ServiceError
 from service.logging import request_id_var
-from service.middleware import _VALID_REQUEST_ID, REQUEST_ID_HEADER, _random_bits
+from service.middleware import REQUEST_ID_HEADER, accept_request_id
 from service.routes.common import parse_version
 
 log = logging.getLogger("service.access")
@@ -151,14 +151,10 @@ def require_name(name: str, field: str) -> str:
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if (
-            key == REQUEST_ID_HEADER
-            and isinstance(value, str)
-            and _VALID_REQUEST_ID.fullmatch(value)
-        ):
-            return value
-    return f"{_random_bits(128):032x}"
+    offered = next(
+        (v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_HEADER), None
+    )
+    return accept_request_id(offered if isinstance(offered, str) else None)
 
 
 def rpc(
