@@ -106,8 +106,13 @@ def test_idle_polling_is_one_conditional_get_a_second_and_a_publish_hot_loads(
         assert changed, "no poll saw the new index"
         assert time.monotonic() - published < 60
         assert client.post("/predict", json=POINTS).json()
-        # the cache holds only the kept version
-        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["2"]
+        # the cache holds only the kept version, once the refresh that published version 2 has
+        # also unloaded version 1 and pruned its files (the same refresh, a moment later)
+        wait_for(
+            lambda: sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["2"],
+            30,
+            "version 1 pruned from the cache",
+        )
         assert metric(client, "xor_dnn_store_downloaded_bytes_total") > 0
         assert metric(client, "xor_dnn_store_requests_total", kind="list") == 0
         assert metric(client, "xor_dnn_store_requests_total", outcome="not_modified") >= 1
