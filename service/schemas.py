@@ -89,6 +89,20 @@ class ModelListing(BaseModel):
     versions: list[int] = Field(description="Loaded versions, newest last.")
 
 
+class ModelSummary(BaseModel):
+    name: str
+    ready: bool = Field(description="A version is loaded and answering.")
+    default_version: int | None = Field(description="The version used when none is pinned.")
+    versions: list[int] = Field(description="Loaded versions, newest last.")
+
+
+class ModelsListing(BaseModel):
+    """``GET /models``: every model served, and the one ``POST /predict`` uses."""
+
+    default_model: str
+    models: list[ModelSummary]
+
+
 # -- TensorFlow Serving REST API (v1) ---------------------------------------------------------
 
 RowInstance = list[FiniteFloat] | dict[str, list[FiniteFloat]]

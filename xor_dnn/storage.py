@@ -26,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
@@ -140,6 +141,11 @@ class Store:
         """Every key under ``prefix`` (recursive), sorted."""
         raise NotImplementedError
 
+    def folders(self) -> builtins.list[str]:
+        """The names of the top-level folders (key prefixes up to the first ``/``), sorted:
+        one delimited LIST on an object store, one directory scan locally."""
+        raise NotImplementedError
+
     def download(self, key: str, dest: Path) -> int:
         """Copy the object into the local file ``dest``; returns its size."""
         dest.write_bytes(self.read(key))
@@ -222,6 +228,19 @@ class LocalStore(Store):
                     keys.append(key)
         self.observer("list", "ok", 0)
         return sorted(keys)
+
+    def folders(self) -> builtins.list[str]:
+        assert self.local_root is not None
+        try:
+            with os.scandir(self.local_root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except FileNotFoundError:
+            names = []  # a missing local folder is an empty one, as in list_versions
+        except OSError as exc:
+            self.observer("list", "error", 0)
+            raise StorageError(self.uri, exc.strerror or str(exc)) from None
+        self.observer("list", "ok", 0)
+        return sorted(names)
 
     def upload(self, src: Path, key: str) -> None:
         dest = self._path(key)
@@ -345,6 +364,16 @@ class ObjectStore(Store):
         except Exception as exc:
             raise self._fail("list", "", exc) from None
         return sorted(keys)
+
+    def folders(self) -> builtins.list[str]:
+        import obstore
+
+        try:
+            result = obstore.list_with_delimiter(self.store)
+        except Exception as exc:
+            raise self._fail("list", "", exc) from None
+        self.observer("list", "ok", 0)
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"])
 
     def check(self) -> None:
         # One LIST of a key that cannot exist: proves the bucket, credentials and endpoint.

@@ -1,4 +1,4 @@
-"""What the playground page reads (the model's versions and metadata), and the page itself."""
+"""What the playground page reads (the models, their versions and metadata), and the page."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.types import Scope
 from service.errors import NotFound
 from service.responses import json_response
 from service.routes.common import DataPlaneDep, parse_version
-from service.schemas import ErrorResponse, ModelListing
+from service.schemas import ErrorResponse, ModelListing, ModelsListing
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The page's files keep their names across releases, so browsers must revalidate (cheap: ETag
@@ -26,11 +26,27 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+@router.get("/models", response_model=ModelsListing)
+async def list_models(dataplane: DataPlaneDep) -> Response:
+    """Every model served (one with ``--model-dir``), and the default one (``POST /predict``)."""
+    models = []
+    for served in dataplane.models.models:
+        registry = served.registry
+        models.append(
+            {
+                "name": served.name,
+                "ready": served.ready,
+                "default_version": registry.default_version,
+                "versions": registry.versions,
+            }
+        )
+    return json_response({"default_model": dataplane.model_name, "models": models})
+
+
 @router.get("/models/{model_name}", response_model=ModelListing, responses=_ERRORS)
 async def list_versions(model_name: str, dataplane: DataPlaneDep) -> Response:
     """Loaded versions (newest last) and the default one."""
-    dataplane.check_model(model_name)
-    registry = dataplane.registry
+    registry = dataplane.model(model_name).registry
     default = registry.default_version
     if default is None:
         raise NotFound(f"model '{model_name}' has no version loaded yet", field="model_name")
@@ -45,8 +61,7 @@ async def list_versions(model_name: str, dataplane: DataPlaneDep) -> Response:
 )
 async def version_metadata(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
     """The version's ``metadata.json`` as written by training (config, accuracy, sample...)."""
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
+    served = dataplane.model(model_name).registry.get(parse_version(version))
     return json_response({**served.metadata, "version": served.version})
 
 
