@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,49 @@ def test_missing_bucket_is_one_line_naming_the_uri(
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and uri in err and "NoSuchBucket" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_the_installed_command_prints_only_the_one_line(s3: S3, tmp_path: Path) -> None:
+    # New processes, as a user runs them: stderr holds the one line and nothing else (nothing
+    # TensorFlow prints if it were imported before the check; the in-process tests cannot see
+    # that).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    uri = "s3://no-such-bucket-proc/models/xor"
+    done = subprocess.run(
+        [sys.executable, "-m", "xor_dnn", "train", "--model-dir", uri, *TINY],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"xor-dnn train: failed: {uri}: bucket 'no-such-bucket-proc' does not exist (NoSuchBucket)"
+    ]
+    (tmp_path / "points.csv").write_text("x,y\n1,1\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xor_dnn",
+            "score",
+            "-i",
+            "points.csv",
+            "-o",
+            "o.csv",
+            "--model-dir",
+            uri,
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"xor-dnn score: error: {uri}") and "NoSuchBucket" in line
 
 
 def test_unreachable_endpoint_is_one_line(
