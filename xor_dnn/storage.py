@@ -296,9 +296,11 @@ class ObjectStore(Store):
         code = match.group(1) if (match := _ERROR_CODE.search(full)) else None
         denied = isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError)
         if denied or isinstance(exc, PermissionError) or _DENIED_STATUS.search(full):
-            why = _DENIED_CAUSES.get(code or "", "the store refused the credentials")
+            if why := _DENIED_CAUSES.get(code or ""):
+                return StorageError(uri, f"access denied ({code}): {why}; check the credentials")
+            # an answer we have no words for (GCS's JSON errors): the server's own, shortened
             return StorageError(
-                uri, f"access denied ({code or 'forbidden'}): {why}; check the credentials"
+                uri, f"access denied ({code or 'forbidden'}; check the credentials): {text}"
             )
         return StorageError(uri, text)
 
