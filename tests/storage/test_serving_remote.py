@@ -68,6 +68,29 @@ def registry_value(name: str, **labels: str) -> float:
     return total
 
 
+def ride_out_outage(client: TestClient, at_least_s: float = 0.0) -> int:
+    """Call the service while its store is gone, until it has counted three more failed store
+    requests and ``at_least_s`` has passed: every request must be answered and ``/readyz``
+    stay 200 throughout. Returns how many requests were answered."""
+    failed_before = metric(client, "xor_dnn_store_requests_total", outcome="error")
+    started = time.monotonic()
+    answered = 0
+
+    def outage_seen() -> bool:
+        nonlocal answered
+        assert client.post("/predict", json=POINTS).status_code == 200
+        assert client.get("/readyz").status_code == 200
+        answered += 1
+        failed = metric(client, "xor_dnn_store_requests_total", outcome="error")
+        return failed - failed_before >= 3 and time.monotonic() - started >= at_least_s
+
+    wait_for(outage_seen, 120, f"three failed polls and {at_least_s} s")
+    ready = client.get("/readyz").json()
+    assert (ready["store"], ready["default_version"]) == ("unreachable", 1)
+    assert metric(client, "xor_dnn_store_up") == 0
+    return answered
+
+
 def serve(uri: str, tmp_path: Path, **overrides: Any) -> TestClient:
     settings = Settings(
         model_dir=uri, cache_dir=tmp_path / "cache", log_level="warning", **overrides
@@ -128,27 +151,11 @@ def test_store_outage_keeps_serving_and_ready_then_recovers(
     with serve(uri, tmp_path, poll_interval_s=0.2) as client:
         assert client.get("/readyz").status_code == 200
         caplog.set_level(logging.INFO, logger="service.registry")
-        failed_before = metric(client, "xor_dnn_store_requests_total", outcome="error")
         s3.proxy.stop()
         try:
-            answered = 0
-
-            def outage_seen() -> bool:
-                nonlocal answered
-                # every request during the outage is answered, and the pod stays ready
-                assert client.post("/predict", json=POINTS).status_code == 200
-                assert client.get("/readyz").status_code == 200
-                answered += 1
-                failed = metric(client, "xor_dnn_store_requests_total", outcome="error")
-                return failed - failed_before >= 3
-
-            wait_for(outage_seen, 120, "three failed polls")
-            ready = client.get("/readyz").json()
-            assert (ready["store"], ready["default_version"]) == ("unreachable", 1)
-            assert metric(client, "xor_dnn_store_up") == 0
+            assert ride_out_outage(client) >= 1
         finally:
             s3.proxy.start()
-        assert answered >= 1
         publish_version(uri, copy_of(model_dir / "2"))
         # backoff is at most 30 s here; the next successful poll loads version 2
         wait_for(lambda: client.get("/readyz").json()["default_version"] == 2, 90, "recovery")
@@ -173,26 +180,10 @@ def test_store_process_killed_then_restarted_keeps_serving_and_ready_then_hot_lo
             assert client.get("/readyz").json()["default_version"] == 1
             caplog.set_level(logging.INFO, logger="service.registry")
             saved = s3.snapshot(bucket)
-            failed_before = metric(client, "xor_dnn_store_requests_total", outcome="error")
             killed_pid = s3.moto.pid
             s3.moto.kill()
             assert killed_pid is not None and not psutil.pid_exists(killed_pid)
-            killed = time.monotonic()
-            answered = 0
-
-            def outage_seen() -> bool:
-                nonlocal answered
-                # every request while the store is dead is answered, and the pod stays ready
-                assert client.post("/predict", json=POINTS).status_code == 200
-                assert client.get("/readyz").status_code == 200
-                answered += 1
-                failed = metric(client, "xor_dnn_store_requests_total", outcome="error")
-                return failed - failed_before >= 3 and time.monotonic() - killed >= OUTAGE_S
-
-            wait_for(outage_seen, 120, f"{OUTAGE_S} s and three failed polls")
-            ready = client.get("/readyz").json()
-            assert (ready["store"], ready["default_version"]) == ("unreachable", 1)
-            assert metric(client, "xor_dnn_store_up") == 0
+            answered = ride_out_outage(client, at_least_s=OUTAGE_S)
 
             s3.moto.start()
             assert s3.moto.pid != killed_pid  # a new server process on the same port
