@@ -30,6 +30,7 @@ import builtins
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -308,8 +309,18 @@ class ObjectStore(Store):
             self.observer(kind, "precondition_failed", 0)
             return PreconditionFailed(uri, "the object exists or changed since read")
         self.observer(kind, "error", 0)
-        if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError):
-            return StorageError(uri, f"access denied (check the credentials): {text}")
+        # obstore reports an S3 403 as a generic error carrying the server's XML: its <Code>
+        # says which credential is wrong, which is what the user needs to hear.
+        full = str(exc)  # not the shortened line: a long URL can push <Code> past its end
+        code = match.group(1) if (match := _ERROR_CODE.search(full)) else None
+        denied = isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError)
+        if denied or isinstance(exc, PermissionError) or _DENIED_STATUS.search(full):
+            if why := _DENIED_CAUSES.get(code or ""):
+                return StorageError(uri, f"access denied ({code}): {why}; check the credentials")
+            # an answer we have no words for (GCS's JSON errors): the server's own, shortened
+            return StorageError(
+                uri, f"access denied ({code or 'forbidden'}; check the credentials): {text}"
+            )
         return StorageError(uri, text)
 
     def read(self, key: str) -> bytes:
@@ -378,6 +389,17 @@ class ObjectStore(Store):
     def check(self) -> None:
         # One LIST of a key that cannot exist: proves the bucket, credentials and endpoint.
         self.list(".xor-dnn-check/")
+
+
+_ERROR_CODE = re.compile(r"<Code>([A-Za-z]+)")
+_DENIED_STATUS = re.compile(r"\b(401 Unauthorized|403 Forbidden)\b")
+_DENIED_CAUSES = {
+    "SignatureDoesNotMatch": "the secret key does not match the access key ID",
+    "InvalidAccessKeyId": "the store knows no such access key ID",
+    "AccessDenied": "these credentials may not access this bucket or prefix",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+}
 
 
 def _one_line(exc: BaseException) -> str:
