@@ -375,3 +375,29 @@ def test_a_folder_needs_one_format(
     assert "cannot tell the folder's format (csv, parquet); pass --input-format" in (
         capsys.readouterr().err
     )
+
+
+def test_hive_partitioned_folder_keeps_its_partition_column(
+    spark: Any, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "points"
+    for k, region in enumerate(("north", "south")):
+        (folder / f"region={region}").mkdir(parents=True)
+        table = points_table(200, seed=k).select(["id", "x", "y"])
+        table = table.set_column(0, "id", pa.array(table.column("id").to_numpy() + k * 1000))
+        pq.write_table(table, folder / f"region={region}" / "part-0.parquet")
+    out = tmp_path / "scores"
+    args = ["score", "--engine", "spark", "-i", str(folder), "-o", str(out)]
+    assert main([*args, "--model-dir", str(model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows_scored"] == 400
+    scores = _spark_output(out, Format.PARQUET)
+    added = ["probability", "class_id", "model_version"]
+    assert scores.column_names == ["id", "x", "y", "region", *added]
+    pairs = zip(scores["id"].to_pylist(), scores["region"].to_pylist(), strict=True)
+    by_region: dict[str, list[int]] = {"north": [], "south": []}
+    for i, region in pairs:
+        by_region[region].append(int(i))
+    assert {k: sorted(v) for k, v in by_region.items()} == {
+        "north": list(range(200)),
+        "south": list(range(1000, 1200)),
+    }
