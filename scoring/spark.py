@@ -381,8 +381,9 @@ def _input_format(path: Path, override: str | None) -> Format:
     return found.pop()
 
 
-def _session() -> tuple[SparkSession, bool]:
-    """The active session, or a new one (``True``: this run owns it and stops it)."""
+def _session(progress: bool) -> tuple[SparkSession, bool]:
+    """The active session, or a new one (``True``: this run owns it and stops it) that draws
+    Spark's progress bar on stderr when ``progress``."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -393,7 +394,9 @@ def _session() -> tuple[SparkSession, bool]:
         # otherwise run the first `python3` on PATH, which may not have TensorFlow.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with _no_pandas_warning():
-        return SparkSession.builder.appName("xor-dnn score").getOrCreate(), True
+        builder = SparkSession.builder.appName("xor-dnn score")
+        builder = builder.config("spark.ui.showConsoleProgress", str(progress).lower())
+        return builder.getOrCreate(), True
 
 
 def _read(spark: SparkSession, path: str, fmt: Format) -> DataFrame:
@@ -422,7 +425,6 @@ def _refuse(args: argparse.Namespace) -> None:
         ("--strict", args.strict, "a distributed job has no first bad row"),
         ("--num-shards", args.num_shards is not None, "Spark splits the input itself"),
         ("--shard-index", args.shard_index is not None, "Spark splits the input itself"),
-        ("--progress", args.progress is not None, "Spark draws its own progress"),
     ]
     for flag, given, why in refused:
         if given:
@@ -454,7 +456,8 @@ def score_files(args: argparse.Namespace, model_dir: str) -> dict[str, Any]:
         raise OutputError(f"--rejects {rejects_path} is the output folder")
 
     started = time.perf_counter()
-    spark, owned = _session()
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    spark, owned = _session(progress)
     startup = time.perf_counter() - started
     try:
         spark.conf.set(BATCH_ROWS_CONF, str(args.chunk_size))
