@@ -420,6 +420,28 @@ def _write(df: DataFrame, path: str, fmt: Format) -> None:
         writer.json(path)
 
 
+def _replaceable(folder: Path) -> bool:
+    """Spark's ``overwrite`` deletes the whole folder first: only let it delete what looks like
+    a Spark output (part files, markers, hidden checksums, ``key=value`` partition folders)."""
+    return all(p.name.startswith(("part-", "_", ".")) or "=" in p.name for p in folder.iterdir())
+
+
+def _check_outputs(src: Path, out: Path, rejects: Path) -> None:
+    """Refuse outputs that would delete the input or a folder that is not a Spark output."""
+    source = src.resolve()
+    for flag, path in (("--output", out), ("--rejects", rejects)):
+        where = path.resolve()
+        if where == source or where in source.parents:
+            raise OutputError(f"{flag} {path} would delete the input {src}")
+        if where.is_dir() and not _replaceable(where):
+            raise OutputError(
+                f"{flag} {path}: an existing folder that is not a Spark output (files other"
+                " than part-*, _SUCCESS); Spark would delete it: remove it or pick another"
+            )
+    if rejects.resolve() == out.resolve():
+        raise OutputError(f"--rejects {rejects} is the output folder")
+
+
 def _refuse(args: argparse.Namespace) -> None:
     refused = [
         ("--strict", args.strict, "a distributed job has no first bad row"),
@@ -452,8 +474,7 @@ def score_files(args: argparse.Namespace, model_dir: str) -> dict[str, Any]:
     except InputError:
         out_fmt = in_fmt  # a folder named without an extension: the input's format
     rejects_path = args.rejects or default_rejects_path(args.output, out_fmt)
-    if Path(rejects_path).resolve() == Path(args.output).resolve():
-        raise OutputError(f"--rejects {rejects_path} is the output folder")
+    _check_outputs(Path(args.input), Path(args.output), Path(rejects_path))
 
     started = time.perf_counter()
     progress = sys.stderr.isatty() if args.progress is None else args.progress

@@ -340,6 +340,34 @@ def test_cli_errors_are_one_line(
     assert not (tmp_path / "o.parquet").exists()
 
 
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("points", "--output {tmp}/points would delete the input {tmp}/points"),
+        (".", "--output {tmp} would delete the input {tmp}/points"),
+        ("docs", "--output {tmp}/docs: an existing folder that is not a Spark output"),
+    ],
+)
+def test_outputs_that_spark_would_delete_wrongly_are_refused(
+    spark: Any,
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    message: str,
+) -> None:
+    folder = tmp_path / "points"
+    folder.mkdir()
+    write_points(points_table(10), folder / "a.parquet", Format.PARQUET)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("keep me")
+    out = tmp_path / output
+    args = ["score", "--engine", "spark", "-i", str(folder), "-o", str(out)]
+    assert main([*args, "--model-dir", str(model_dir)]) == 1
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert (folder / "a.parquet").is_file() and (tmp_path / "docs" / "notes.txt").is_file()
+
+
 def test_a_model_that_fails_on_the_executors_is_one_line(
     spark: Any, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
