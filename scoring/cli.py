@@ -128,6 +128,14 @@ def register(subparsers: Any) -> None:
 
     run = p.add_argument_group("run")
     run.add_argument(
+        "--engine",
+        choices=["stream", "spark"],
+        default="stream",
+        help="stream: this process streams the file (shardable); spark: a Spark job reads "
+        "the file or folder and writes output folders (pip install 'xor-dnn[spark]'; "
+        "docs/spark.md)",
+    )
+    run.add_argument(
         "--chunk-size",
         type=_positive(MAX_CHUNK),
         default=65536,
@@ -190,6 +198,11 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.input is None:
         raise InputError("--input is required (unless --merge)")
+    model_dir = args.model_dir or os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
+    if args.engine == "spark":
+        from scoring.spark import score_files
+
+        return score_files(args, model_dir)
     options = ScoreOptions(
         input=args.input,
         output=args.output,
@@ -204,7 +217,6 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         shard=resolve_shard(args.shard_index, args.num_shards),
         progress=args.progress,
     )
-    model_dir = args.model_dir or os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
     summary = score(
         options,
         lambda: load_model(model_dir, args.model_version, warm_up_rows=args.chunk_size),
