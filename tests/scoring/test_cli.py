@@ -143,13 +143,15 @@ def test_merge_mode(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_progress_only_on_a_terminal() -> None:
     quiet = io.StringIO()
-    Progress(100, stream=quiet).update(50, 1000, force=True)
+    Progress(4, stream=quiet).update(0.5, 1000, force=True)
     assert quiet.getvalue() == ""  # a StringIO is not a TTY
     shown = io.StringIO()
-    bar = Progress(100, enabled=True, stream=shown)
-    bar.update(50, 1000, force=True)
+    bar = Progress(4, enabled=True, stream=shown)
+    bar.start_file(1)
+    bar.update(0.5, 1000, force=True)
     bar.close()
-    assert "50.0%" in shown.getvalue() and "rows/s" in shown.getvalue()
+    line = shown.getvalue().rsplit("\r", 1)[-1]
+    assert "37.5%" in line and "files 1/4" in line and "1.0k rows" in line and "rows/s" in line
 
 
 def test_help_does_not_import_tensorflow() -> None:
