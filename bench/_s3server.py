@@ -133,7 +133,11 @@ class CountingProxy:
                 for name, value in response.getheaders():
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body but the object's length (clients read sizes
+                # from it), so the upstream's header is passed on as it is.
+                upstream_length = response.getheader("Content-Length")
+                head = self.command == "HEAD" and upstream_length is not None
+                self.send_header("Content-Length", upstream_length if head else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -63,6 +63,9 @@ class Dataset:
     format: Format
     single: bool
     """True when ``--input`` named one file (its output is then a file, not a folder)."""
+    partition_types: tuple[tuple[str, pa.DataType], ...] = ()
+    """Each hive partition column and its type: int32 when every value in the listing is an
+    integer, else string (as pyarrow.dataset infers them, so the output reads back alike)."""
 
     @property
     def size(self) -> int:
@@ -188,7 +191,22 @@ def _dataset(uri: str, store: Store, listed: list[tuple[str, int]], fmt: str | N
     if not keys:
         raise InputError(f"input {uri}: no input file there")
     files = tuple(InputFile(k, n, _partitions(k)) for k, n in sorted(keys))
-    return Dataset(uri, store, files, in_fmt, False)
+    values: dict[str, list[str]] = {}
+    for f in files:
+        for name, value in f.partitions:
+            values.setdefault(name, []).append(value)
+    types = tuple(
+        (name, pa.int32() if all(_is_int32(v) for v in vs) else pa.string())
+        for name, vs in values.items()
+    )
+    return Dataset(uri, store, files, in_fmt, False, types)
+
+
+def _is_int32(text: str) -> bool:
+    try:
+        return -(2**31) <= int(text) < 2**31 and text.strip() == text
+    except ValueError:
+        return False
 
 
 def _suffix(key: str) -> str:
@@ -221,7 +239,8 @@ def _row_group_pieces(dataset: Dataset, f: InputFile, share: int) -> list[tuple[
     pieces: list[tuple[int, int]] = []
     start, acc = 0, 0
     for g in range(meta.num_row_groups):
-        acc += meta.row_group(g).total_compressed_size
+        group = meta.row_group(g)
+        acc += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
         if acc >= share and g + 1 < meta.num_row_groups:
             pieces.append((start, g + 1))
             start, acc = g + 1, 0

@@ -121,7 +121,7 @@ def output_schema(
     version: int,
     *,
     csv: bool = False,
-    partitions: tuple[str, ...] = (),
+    partitions: tuple[tuple[str, pa.DataType], ...] = (),
 ) -> pa.Schema:
     """The input's columns (x, y as float64), hive partition columns (text) that the file
     does not hold itself, then the three added ones.
@@ -135,7 +135,11 @@ def output_schema(
             fields.append(pa.field(f.name, pa.float64()))
         else:
             fields.append(f.remove_metadata())
-    fields += [pa.field(name, pa.string()) for name in partitions if name not in source.names]
+    fields += [
+        pa.field(name, pa.string() if csv else t)
+        for name, t in partitions
+        if name not in source.names
+    ]
     fields += [
         pa.field(PROBABILITY, pa.float32()),
         pa.field(CLASS_ID, pa.string() if csv else pa.int8()),
@@ -188,6 +192,7 @@ class _Job:
         rejects: Sink,
         writer: Writer,
         partitions: tuple[tuple[str, str], ...] = (),
+        partition_types: tuple[tuple[str, pa.DataType], ...] = (),
     ) -> None:
         self.o = options
         self.source = source
@@ -205,7 +210,7 @@ class _Job:
             options.y_col,
             version,
             csv=self.csv,
-            partitions=tuple(k for k, _ in self.partitions),
+            partitions=partition_types,
         )
         self.version = version
         self.read = self.scored = self.rejected = 0
@@ -265,7 +270,12 @@ class _Job:
             if not is_text(self.schema.field(i).type):
                 columns[i] = pa.array(values, pa.float64())
         positive = prob >= self.o.threshold
-        columns += [_repeat(value, n) for _, value in self.partitions]
+        for name, value in self.partitions:
+            t = self.schema.field(name).type
+            if pa.types.is_integer(t):
+                columns.append(pa.array(np.full(n, int(value), dtype=np.int32), t))
+            else:
+                columns.append(_repeat(value, n))
         columns.append(pa.array(prob, pa.float32()))
         if self.csv:
             columns += [
@@ -375,17 +385,12 @@ def _score_unit(
         csv = out_fmt is Format.CSV
         job_sinks = (unit.output, unit.rejects)
         partitions = unit.file.partitions
-        schema = output_schema(
-            source.schema,
-            *coords,
-            version,
-            csv=csv,
-            partitions=tuple(k for k, _ in partitions),
-        )
+        types = dataset.partition_types
+        schema = output_schema(source.schema, *coords, version, csv=csv, partitions=types)
         sinks.append(open_sink(job_sinks[0].store, job_sinks[0].key, out_fmt, schema))
         sinks.append(open_sink(job_sinks[1].store, job_sinks[1].key, out_fmt, REJECT_SCHEMA))
         writer = Writer()
-        job = _Job(options, source, predict, version, sinks[0], sinks[1], writer, partitions)
+        job = _Job(options, source, predict, version, sinks[0], sinks[1], writer, partitions, types)
         reader = Reader(source.batches())
         total = max(source.total, 1)
         for batch in reader:

@@ -21,7 +21,7 @@ INDEX_ENV = "JOB_COMPLETION_INDEX"
 """Set by Kubernetes in each pod of an Indexed Job (0 .. completions-1)."""
 COUNT_ENV = "XOR_DNN_NUM_SHARDS"
 """The shard count; set it to the Job's ``completions`` in the pod template."""
-_SCAN = 1 << 16
+_SCAN = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,16 @@ def _next_line_start(blob: RangeReader, pos: int, data_start: int) -> int:
     if pos >= size:
         return size
     at = pos - 1  # if the byte before pos is a newline, a line starts exactly at pos
+    step = _SCAN  # small first (one line is usually far shorter), doubling for long lines
     while at < size:
-        block = blob.read_range(at, at + _SCAN)
+        block = blob.read_range(at, at + step)
         if not block:
             break
         nl = block.find(b"\n")
         if nl >= 0:
             return at + nl + 1
         at += len(block)
+        step = min(step * 2, 1 << 22)
     return size
 
 

@@ -488,10 +488,16 @@ class RangeReader(io.RawIOBase):
     bytes a job reads are exactly what the store's observer counts (Arrow's Parquet reader
     asks only for the footer and the column chunks it decodes)."""
 
+    _KEEP = 1 << 20
+    """The last read is kept when at most this long: Arrow reads a Parquet file's last 64 KiB
+    for its footer, and a text reader a file's first KiBs for its header; for a small file
+    those hold the data asked for next, which is then not fetched twice."""
+
     def __init__(self, store: Store, key: str, size: int) -> None:
         super().__init__()
         self.store, self.key, self.length = store, key, size
         self._pos = 0
+        self._kept_at, self._kept = 0, b""
 
     def readable(self) -> bool:
         return True
@@ -512,14 +518,23 @@ class RangeReader(io.RawIOBase):
         stop = min(self._pos + len(view), self.length)
         if stop <= self._pos:
             return 0
-        data = self.store.read_range(self.key, self._pos, stop)
+        data = self.read_range(self._pos, stop)
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
     def read_range(self, start: int, stop: int) -> bytes:
-        """Bytes ``[start, stop)`` without moving the position."""
-        return self.store.read_range(self.key, start, min(stop, self.length))
+        """Bytes ``[start, stop)`` without moving the position (from the kept last read when
+        it holds them)."""
+        stop = min(stop, self.length)
+        if stop <= start:
+            return b""
+        if self._kept_at <= start and stop <= self._kept_at + len(self._kept):
+            return self._kept[start - self._kept_at : stop - self._kept_at]
+        data = self.store.read_range(self.key, start, stop)
+        if len(data) <= self._KEEP:
+            self._kept_at, self._kept = start, data
+        return data
 
 
 class Output:
@@ -612,7 +627,8 @@ class _ObjectOutput(Output):
 
     def write(self, data: Any) -> int:
         try:
-            n = int(self._writer.write(data))
+            # Unsigned bytes whatever the source: obstore refuses Arrow's signed-char buffers.
+            n = int(self._writer.write(memoryview(data).cast("B")))
         except Exception as exc:
             raise self._store._fail("put", self._key, exc) from None
         self._written += n

@@ -12,9 +12,6 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from scoring.errors import InputError
-from xor_dnn.storage import RangeReader
-
-_SAMPLE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -68,14 +65,11 @@ def open_error(name: str, exc: Exception) -> InputError:
     return InputError(f"input {name}: cannot read: {exc}")
 
 
-def bytes_per_line(blob: RangeReader, start: int, stop: int) -> float:
-    sample = blob.read_range(start, start + min(_SAMPLE, stop - start))
-    return max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
-
-
-def block_size(blob: RangeReader, start: int, stop: int, chunk_size: int) -> int:
-    """Bytes per read block so a block holds about ``chunk_size`` rows."""
-    guess = int(bytes_per_line(blob, start, stop) * chunk_size * 1.05)
+def block_size(sample: bytes, chunk_size: int) -> int:
+    """Bytes per read block so a block holds about ``chunk_size`` rows, from a sample of the
+    file's lines (the bytes read for its header or types: no read of its own)."""
+    per_line = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+    guess = int(per_line * chunk_size * 1.05)
     return max(1 << 16, min(guess, 1 << 28))
 
 

@@ -20,11 +20,13 @@ from scoring.shards import Shard, byte_range
 from xor_dnn.storage import RangeReader
 
 _CSV_BLOCKS_AHEAD = 2
-_HEADER_READ = 1 << 16
+_HEADER_READ = 1 << 14
+"""The first read for the header: small files are read whole by it (and not again)."""
 
 
-def _first_line(blob: RangeReader) -> bytes:
-    """The header line, newline included (the whole file when it has no newline)."""
+def _first_line(blob: RangeReader) -> tuple[bytes, bytes]:
+    """The header line, newline included (the whole file when it has no newline), and the
+    bytes read after it (a sample of the lines, for the block size)."""
     at = 0
     head = b""
     while True:
@@ -32,9 +34,9 @@ def _first_line(blob: RangeReader) -> bytes:
         head += block
         nl = head.find(b"\n")
         if nl >= 0:
-            return head[: nl + 1]
+            return head[: nl + 1], head[nl + 1 :]
         if len(block) < _HEADER_READ:
-            return head
+            return head, b""
         at += len(block)
 
 
@@ -64,7 +66,7 @@ class CsvSource:
         self.name = name
         self._blob = blob
         try:
-            first = _first_line(blob)
+            first, self._sample = _first_line(blob)
         except OSError as exc:
             raise open_error(name, exc) from exc
         if not first.strip():
@@ -116,7 +118,7 @@ class CsvSource:
                     self._file,
                     read_options=pcsv.ReadOptions(
                         column_names=self.names,
-                        block_size=block_size(self._blob, self.start, self.stop, self._chunk_size),
+                        block_size=block_size(self._sample, self._chunk_size),
                         # One thread keeps the invalid-row callback's line numbers exact.
                         use_threads=False,
                     ),

@@ -86,21 +86,23 @@ class JsonlSource:
         self.name = name
         self._blob = blob
         self._coordinates = coordinates
-        self.schema = self._infer_schema(blob, name, coordinates)
+        self.schema, sample = self._infer_schema(blob, name, coordinates)
         self.start, self.stop = byte_range(blob, 0, shard)
         self.total = self.stop - self.start
         # As for CSV: a later shard numbers lines from its own start; --merge makes them global.
         self.relative_rows = self.start > 0
         self.row_base = 0
         self._lines_before = 0
-        self._block = block_size(blob, self.start, self.stop, chunk_size)
+        self._block = block_size(sample, chunk_size)
         self._file: RangeFile | None = None
         self._parse = pjson.ParseOptions(
             explicit_schema=self.schema, unexpected_field_behavior="ignore"
         )
 
     @staticmethod
-    def _infer_schema(blob: RangeReader, name: str, coordinates: tuple[str, str]) -> pa.Schema:
+    def _infer_schema(
+        blob: RangeReader, name: str, coordinates: tuple[str, str]
+    ) -> tuple[pa.Schema, bytes]:
         # Every shard reads the same first MiB, so all agree on the types (the one read
         # before a later shard's range, bounded whatever the file's size).
         try:
@@ -137,7 +139,7 @@ class JsonlSource:
                 fields.append(pa.field(f.name, pa.string()))
             else:
                 fields.append(f)
-        return pa.schema(fields)
+        return pa.schema(fields), sample
 
     def _read_blocks(self) -> Iterator[tuple[bytes, int]]:
         """Blocks of whole lines and the file line number before each."""
