@@ -135,9 +135,10 @@ class CountingProxy:
                         self.send_header(name, value)
                 # A HEAD answer has no body but the object's length (clients read sizes
                 # from it), so the upstream's header is passed on as it is.
-                upstream_length = response.getheader("Content-Length")
-                head = self.command == "HEAD" and upstream_length is not None
-                self.send_header("Content-Length", upstream_length if head else str(len(data)))
+                length = response.getheader("Content-Length") or str(len(data))
+                if self.command != "HEAD":
+                    length = str(len(data))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
