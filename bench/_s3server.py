@@ -135,10 +135,10 @@ class CountingProxy:
                         self.send_header(name, value)
                 # A HEAD answer has no body but the object's length (clients read sizes
                 # from it), so the upstream's header is passed on as it is.
-                length = response.getheader("Content-Length") or str(len(data))
-                if self.command != "HEAD":
-                    length = str(len(data))
-                self.send_header("Content-Length", length)
+                sent = response.getheader("Content-Length") or str(len(data))
+                self.send_header(
+                    "Content-Length", sent if self.command == "HEAD" else str(len(data))
+                )
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
