@@ -523,6 +523,14 @@ class RangeReader(io.RawIOBase):
         self._pos += len(data)
         return len(data)
 
+    def read(self, size: int = -1) -> bytes:
+        # Arrow's Python-file adapter calls read() and wraps the bytes it gets without a copy;
+        # RawIOBase's read() would copy them twice (into a bytearray, then into bytes).
+        stop = self.length if size is None or size < 0 else min(self._pos + size, self.length)
+        data = self.read_range(self._pos, stop)
+        self._pos += len(data)
+        return data
+
     def read_range(self, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)`` without moving the position (from the kept last read when
         it holds them)."""
