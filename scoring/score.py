@@ -333,6 +333,24 @@ def _finished(dataset: Dataset, unit: Unit) -> dict[str, Any] | None:
     return marker
 
 
+def _outside(dataset: Dataset, options: ScoreOptions) -> Dataset:
+    """The dataset without the files under the output (or rejects) folder, when that folder
+    is inside the input folder: a re-run must not score the last run's results."""
+    if dataset.single:
+        return dataset
+    roots = [canonical(str(options.output)).rstrip("/") + "/"]
+    if options.rejects is not None:
+        roots.append(canonical(str(options.rejects)).rstrip("/") + "/")
+    files = tuple(
+        f
+        for f in dataset.files
+        if not canonical(dataset.store.child(f.key)).startswith(tuple(roots))
+    )
+    if not files:
+        raise InputError(f"input {dataset.uri}: no input file outside the output folder")
+    return replace(dataset, files=files)
+
+
 def _check_targets(dataset: Dataset, units: list[Unit]) -> None:
     inputs = {canonical(dataset.store.child(f.key)) for f in dataset.files}
     for unit in units:
@@ -367,6 +385,7 @@ def _score_unit(
     unit: Unit,
     model: _Model,
     progress: Progress,
+    rows_before: int,
 ) -> dict[str, Any]:
     """Score one unit; both its outputs appear only if all of it succeeded."""
     coords = (options.x_col, options.y_col)
@@ -395,7 +414,7 @@ def _score_unit(
         total = max(source.total, 1)
         for batch in reader:
             job.run_batch(batch)
-            progress.update(batch.done / total, job.scored)
+            progress.update(batch.done / total, rows_before + job.scored)
         writer.finish()
         # Rejects first: a visible output always has its rejects beside it.
         for sink in reversed(sinks):
@@ -444,7 +463,7 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
     counter = _BytesRead()
     opened, cpu_opened = time.perf_counter(), time.process_time()
     fmt_in = options.input_format.value if options.input_format else None
-    dataset = open_dataset(str(options.input), fmt_in, counter)
+    dataset = _outside(open_dataset(str(options.input), fmt_in, counter), options)
     rejects = str(options.rejects) if options.rejects is not None else None
     if options.output_format is None:
         if dataset.single:  # a one-file input writes a file: its name must say the format
@@ -472,7 +491,8 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
                 continue
             before = counter.total
             unit_started = time.perf_counter()
-            record = _score_unit(options, dataset, unit, model, progress)
+            rows_before = sum(int(d.record.get("rows_scored", 0)) for d in done if not d.skipped)
+            record = _score_unit(options, dataset, unit, model, progress, rows_before)
             record["bytes_read"] = counter.total - before
             record["seconds"] = round(time.perf_counter() - unit_started, 4)
             write_marker(unit.rejects.store, unit.rejects.key, record)

@@ -123,6 +123,16 @@ def test_csv_folder_to_jsonl_and_a_glob(model: Loaded, tmp_path: Path) -> None:
     ]
 
 
+def test_output_folder_inside_the_input_folder_is_not_read_back(
+    model: Loaded, tmp_path: Path
+) -> None:
+    make_folder(tmp_path / "data", 2, 30, Format.PARQUET)
+    for _ in range(2):
+        s = run(model, tmp_path / "data", tmp_path / "data" / "scored")
+        assert (s.files, s.rows_scored) == (2, 60)
+    assert not (tmp_path / "data" / "scored" / "scored").exists()
+
+
 def test_input_errors_name_the_input(model: Loaded, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no \.csv, \.parquet.* file below it"):
