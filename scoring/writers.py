@@ -92,13 +92,13 @@ class CsvSink(_AtomicFile):
         )
         self._bare = pcsv.WriteOptions(include_header=False, quoting_style="none")
         self._quoted = pcsv.WriteOptions(include_header=False)
-        self._out.write(_csv_header(schema.names))
+        self._out.file.write(_csv_header(schema.names))
 
     def write(self, batch: pa.RecordBatch) -> None:
         if not self._text:
             buf = pa.BufferOutputStream()
             pcsv.write_csv(batch, buf, write_options=self._quoted)
-            self._out.write(buf.getvalue())
+            self._out.file.write(buf.getvalue())
             return
         # Try bare values first; Arrow refuses them when one holds a comma, quote or newline.
         buf = pa.BufferOutputStream()
@@ -107,7 +107,7 @@ class CsvSink(_AtomicFile):
         except pa.ArrowInvalid:
             buf = pa.BufferOutputStream()
             pcsv.write_csv(batch, buf, write_options=self._quoted)
-        self._out.write(buf.getvalue())
+        self._out.file.write(buf.getvalue())
 
     def commit(self) -> None:
         self._publish()
@@ -127,7 +127,7 @@ class ParquetSink(_AtomicFile):
         dictionary = [f.name for f in schema if f.name not in floats]
         try:
             self._writer = pq.ParquetWriter(
-                self._out, schema, compression=codecs, use_dictionary=dictionary
+                self._out.file, schema, compression=codecs, use_dictionary=dictionary
             )
         except OSError as exc:
             self._out.abort()
@@ -208,7 +208,7 @@ class JsonlSink(_AtomicFile):
         _, offsets_buf, data = lines.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int32)
         start, stop = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
-        self._out.write(data.slice(start, stop - start))
+        self._out.file.write(data.slice(start, stop - start))
 
     def commit(self) -> None:
         self._publish()

@@ -552,6 +552,12 @@ class Output:
 
     uri: str
 
+    @property
+    def file(self) -> Any:
+        """What a writer should write to: this object, or (local) Arrow's native file for the
+        temporary file, whose writes run without Python's lock while the model computes."""
+        return self
+
     def write(self, data: Any) -> int:
         raise NotImplementedError
 
@@ -595,11 +601,17 @@ class _LocalOutput(Output):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = local_temp_path(path)
-        self._file = open(self.tmp, "wb", buffering=1 << 20)  # noqa: SIM115 (closed in commit/abort)
+        import pyarrow as pa
+
+        self._file = pa.OSFile(str(self.tmp), "wb")
         self._committed = False
 
+    @property
+    def file(self) -> Any:
+        return self._file
+
     def write(self, data: Any) -> int:
-        return self._file.write(data)
+        return int(self._file.write(data))
 
     def tell(self) -> int:
         return self._file.tell()
