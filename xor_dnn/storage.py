@@ -614,7 +614,7 @@ class _LocalOutput(Output):
         return int(self._file.write(data))
 
     def tell(self) -> int:
-        return self._file.tell()
+        return int(self._file.tell())
 
     def commit(self) -> None:
         self._file.close()
