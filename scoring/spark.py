@@ -467,14 +467,16 @@ def score_files(args: argparse.Namespace, model_dir: str) -> dict[str, Any]:
         raise InputError(f"{needs} ({exc})") from None
 
     _refuse(args)
-    in_fmt = _input_format(args.input, args.input_format or args.format)
+    # Spark and Hadoop take paths and their own URIs (s3a://); the CLI passes text.
+    source, output = Path(args.input), Path(args.output)
+    in_fmt = _input_format(source, args.input_format or args.format)
     override = args.output_format or args.format
     try:
-        out_fmt = detect_format(args.output, override, "output")
+        out_fmt = detect_format(output, override, "output")
     except InputError:
         out_fmt = in_fmt  # a folder named without an extension: the input's format
-    rejects_path = args.rejects or default_rejects_path(args.output, out_fmt)
-    _check_outputs(Path(args.input), Path(args.output), Path(rejects_path))
+    rejects_path = Path(args.rejects) if args.rejects else default_rejects_path(output, out_fmt)
+    _check_outputs(source, output, rejects_path)
 
     started = time.perf_counter()
     progress = sys.stderr.isatty() if args.progress is None else args.progress
