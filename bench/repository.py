@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         repo,
         workdir / "server.log",
         "--model-control", "explicit", "--load-model", "a",
-        "--max-queue-points", str(args.max_queue_points),
+        "--max-queue-points", str(args.max_queue_points), "--poll-interval-s", "1",
         env={**child_env(), "XOR_DNN_ADMIN_TOKEN": TOKEN},
         source_flag="--model-repository",
     )  # fmt: skip
