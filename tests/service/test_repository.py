@@ -134,6 +134,9 @@ def test_admin_routes_do_not_exist_without_a_token(client: TestClient) -> None:
     r = client.post("/v2/repository/index", headers=auth)
     assert r.status_code == 404
     assert client.post("/v2/repository/models/xor/load", headers=auth).status_code == 404
+    assert not any(
+        p.startswith("/v2/repository") for p in client.get("/openapi.json").json()["paths"]
+    )
 
 
 def test_admin_routes_answer_401_403_as_json_and_take_only_bearer(
@@ -154,6 +157,7 @@ def test_admin_routes_answer_401_403_as_json_and_take_only_bearer(
             assert r.headers["www-authenticate"].startswith("Bearer")
     r = repo_client.post("/v2/repository/index", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
+    assert "/v2/repository/index" in repo_client.get("/openapi.json").json()["paths"]
     assert r.json() == [
         {"name": "lesson", "state": "READY", "reason": "", "version": "2"},
         {"name": "xor", "state": "READY", "reason": "", "version": "2"},
