@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess  # nosec B404
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import httpx
 from bench._loadgen import closed_loop, open_loop, run_async
 from bench._process import ServerProcess, start_server
 from bench._resources import cpu_seconds, rss_mb
-from bench.serve import ROOT, child_env
+from bench.serve import child_env, prepare_model
 
 MODELS = ("a", "b", "c")
 TOKEN = "bench-repository-admin-token"
@@ -100,14 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     repo = workdir / "repository"
     if not (repo / "a").is_dir():
-        print(f"training the benchmark model ({args.epochs} epochs) ...", flush=True)
-        prepared = subprocess.run(  # nosec B603: this package's own helper, argv list
-            [sys.executable, str(ROOT / "bench" / "_apps.py"), "prepare", "--model-dir",
-             str(repo / "a"), "--keras", str(workdir / "a.keras"), "--epochs", str(args.epochs)],
-            env=child_env(), cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if prepared.returncode != 0:
-            raise SystemExit(f"training failed: {prepared.stdout[-2000:]}{prepared.stderr[-2000:]}")
+        prepare_model(repo / "a", workdir / "a.keras", args.epochs, workdir / "prepare.log")
         for name in MODELS[1:]:
             shutil.copytree(repo / "a", repo / name)
     server = start_server(
