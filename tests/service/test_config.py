@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -182,12 +183,8 @@ def test_the_admin_token_comes_from_a_file_and_reaches_workers_unmasked(
         model_repository="m", model_control="explicit", load_model="a, b", admin_token="t" * 20
     )
     assert explicit.load_model == ["a", "b"] and Settings().admin_secret is None
-    monkeypatch.setenv("XOR_DNN_PORT", "8000")  # restored after the test, as the rest are
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"XOR_DNN_{name.upper()}", raising=False)
+    for name in Settings.model_fields:  # monkeypatch then restores every one after the test
+        monkeypatch.setenv(f"XOR_DNN_{name.upper()}", "")
     _export_settings(explicit)
-    monkeypatch.setenv("XOR_DNN_MODEL_DIR", "models/xor")  # the worker sees only the repository
-    import os
-
     assert os.environ["XOR_DNN_ADMIN_TOKEN"] == "t" * 20
     assert os.environ["XOR_DNN_LOAD_MODEL"] == "a,b"
