@@ -289,21 +289,26 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, workdir, targets, levels)
 
 
+def prepare_model(model_dir: Path, keras_path: Path, epochs: int, log: Path) -> None:
+    """Train the benchmark model in a child process (TensorFlow stays out of this one) and
+    publish it as a version of ``model_dir``, plus a Keras copy at ``keras_path``."""
+    print(f"training the benchmark model ({epochs} epochs) ...", flush=True)
+    with log.open("wb") as out:
+        code = subprocess.call(
+            [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir",
+             str(model_dir), "--keras", str(keras_path), "--epochs", str(epochs)],
+            env=child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if code != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"training the benchmark model failed ({code}):\n{tail}")
+
+
 def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: list[int]) -> int:
     model_dir, keras_path = workdir / "models" / "xor", workdir / "xor.keras"
     t0 = time.monotonic()
     if not keras_path.exists():
-        print(f"training the benchmark model ({args.epochs} epochs) ...", flush=True)
-        prep_log = workdir / "prepare.log"
-        with prep_log.open("wb") as out:
-            code = subprocess.call(
-                [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir",
-                 str(model_dir), "--keras", str(keras_path), "--epochs", str(args.epochs)],
-                env=child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if code != 0:
-            tail = prep_log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"training the benchmark model failed ({code}):\n{tail}")
+        prepare_model(model_dir, keras_path, args.epochs, workdir / "prepare.log")
     apps = [sys.executable, str(HERE / "_apps.py")]
     commands = {
         "service": (
