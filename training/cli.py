@@ -207,6 +207,14 @@ def _register_train(subparsers: Any) -> None:
         default=None,
         help="per-epoch progress line (default: on in a terminal, off in CI)",
     )
+    p.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record the training history (the surface, losses and weight norms at about 20 "
+        "log-spaced epochs) as history.json beside the SavedModel, replayed by the playground "
+        "(default on; --no-history skips it)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -274,6 +282,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config=config,
             progress=progress,
             on_run=on_run,
+            history=args.history,
         )
     except DataError as exc:
         print(f"xor-dnn train: error: {exc}", file=sys.stderr)
