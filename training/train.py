@@ -625,8 +625,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> dict[str, Any]:
-    """Write the published model, its pictures and metadata into ``folder`` (a temp dir)."""
+def write_version(
+    folder: Path,
+    report: TrainingReport,
+    *,
+    model_name: str,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the published model, its pictures, history and metadata into ``folder`` (a
+    temp dir); ``extra_metadata`` is added to ``metadata.json`` (e.g. an experiment's row)."""
     models = [r.model for r in report.published_runs]
     export_savedmodel(models, folder)
     _check_export(folder, models, report.split.test_points)
@@ -635,7 +642,7 @@ def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> d
         label = f"{model_name} (ensemble of {len(models)} runs)"
     else:
         label = f"{model_name} (run {report.chosen.index + 1}, seed {report.chosen.seed})"
-    metadata = build_metadata(report, model_name=model_name)
+    metadata = {**build_metadata(report, model_name=model_name), **(extra_metadata or {})}
     plots.plot_data(
         report.dataset.points,
         report.dataset.labels,
@@ -707,11 +714,21 @@ def train_and_publish(
     # Fail on an unusable folder or bucket now, not after minutes of training.
     repo.check()
     report = train_runs(dataset, config, runs, progress=progress, on_run=on_run, history=history)
-    name = model_name_for(model_dir)
+    return publish_report(repo, report)
+
+
+def publish_report(
+    repo: ModelRepository, report: TrainingReport, *, extra_metadata: dict[str, Any] | None = None
+) -> PublishedVersion:
+    """Publish what ``report`` chose as the next version of ``repo`` (see
+    :func:`train_and_publish`); the model is named after the repository's last segment."""
+    name = model_name_for(repo.uri)
     written: dict[str, Any] = {}
 
     def build(folder: Path) -> None:
-        written.update(write_version(folder, report, model_name=name))
+        written.update(
+            write_version(folder, report, model_name=name, extra_metadata=extra_metadata)
+        )
 
     version, path = repo.publish(build)
     metadata = {**written, "version": version}

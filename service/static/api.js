@@ -24,11 +24,11 @@ function errorText(res, data, text) {
   return `HTTP ${res.status}: ${msg || text.slice(0, 200) || res.statusText}`;
 }
 
-export async function api(path, { body, signal } = {}) {
+export async function api(path, { body, signal, cache = "no-store" } = {}) {
   const init = {
     method: "GET",
     signal,
-    cache: "no-store",
+    cache,
     headers: { Accept: "application/json" },
   };
   if (body !== undefined) {

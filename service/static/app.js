@@ -9,13 +9,14 @@
  * error), data-version (the version drawn), data-points and data-calls (grid points and the
  * predict calls that computed them), data-ms (how long those calls took). #probe-result
  * carries the last probe: data-x, data-y, data-probability, data-class-id, data-version,
- * data-ms.
+ * data-ms. The timeline (timeline.js) adds data-source, data-frame and data-epoch.
  */
 
 import { draw, eventPoint, gridValue } from "./plot.js";
 import { probeAt } from "./probe.js";
 import { renderProbes } from "./panel.js";
 import { el, state } from "./state.js";
+import { installTimeline } from "./timeline.js";
 import { refreshVersions, showVersion } from "./versions.js";
 
 function fitCanvas() {
@@ -95,6 +96,7 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refreshVersions();
 });
 
+installTimeline();
 if (typeof ResizeObserver === "function") new ResizeObserver(fitCanvas).observe(el.canvas);
 fitCanvas();
 refreshVersions();

@@ -38,6 +38,13 @@ export const el = {
   clearProbes: $("clear-probes"),
   stats: $("surface-stats"),
   status: $("status"),
+  timeline: $("timeline"),
+  play: $("play"),
+  epoch: $("epoch"),
+  epochLabel: $("epoch-label"),
+  live: $("live"),
+  curves: $("curves"),
+  frameStats: $("frame-stats"),
 };
 
 export const state = {
@@ -56,6 +63,10 @@ export const state = {
   abort: null,
   statusTimer: 0,
   pollTimer: 0,
+  history: null, // the drawn version's training history (timeline.js), or null
+  frame: null, // index of the recorded frame drawn, or null: the served model's surface
+  live: null, // the served model's {grid, surface, samplePred} while a frame is drawn
+  playTimer: 0,
 };
 
 // Grid coordinates never change: build them once.

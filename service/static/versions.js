@@ -4,6 +4,7 @@ import { api, predictPoints } from "./api.js";
 import { clearErrorStatus, renderInfo, renderMistakes, renderProbes, showStatus } from "./panel.js";
 import { draw, surfaceImage } from "./plot.js";
 import { GRID, MODEL, POLL_MS, el, gridPoints, state } from "./state.js";
+import { hide as hideTimeline, loadHistory } from "./timeline.js";
 
 export async function refreshVersions() {
   try {
@@ -133,6 +134,14 @@ export async function showVersion(version) {
     el.canvas.dataset.calls = String(stats.calls);
     el.canvas.dataset.ms = ms.toFixed(1);
     el.canvas.dataset.version = String(version);
+    try {
+      await loadHistory(MODEL, meta, version, abort.signal, () => gen === state.drawGen);
+    } catch (err) {
+      if (gen !== state.drawGen || err.name === "AbortError") return;
+      hideTimeline();
+      showStatus(`Version ${version}: its training history could not be read (${err.message}).`);
+    }
+    if (gen !== state.drawGen) return;
     el.canvas.dataset.state = "ready";
     clearErrorStatus();
   } catch (err) {
