@@ -17,7 +17,8 @@ import { probeAt } from "./probe.js";
 import { renderProbes } from "./panel.js";
 import { el, state } from "./state.js";
 import { installTimeline } from "./timeline.js";
-import { refreshVersions, showVersion } from "./versions.js";
+import { installCompare } from "./compare.js";
+import { refreshVersions, showVersion, switchModel } from "./versions.js";
 
 function fitCanvas() {
   const dpr = window.devicePixelRatio || 1;
@@ -82,6 +83,8 @@ el.select.addEventListener("change", () => {
   if (Number.isInteger(v) && v !== state.version) showVersion(v);
 });
 
+el.modelSelect.addEventListener("change", () => switchModel(el.modelSelect.value));
+
 el.follow.addEventListener("change", () => {
   state.follow = el.follow.checked;
   if (state.follow && state.defaultVersion !== null && state.defaultVersion !== state.version) {
@@ -97,6 +100,7 @@ document.addEventListener("visibilitychange", () => {
 });
 
 installTimeline();
+installCompare();
 if (typeof ResizeObserver === "function") new ResizeObserver(fitCanvas).observe(el.canvas);
 fitCanvas();
 refreshVersions();

@@ -15,7 +15,10 @@ export const INK = "#1f2328";
 export const MISTAKE = "#d62728";
 
 const params = new URLSearchParams(window.location.search);
-export const MODEL = params.get("model") || "xor";
+// ?model= picks the model first shown; otherwise the server's default model (GET models), or
+// "xor" from a server that lists no models (single-model, before GET models existed).
+export const MODEL_PARAM = params.get("model");
+export const FALLBACK_MODEL = "xor";
 // ?poll_ms= lets tests and demos watch a hot-load without waiting the default 3 s.
 export const POLL_MS = clamp(Number(params.get("poll_ms")) || 3000, 250, 60000);
 
@@ -45,9 +48,19 @@ export const el = {
   live: $("live"),
   curves: $("curves"),
   frameStats: $("frame-stats"),
+  modelCard: $("model-choice"),
+  modelSelect: $("model"),
+  compare: $("compare"),
+  compareToggle: $("compare-toggle"),
+  compareModels: $("compare-models"),
+  comparePanels: $("compare-panels"),
+  compareSummary: $("compare-summary"),
 };
 
 export const state = {
+  model: MODEL_PARAM || FALLBACK_MODEL, // the model drawn
+  models: null, // [{name, ready, default_version, versions}] from GET models, or null
+  multi: false, // the server lists its models: predictions go to models/{name}/predict
   versions: [],
   defaultVersion: null,
   version: null, // the version drawn or being drawn; every request is pinned to it

@@ -157,6 +157,10 @@ class PageWatch:
     failed or 4xx/5xx requests, and requests leaving the service's origin."""
 
     origin: str
+    models_route_missing_ok: bool = True
+    """A server from before multi-model serving answers GET /models with 404: the page's cue
+    to fall back to one model (versions.js), so that 404 (and Chromium's console line about
+    it) is expected, not a problem."""
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
@@ -189,8 +193,14 @@ class PageWatch:
         else:
             route.abort("blockedbyclient")
 
+    def _expected_404(self, url: str) -> bool:
+        return self.models_route_missing_ok and urlsplit(url).path.endswith("/models")
+
     def _on_console(self, msg: Any) -> None:
         if msg.type == "error":
+            where = (msg.location or {}).get("url", "")
+            if "404" in msg.text and self._expected_404(where):
+                return
             self.console_errors.append(f"{msg.text} @ {msg.location}")
 
     def _on_request(self, request: Any) -> None:
@@ -208,6 +218,8 @@ class PageWatch:
             self.failed_requests.append(f"{request.url}: {request.failure}")
 
     def _on_response(self, response: Any) -> None:
+        if response.status == 404 and self._expected_404(response.url):
+            return
         if response.status >= 400:
             self.bad_responses.append(f"{response.status} {response.url}")
 
