@@ -64,7 +64,7 @@ class LiveServer:
     """A real uvicorn serving ``create_app(settings)`` on a free port, in a thread."""
 
     url: str
-    model_dir: Path
+    model_dir: Path | None
     root_path: str
 
     def client(self) -> httpx.Client:
@@ -73,14 +73,16 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(model_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
-    """Serve ``model_dir`` until the block ends; waits until /readyz says the model is warm."""
+def run_server(model_dir: Path | None, **overrides: Any) -> Iterator[LiveServer]:
+    """Serve ``model_dir`` (None: what ``overrides`` name, e.g. a model repository) until the
+    block ends; waits until /readyz says the model is warm."""
     import uvicorn
 
     from service.app import create_app
     from service.config import Settings
 
-    settings = Settings(model_dir=model_dir, log_level="warning", **overrides)
+    where = {"model_dir": model_dir} if model_dir is not None else {}
+    settings = Settings(**where, log_level="warning", **overrides)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
