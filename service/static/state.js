@@ -61,6 +61,7 @@ export const state = {
   model: MODEL_PARAM || FALLBACK_MODEL, // the model drawn
   models: null, // [{name, ready, default_version, versions}] from GET models, or null
   multi: false, // the server lists its models: predictions go to models/{name}/predict
+  modelsRoute: null, // whether the server has GET models (null: not asked yet)
   versions: [],
   defaultVersion: null,
   version: null, // the version drawn or being drawn; every request is pinned to it

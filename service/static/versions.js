@@ -11,16 +11,21 @@ import { hide as hideTimeline, loadHistory } from "./timeline.js";
 /** GET models: the served models, or single-model mode when the server has no such route (a
  * server from before multi-model serving answers 404). */
 async function refreshModels() {
+  // Asked once more would only be another 404 in the server's log every poll; a page opened
+  // before the server was upgraded is reloaded anyway.
+  if (state.modelsRoute === false) return;
   let listing;
   try {
     listing = await api("models");
   } catch (err) {
     if (err.status !== 404) throw err;
+    state.modelsRoute = false;
     state.multi = false;
     state.models = null;
     el.modelCard.hidden = true;
     return;
   }
+  state.modelsRoute = true;
   const models = (Array.isArray(listing.models) ? listing.models : [])
     .filter((m) => m && typeof m.name === "string")
     .sort((a, b) => a.name.localeCompare(b.name));

@@ -38,6 +38,17 @@ def test_without_a_models_route_the_page_falls_back_to_one_model(
         page.goto(f"{server.url}/")
         wait_drawn(page, 2, watch)
         assert asked, "the page must ask the server for its models"
+        # ... once: polling on would only fill the server's log with 404s.
+        page.wait_for_function("() => document.getElementById('version').options.length > 0")
+        before = len(watch.requests)
+        page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+        page.wait_for_function(
+            "n => performance.getEntriesByType('resource')"
+            ".filter(e => e.name.endsWith('/models/xor')).length >= n",
+            arg=2,
+        )
+        assert len(asked) == 1, asked
+        assert not [r for r in watch.requests[before:] if urlsplit(r.url).path == "/models"]
         assert quadrant(page, +1, -1)["class1"] >= 0.85 * 256
         assert page.is_hidden("#model-choice") and page.is_hidden("#compare")
         paths = {urlsplit(r.url).path for r in watch.predict_requests()}
