@@ -105,9 +105,11 @@ def start_server(
     env: dict[str, str] | None = None,
     wait: bool = True,
     timeout: float = STARTUP_TIMEOUT_S,
+    source_flag: str = "--model-dir",
 ) -> ServerProcess:
     """Start ``python -m service --model-dir MODEL_DIR --port <free> --poll-interval-s 0.2
-    ARGS...``; with ``wait``, return once ``/readyz`` answers 200.
+    ARGS...``; with ``wait``, return once ``/readyz`` answers 200. ``source_flag``
+    ``--model-repository`` serves ``model_dir`` as a repository of models instead.
 
     Settings come from the flags: ``XOR_DNN_*`` variables inherited from the caller's shell are
     dropped, except those given in ``env`` (which is merged over the inherited environment).
@@ -119,7 +121,7 @@ def start_server(
     child_env.update(extra)
     cmd = [
         sys.executable, "-m", "service",
-        "--model-dir", _absolute(model_dir), "--port", str(port),
+        source_flag, _absolute(model_dir), "--port", str(port),
         "--poll-interval-s", "0.2", *args,
     ]  # fmt: skip
     return start_process(cmd, log_path, port, env=child_env, wait=wait, timeout=timeout)

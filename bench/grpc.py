@@ -78,7 +78,7 @@ def floor(port: int) -> None:
 
     async def serve() -> None:
         settings = Settings(model_dir=tempfile.gettempdir(), grpc_port=port)
-        dataplane = FloorDataPlane(settings, None, None)  # type: ignore[arg-type]
+        dataplane = FloorDataPlane(settings, None)  # type: ignore[arg-type]
         server = await grpc_server.start(settings, dataplane)  # held: grpc stops it when freed
         await server.server.wait_for_termination()
 

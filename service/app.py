@@ -1,13 +1,13 @@
-"""The app factory: ``create_app(settings)`` wires registry, batcher, routers and middleware.
+"""The app factory: ``create_app(settings)`` wires the models, routers and middleware.
 
-Nothing is built at import time. The lifespan loads every wanted model version (in a thread:
-TensorFlow is slow to import and load) before the app takes traffic, starts the batcher and
-the folder poller, and on shutdown drains the batcher within ``drain_timeout_s``.
+Nothing is built at import time. The lifespan loads every wanted model (their versions in a
+thread: TensorFlow is slow to import and load) before the app takes traffic, each with its
+batcher and folder poller (:mod:`service.repository`), and on shutdown drains the batchers
+within ``drain_timeout_s``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import gc
@@ -24,13 +24,13 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import apidocs, metrics
-from service.batcher import Batcher, BatchStats
 from service.config import SUPERVISOR_PID_ENV, Settings
 from service.dataplane import DataPlane
 from service.dataroutes import Dispatcher
-from service.middleware import RETRY_AFTER_S, Hooks, ServiceMiddleware
-from service.registry import ModelRegistry, RefreshResult, set_tf_threads
-from service.routes import health, models, predict, tfserving, v2
+from service.middleware import Hooks, ServiceMiddleware
+from service.registry import set_tf_threads
+from service.repository import Repository
+from service.routes import health, models, predict, repository, tfserving, v2
 from service.routes.common import install_error_handlers
 from service.schemas import REQUEST_MODELS, exact_request_schemas
 from service.security import SecurityHeaders
@@ -39,85 +39,20 @@ from xor_dnn import __version__
 log = logging.getLogger(__name__)
 
 
-def record_batch(stats: BatchStats) -> None:
-    """The batcher's ``on_batch``: one model call's figures into Prometheus."""
-    metrics.BATCH_POINTS.observe(stats.points)
-    metrics.BATCH_REQUESTS.observe(stats.requests)
-    for wait in stats.queue_wait_seconds:
-        metrics.QUEUE_WAIT.observe(wait)
-    metrics.MODEL_CALL.observe(stats.model_seconds)
-    if stats.failed:
-        metrics.BATCH_FAILURES.labels(version=str(stats.key)).inc()
-
-
-def refresh_registry(registry: ModelRegistry) -> RefreshResult:
-    """One folder scan (in a thread); when models came or went, re-hide the heap from the GC.
-
-    With TensorFlow and a model loaded the heap holds hundreds of thousands of long-lived
-    objects and a full cyclic collection walks them all, a pause that lands on random requests
-    (it dominated the benchmark's p99; figures in docs/batching.md). ``gc.freeze()`` moves
-    everything alive into a generation the collector never scans, so after a load only the new
-    objects are collected once, then frozen. A version dropped for good was frozen too: its
-    cycles are reclaimed by unfreezing first, one full pause when an unloaded version's grace
-    period ends instead of one every few thousand requests, and no model is leaked.
-    """
-    result = registry.refresh()
-    if result.dropped:
-        gc.unfreeze()
-    if result.loaded or result.dropped:
-        gc.collect()
-        gc.freeze()
-    return result
-
-
-async def _poll(registry: ModelRegistry, interval: float) -> None:
-    while True:
-        await asyncio.sleep(registry.next_poll_delay(interval))
-        try:
-            await asyncio.to_thread(refresh_registry, registry)
-        except Exception:  # a bad scan must not end polling; the next one may succeed
-            log.exception("model folder scan failed; retrying in about %.1f s", interval)
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     set_tf_threads(settings.tf_threads)
-    registry = ModelRegistry(
-        settings.model_dir,
-        model_name=settings.model_name,
-        keep_versions=settings.keep_versions,
-        retire_grace_s=settings.request_timeout_s + settings.drain_timeout_s,
-        cache_dir=settings.cache_dir,
-    )
-    result = await asyncio.to_thread(refresh_registry, registry)
-    if registry.ready:
-        log.info(
-            "serving model '%s' version %s (loaded: %s) from %s",
-            settings.model_name,
-            registry.default_version,
-            registry.versions,
-            settings.model_dir,
-        )
-    else:
+    models = Repository(settings)
+    await models.start()
+    if not models.ready:
         log.warning(
-            "no loadable model version in %s (failed: %s); not ready, polling every %.1f s",
-            settings.model_dir,
-            result.store_error or result.failed or "none",
+            "no model can answer yet (source %s); not ready, polling every %.1f s",
+            settings.model_repository or settings.model_dir,
             settings.poll_interval,
         )
-    batcher = Batcher(
-        registry.predict,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_s,
-        max_queue_points=settings.max_queue_points,
-        retry_after_s=RETRY_AFTER_S,
-        on_batch=record_batch,
-    )
-    await batcher.start()
-    dataplane = DataPlane(settings, registry, batcher)
+    dataplane = DataPlane(settings, models)
     app.state.dataplane = dataplane
-    poller = asyncio.create_task(_poll(registry, settings.poll_interval), name="model-poller")
     grpc_server = None
     try:
         if settings.grpc_port:
@@ -133,11 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:
             await grpc_server.stop(settings.drain_timeout_s)
         dataplane.stopping = True
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
-        await batcher.stop(settings.drain_timeout_s)
-        registry.close()
+        await models.stop()
         gc.unfreeze()  # a process that builds many apps (tests) frees each one's models
         metrics.mark_worker_dead(os.getpid())
         log.info("stopped")
@@ -229,6 +160,10 @@ def create_app(
     install_error_handlers(app)
     for router in (predict.router, tfserving.router, v2.router, health.router, models.router):
         app.include_router(router)
+    secret = settings.admin_secret
+    if secret is not None:
+        # Off unless a token is configured: without one the routes do not exist (404).
+        repository.install(app, secret, rate_per_minute=settings.admin_rate_limit)
     if settings.enable_metrics:
         app.add_route(
             settings.metrics_path, health.metrics_endpoint, methods=["GET"], include_in_schema=False

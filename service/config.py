@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "XOR_DNN_"
@@ -52,7 +52,36 @@ class Settings(BaseSettings):
     """Where versions from an object store are downloaded before loading (only the loaded
     versions are kept); default: a fresh temporary folder. An emptyDir in Kubernetes."""
     model_name: str = Field(default="xor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    """Name the model is served under in every URL (/v1/models/<name>, /v2/models/<name>)."""
+    """Name the model is served under in every URL (/v1/models/<name>, /v2/models/<name>).
+    With model_repository: the default model, answering POST /predict (when the repository
+    has no model of that name, the first name in alphabetical order is the default)."""
+    model_repository: str | None = Field(default=None, min_length=1)
+    """Folder or object-store URI holding one folder per model, each with numbered versions
+    (<repository>/<name>/<N>/, TensorFlow Serving's and Triton's layout): every model is
+    served by its folder's name, with its own versions, batch queue and metrics. Replaces
+    model_dir (give one of the two; docs/service.md, "Model repository")."""
+    model_control: Literal["poll", "explicit"] = "poll"
+    """How models come and go in a model_repository: ``poll`` (default) loads every model
+    folder and picks up folders added or removed at each poll; ``explicit`` (Triton's term)
+    loads only load_model at start and then what the repository API loads or unloads."""
+    load_model: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """With model_control explicit: the models loaded at start, comma-separated (``*``: every
+    model in the repository); default none (the repository API loads them)."""
+    max_loaded_models: int = Field(default=0, ge=0, le=100_000)
+    """Most models loaded at once in a model_repository; 0 (default): no limit. Explicit
+    control unloads the least recently used idle model to load another; poll control leaves
+    the models beyond the limit unloaded and says so in the log and the repository index.
+    Size it from a model's memory (docs/service.md, "Sizing")."""
+    admin_token: SecretStr | None = Field(default=None, min_length=16, max_length=4096)
+    """Bearer token of the repository API (POST /v2/repository/index, .../load, .../unload);
+    unset (default): those routes do not exist. At least 16 characters; prefer
+    admin_token_file, which keeps it out of the process environment (docs/hardening.md)."""
+    admin_token_file: FilePath | None = None
+    """A file holding the admin token (e.g. a mounted Kubernetes Secret); surrounding
+    whitespace is ignored."""
+    admin_rate_limit: int = Field(default=30, ge=1, le=100_000)
+    """Repository API requests accepted per minute from one client address (more get 429);
+    failed authentication counts too, so a token cannot be guessed at line rate."""
     host: str = "127.0.0.1"
     """Interface to bind; 0.0.0.0 in a container."""
     port: int = Field(default=8000, ge=0, le=65535)
@@ -151,7 +180,27 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("model_dir", mode="before")
+    @field_validator("load_model", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("load_model")
+    @classmethod
+    def _model_names(cls, value: list[str]) -> list[str]:
+        from xor_dnn.modelstore import MODEL_NAME
+
+        for name in value:
+            if name != "*" and not MODEL_NAME.match(name):
+                raise ValueError(
+                    f"'{name[:70]}' is not a model name (letters, digits, _ . -, at most 64, "
+                    "not starting with . or -) nor *"
+                )
+        return value
+
+    @field_validator("model_dir", "model_repository", mode="before")
     @classmethod
     def _path_to_text(cls, value: object) -> object:
         # A Path is a folder; a URI stays text (Path would fold "s3://" into "s3:/").
@@ -163,6 +212,31 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _repository(self) -> Settings:
+        if self.model_repository is not None and "model_dir" in self.model_fields_set:
+            raise ValueError("model_dir and model_repository: give one (a model or a repository)")
+        if self.model_repository is None:
+            given = {
+                "model_control": self.model_control != "poll",
+                "load_model": bool(self.load_model),
+                "max_loaded_models": self.max_loaded_models != 0,
+            }
+            for name, set_here in given.items():
+                if set_here:
+                    raise ValueError(f"{name}: only with model_repository (not model_dir)")
+        if self.load_model and self.model_control != "explicit":
+            raise ValueError("load_model: only with model_control explicit (poll loads them all)")
+        if self.admin_token is not None and self.admin_token_file is not None:
+            raise ValueError("admin_token and admin_token_file: give one")
+        if self.admin_token_file is not None:
+            token = self.admin_token_file.read_text().strip()
+            if len(token) < 16:
+                raise ValueError(
+                    f"admin_token_file: the token must be at least 16 characters, got {len(token)}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _ports_and_tls(self) -> Settings:
         if self.grpc_port and self.grpc_port == self.port:
             raise ValueError(f"grpc_port: {self.grpc_port} is the HTTP port too; pick another")
@@ -171,6 +245,15 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
         return self
+
+    @property
+    def admin_secret(self) -> bytes | None:
+        """The repository API's token (from admin_token or admin_token_file), None when off."""
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value().encode()
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text().strip().encode()
+        return None
 
     @property
     def inflight_cap(self) -> int:
@@ -186,7 +269,8 @@ class Settings(BaseSettings):
             return self.poll_interval_s
         from xor_dnn.storage import is_remote
 
-        return REMOTE_POLL_INTERVAL_S if is_remote(self.model_dir) else LOCAL_POLL_INTERVAL_S
+        source = self.model_repository or self.model_dir
+        return REMOTE_POLL_INTERVAL_S if is_remote(source) else LOCAL_POLL_INTERVAL_S
 
     @property
     def max_batch_wait_s(self) -> float:

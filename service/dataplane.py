@@ -23,12 +23,12 @@ from service.config import Settings
 from service.errors import (
     DeadlineExceeded,
     InvalidInput,
-    NotFound,
     Overloaded,
     PayloadTooLarge,
     Unavailable,
 )
 from service.registry import ModelRegistry
+from service.repository import Repository, ServedModel
 
 
 @dataclass(frozen=True)
@@ -44,29 +44,48 @@ class Inference:
 
 
 class DataPlane:
-    """Shared request path of all protocols; one per app, built in the lifespan."""
+    """Shared request path of all protocols; one per app, built in the lifespan.
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, batcher: Batcher) -> None:
+    Adapters address a model by name (:meth:`model`, one dict lookup) and pass it to
+    :meth:`infer`; without one, :meth:`infer` uses the default model (``POST /predict``).
+    """
+
+    def __init__(self, settings: Settings, models: Repository) -> None:
         self.settings = settings
-        self.registry = registry
-        self.batcher = batcher
+        self.models = models
         self.stopping = False
 
     @property
+    def default_model(self) -> ServedModel:
+        """The model ``POST /predict`` answers with; 503 while none is loaded."""
+        served = self.models.default
+        if served is None:
+            raise Unavailable("no model is loaded yet; retry when /readyz answers 200")
+        return served
+
+    @property
     def model_name(self) -> str:
-        return self.settings.model_name
+        """The default model's name."""
+        served = self.models.default
+        return self.settings.model_name if served is None else served.name
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The default model's versions."""
+        return self.default_model.registry
+
+    @property
+    def batcher(self) -> Batcher:
+        """The default model's batch queue."""
+        return self.default_model.batcher
 
     @property
     def ready(self) -> bool:
-        return self.registry.ready and self.batcher.running and not self.stopping
+        return self.models.ready and not self.stopping
 
-    def check_model(self, name: str) -> None:
-        if name != self.settings.model_name:
-            raise NotFound(
-                f"model '{name}' is not served here (this server serves "
-                f"'{self.settings.model_name}')",
-                field="model_name",
-            )
+    def model(self, name: str) -> ServedModel:
+        """The model served as ``name``; :class:`NotFound` (404 in every protocol) if none."""
+        return self.models.get(name)
 
     def check_points(self, n: int, field: str = "points") -> None:
         limit = self.settings.max_points_per_request
@@ -86,8 +105,10 @@ class DataPlane:
         version: int | None,
         protocol: str,
         deadline: float | None = None,
+        model: ServedModel | None = None,
     ) -> Inference:
-        """Probabilities for ``points`` ``(n, 2)`` from ``version`` (None: the default).
+        """Probabilities for ``points`` ``(n, 2)`` from ``model`` (None: the default model)
+        at ``version`` (None: its default version).
 
         ``deadline`` is a ``time.monotonic()`` instant, e.g. a gRPC client's own; it applies
         when it comes before ``request_timeout_s`` from now. ``protocol`` labels the
@@ -101,25 +122,33 @@ class DataPlane:
             )
         if self.stopping:
             raise Unavailable("the service is shutting down and takes no new requests")
-        if version is None and not self.registry.ready:
+        if model is None:
+            model = self.models.default
+            if model is None:
+                raise Unavailable("no model is loaded yet; retry when /readyz answers 200")
+        registry = model.registry
+        if version is None and not registry.ready:
             raise Unavailable(
-                f"model '{self.model_name}' has no version loaded yet; retry when "
-                "/readyz answers 200"
+                f"model '{model.name}' has no version loaded yet; retry when /readyz answers 200"
             )
-        served = self.registry.get(version)
-        limit = time.monotonic() + self.settings.request_timeout_s
+        served = registry.get(version)
+        now = time.monotonic()
+        model.last_used = now
+        limit = now + self.settings.request_timeout_s
         deadline = limit if deadline is None else min(deadline, limit)
         try:
-            probabilities = await self.batcher.submit(points, key=served.version, deadline=deadline)
+            probabilities = await model.batcher.submit(
+                points, key=served.version, deadline=deadline
+            )
         except Overloaded:
-            metrics.OVERLOAD_REFUSALS.inc()
+            model.overload_refusals.inc()
             raise
         except DeadlineExceeded:
-            metrics.DEADLINE_EXCEEDED.inc()
+            model.deadline_misses.inc()
             raise
         if not _all_finite(probabilities):
             raise _overflow(points, probabilities)
-        _points_counter(protocol, served.version).inc(len(probabilities))
+        _points_counter(model.name, protocol, served.version).inc(len(probabilities))
         return Inference(served.version, probabilities)
 
 
@@ -147,5 +176,5 @@ def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -
 # Labelled children looked up once: ``labels()`` costs a lock and a dict build per call, on
 # every request. Prometheus keeps each child for the life of the process anyway.
 @functools.cache
-def _points_counter(protocol: str, version: int) -> Any:
-    return metrics.PREDICTED_POINTS.labels(protocol=protocol, version=str(version))
+def _points_counter(model: str, protocol: str, version: int) -> Any:
+    return metrics.PREDICTED_POINTS.labels(model=model, protocol=protocol, version=str(version))

@@ -6,6 +6,8 @@ The tree (one handler in the API layer turns any of these into the protocol's JS
     ├── BadRequest              400  the body is not parseable JSON (or too deeply nested)
     ├── InvalidInput            422  a field is wrong; the message names field and limit
     ├── PayloadTooLarge         413  body or point count over a configured limit
+    ├── Unauthorized            401  an admin route without a Bearer token (or a malformed one)
+    ├── Forbidden               403  an admin route with the wrong token
     ├── RequestTimeout          408  the body did not arrive within body_timeout_s
     ├── UnsupportedMediaType    415  a Content-Type or Content-Encoding the route cannot read
     ├── NotFound                404  unknown model or version
@@ -50,6 +52,18 @@ class InvalidInput(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
+
+
+class Unauthorized(ServiceError):
+    """No credentials, or not ``Authorization: Bearer <token>``; sent with WWW-Authenticate."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class RequestTimeout(ServiceError):

@@ -25,6 +25,9 @@ from prometheus_client import (
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+# Every metric about one model carries a ``model`` label (its name; a server of one model has
+# one value), so dashboards and alerts can split or sum a repository's models.
+
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -59,74 +62,86 @@ GRPC_LATENCY = Histogram(
 PREDICTED_POINTS = Counter(
     "xor_dnn_predicted_points_total",
     "Points answered with a prediction, by protocol and model version.",
-    ["protocol", "version"],
+    ["model", "protocol", "version"],
 )
 BATCH_POINTS = Histogram(
     "xor_dnn_batch_points",
     "Points per model call (dynamic batching merges requests up to max_batch_size).",
+    ["model"],
     buckets=_POINT_BUCKETS,
 )
 BATCH_REQUESTS = Histogram(
     "xor_dnn_batch_requests",
     "Requests merged into one model call.",
+    ["model"],
     buckets=_REQUEST_BUCKETS,
 )
 QUEUE_WAIT = Histogram(
     "xor_dnn_batch_queue_wait_seconds",
     "Time a request waited in the batch queue before its batch started.",
+    ["model"],
     buckets=_FAST_BUCKETS,
 )
 MODEL_CALL = Histogram(
     "xor_dnn_model_call_seconds",
     "Duration of one SavedModel signature call (one batch).",
+    ["model"],
     buckets=_FAST_BUCKETS,
 )
 BATCH_FAILURES = Counter(
     "xor_dnn_batch_failures_total",
     "Model calls that raised; every request of that batch got a 500.",
-    ["version"],
+    ["model", "version"],
 )
 QUEUE_POINTS = Gauge(
     "xor_dnn_queue_points",
     "Points waiting in the batch queue.",
+    ["model"],
     multiprocess_mode="livesum",
 )
 QUEUE_REQUESTS = Gauge(
     "xor_dnn_queue_requests",
     "Requests waiting in the batch queue.",
+    ["model"],
     multiprocess_mode="livesum",
 )
 OVERLOAD_REFUSALS = Counter(
     "xor_dnn_overload_refusals_total",
-    "Requests refused at once: 429 (batch queue full) or 503 (max_inflight_requests reached).",
+    "Requests refused at once: 429 (a model's batch queue full) or 503 (max_inflight_requests "
+    "reached, counted with an empty model label: the cap is the server's, not a model's).",
+    ["model"],
 )
 DEADLINE_EXCEEDED = Counter(
     "xor_dnn_deadline_exceeded_total",
     "Requests whose deadline passed before their batch ran (answered 504).",
+    ["model"],
 )
 MODEL_LOADED = Gauge(
     "xor_dnn_model_version_loaded",
     "1 for each model version loaded, warmed and servable; 0 once unloaded.",
-    ["version"],
+    ["model", "version"],
     multiprocess_mode="livemax",
 )
 MODEL_DEFAULT_VERSION = Gauge(
     "xor_dnn_model_default_version",
     "The version answering requests that do not pin one (0 while none is loaded).",
+    ["model"],
     multiprocess_mode="livemax",
 )
 MODEL_LOADS = Counter(
     "xor_dnn_model_loads_total",
     "Model versions loaded and warmed successfully.",
+    ["model"],
 )
 MODEL_LOAD_FAILURES = Counter(
     "xor_dnn_model_load_failures_total",
     "Model versions that failed to load or to answer their warm-up batch (skipped).",
-    ["version"],
+    ["model", "version"],
 )
 MODEL_LOAD_SECONDS = Histogram(
     "xor_dnn_model_load_seconds",
     "Time to load and warm one model version.",
+    ["model"],
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 MODEL_SOURCE = Gauge(
@@ -138,27 +153,35 @@ MODEL_SOURCE = Gauge(
 MODEL_INDEX_FALLBACKS = Counter(
     "xor_dnn_model_index_fallbacks_total",
     "Polls of an object store that found no readable versions.json and listed the repository.",
+    ["model"],
 )
 STORE_REQUESTS = Counter(
     "xor_dnn_store_requests_total",
     "Requests to the model store, by kind (get, list, head, put) and outcome "
     "(ok, not_modified, not_found, precondition_failed, error).",
-    ["kind", "outcome"],
+    ["model", "kind", "outcome"],
 )
 STORE_DOWNLOADED_BYTES = Counter(
     "xor_dnn_store_downloaded_bytes_total",
     "Bytes downloaded from the model store (index, manifests and model files).",
+    ["model"],
 )
 STORE_UP = Gauge(
     "xor_dnn_store_up",
     "1 when the last poll reached the model store, 0 when it failed (serving continues).",
+    ["model"],
     multiprocess_mode="livemin",
+)
+MODELS_LOADED = Gauge(
+    "xor_dnn_repository_models_loaded",
+    "Models loaded from the model repository (1 when serving --model-dir).",
+    multiprocess_mode="livemax",
 )
 INPUT_OUT_OF_RANGE = Counter(
     "xor_dnn_input_out_of_range_points_total",
     "Drift signal: points with a feature outside the range seen in training "
     "(metadata.json feature_ranges), by model version and feature.",
-    ["version", "feature"],
+    ["model", "version", "feature"],
 )
 
 

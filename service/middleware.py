@@ -277,7 +277,7 @@ class ServiceMiddleware:
         start, body = self._refusals[is_protocol_path(route_path(scope))]
         await send({**start, "headers": list(start["headers"])})
         await send(body)
-        metrics.OVERLOAD_REFUSALS.inc()
+        metrics.OVERLOAD_REFUSALS.labels(model="").inc()
 
     def _limited(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes

@@ -79,6 +79,7 @@ class ServedVersion:
     loaded_at: float
     feature_min: NDArray[np.float32] | None = None
     feature_max: NDArray[np.float32] | None = None
+    model_name: str = "xor"
 
     @property
     def version(self) -> int:
@@ -95,7 +96,7 @@ class ServedVersion:
         requests, off the event loop), not once per request.
         """
         for feature, count in self.out_of_range(points).items():
-            _drift_counter(self.version, feature).inc(count)
+            _drift_counter(self.model_name, self.version, feature).inc(count)
 
     def out_of_range(self, points: NDArray[np.float32]) -> dict[str, int]:
         """Per feature, how many points fall outside the training range (drift signal)."""
@@ -146,7 +147,9 @@ class ModelRegistry:
     ) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
-        self.repository = ModelRepository(model_dir, cache_dir=cache_dir, observer=_count_request)
+        self.repository = ModelRepository(
+            model_dir, cache_dir=cache_dir, observer=functools.partial(_count_request, model_name)
+        )
         self._own_cache: tempfile.TemporaryDirectory[str] | None = None
         if self.repository.remote and cache_dir is None:
             self._own_cache = tempfile.TemporaryDirectory(prefix="xor-dnn-cache-")
@@ -247,7 +250,7 @@ class ModelRegistry:
             return result
         self._store_ok()
         if self.repository.listing == "list":
-            metrics.MODEL_INDEX_FALLBACKS.inc()
+            metrics.MODEL_INDEX_FALLBACKS.labels(model=self.model_name).inc()
         on_disk_set = set(on_disk)
         # Forget failures of folders that vanished, so a re-published number is tried again.
         for version in list(self._failed):
@@ -282,7 +285,7 @@ class ModelRegistry:
     def _store_failed(self, exc: StorageError, result: RefreshResult) -> None:
         result.store_error = str(exc)
         self._store_failures += 1
-        metrics.STORE_UP.set(0)
+        metrics.STORE_UP.labels(model=self.model_name).set(0)
         if self.store_error is None:
             log.error("model store unreachable, still serving %s: %s", self.versions or "none", exc)
         self.store_error = str(exc)
@@ -292,7 +295,7 @@ class ModelRegistry:
             log.info("model store reachable again (%s)", self.source)
         self.store_error = None
         self._store_failures = 0
-        metrics.STORE_UP.set(1)
+        metrics.STORE_UP.labels(model=self.model_name).set(1)
 
     def _should_skip(self, version: int) -> bool:
         previous = self._failed.get(version)
@@ -315,26 +318,32 @@ class ModelRegistry:
                 raise  # the store failed, not the version: retried on the next poll
             self._failed[version] = fingerprint
             result.failed.append(version)
-            metrics.MODEL_LOAD_FAILURES.labels(version=str(version)).inc()
+            metrics.MODEL_LOAD_FAILURES.labels(model=self.model_name, version=str(version)).inc()
             log.error(
-                "model version %d skipped: %s",
+                "model '%s' version %d skipped: %s",
+                self.model_name,
                 version,
                 exc,
-                extra={"model_version": version, "error_type": type(exc).__name__},
+                extra={
+                    "model_name": self.model_name,
+                    "model_version": version,
+                    "error_type": type(exc).__name__,
+                },
             )
             return None
         seconds = time.perf_counter() - started
-        metrics.MODEL_LOADS.inc()
-        metrics.MODEL_LOAD_SECONDS.observe(seconds)
+        metrics.MODEL_LOADS.labels(model=self.model_name).inc()
+        metrics.MODEL_LOAD_SECONDS.labels(model=self.model_name).observe(seconds)
         result.loaded.append(version)
         log.info(
-            "model version %d loaded and warmed in %.2f s",
+            "model '%s' version %d loaded and warmed in %.2f s",
+            self.model_name,
             version,
             seconds,
-            extra={"model_version": version},
+            extra={"model_name": self.model_name, "model_version": version},
         )
         low, high = _feature_bounds(model.metadata)
-        return ServedVersion(model, time.time(), low, high)
+        return ServedVersion(model, time.time(), low, high, model_name=self.model_name)
 
     def _unload_unwanted(self, wanted: set[int], result: RefreshResult) -> None:
         served = dict(self._served)
@@ -350,16 +359,23 @@ class ModelRegistry:
                 break
             self._retired[version] = (served.pop(version), time.monotonic())
             result.unloaded.append(version)
-            metrics.MODEL_LOADED.labels(version=str(version)).set(0)
-            log.info("model version %d unloaded", version, extra={"model_version": version})
+            metrics.MODEL_LOADED.labels(model=self.model_name, version=str(version)).set(0)
+            log.info(
+                "model '%s' version %d unloaded",
+                self.model_name,
+                version,
+                extra={"model_name": self.model_name, "model_version": version},
+            )
         self._publish(served)
 
     def _publish(self, served: dict[int, ServedVersion]) -> None:
         # Swap in a new dict rather than mutate: readers in other threads see old or new.
         self._served = served
         for version in served:
-            metrics.MODEL_LOADED.labels(version=str(version)).set(1)
-        metrics.MODEL_DEFAULT_VERSION.set(max(served) if served else 0)
+            metrics.MODEL_LOADED.labels(model=self.model_name, version=str(version)).set(1)
+        metrics.MODEL_DEFAULT_VERSION.labels(model=self.model_name).set(
+            max(served) if served else 0
+        )
 
     def _drop_expired_retired(self, result: RefreshResult) -> None:
         now = time.monotonic()
@@ -372,19 +388,19 @@ class ModelRegistry:
         """Drop every model (tests build many registries in one process)."""
         with self._refresh_lock:
             for version in self._served:
-                metrics.MODEL_LOADED.labels(version=str(version)).set(0)
+                metrics.MODEL_LOADED.labels(model=self.model_name, version=str(version)).set(0)
             self._served = {}
             self._retired.clear()
-            metrics.MODEL_DEFAULT_VERSION.set(0)
+            metrics.MODEL_DEFAULT_VERSION.labels(model=self.model_name).set(0)
             metrics.MODEL_SOURCE.labels(source=self.source).set(0)
             if self._own_cache is not None:
                 self._own_cache.cleanup()
 
 
 @functools.cache
-def _drift_counter(version: int, feature: str) -> Any:
+def _drift_counter(model: str, version: int, feature: str) -> Any:
     # The labelled child looked up once: labels() takes a lock and builds a key every call.
-    return metrics.INPUT_OUT_OF_RANGE.labels(version=str(version), feature=feature)
+    return metrics.INPUT_OUT_OF_RANGE.labels(model=model, version=str(version), feature=feature)
 
 
 def _warm_up(model: LoadedModel) -> None:
@@ -412,7 +428,7 @@ def _feature_bounds(
     return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
 
 
-def _count_request(kind: str, outcome: str, size: int) -> None:
-    metrics.STORE_REQUESTS.labels(kind=kind, outcome=outcome).inc()
+def _count_request(model: str, kind: str, outcome: str, size: int) -> None:
+    metrics.STORE_REQUESTS.labels(model=model, kind=kind, outcome=outcome).inc()
     if size:
-        metrics.STORE_DOWNLOADED_BYTES.inc(size)
+        metrics.STORE_DOWNLOADED_BYTES.labels(model=model).inc(size)

@@ -103,6 +103,8 @@ def error_response(exc: ServiceError, path: str) -> Response:
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="xor-dnn admin"'
     if exc.status_code == 408:
         # The client is too slow to keep: whatever of its body is still coming is not waited for.
         headers["Connection"] = "close"

@@ -121,6 +121,20 @@ class TrainingHistory(BaseModel):
     frames: list[HistoryFrame] = Field(description="About 20 log-spaced epochs, ascending.")
 
 
+class ModelSummary(BaseModel):
+    name: str
+    ready: bool = Field(description="A version is loaded and answering.")
+    default_version: int | None = Field(description="The version used when none is pinned.")
+    versions: list[int] = Field(description="Loaded versions, newest last.")
+
+
+class ModelsListing(BaseModel):
+    """``GET /models``: every model served, and the one ``POST /predict`` uses."""
+
+    default_model: str
+    models: list[ModelSummary]
+
+
 # -- TensorFlow Serving REST API (v1) ---------------------------------------------------------
 
 RowInstance = list[FiniteFloat] | dict[str, list[FiniteFloat]]

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -76,6 +77,8 @@ CLAIM_FILE = ".claim"
 INDEX_FILE = "versions.json"
 TMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+"""A model's name in a repository of models: its folder's name, and how URLs address it."""
 
 
 class ModelStoreError(Exception):
@@ -382,6 +385,26 @@ def _scan(root: Path) -> list[int]:
         if _is_version_name(name) and entry.is_dir() and (root / name / SAVED_MODEL_FILE).is_file():
             versions.append(int(name))
     return sorted(versions)
+
+
+def list_models(
+    repository: str | os.PathLike[str], observer: Observer | None = None
+) -> dict[str, str]:
+    """The model folders of a repository (``<repository>/<name>/<N>/``): name -> the
+    folder's path or URI, for :class:`ModelRepository`. Hidden folders (a publisher's
+    ``.tmp-...``) and names that are not model names are skipped; a missing local folder
+    has no models.
+    """
+    store = open_store(repository, observer)
+    models: dict[str, str] = {}
+    for name in store.folders():
+        if not MODEL_NAME.match(name):
+            continue
+        if store.local_root is not None:
+            models[name] = os.fspath(store.local_root / name)
+        else:
+            models[name] = store.child(name)
+    return models
 
 
 def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:

@@ -26,9 +26,11 @@ Usage::
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -140,6 +142,11 @@ class Store:
         """Every key under ``prefix`` (recursive), sorted."""
         raise NotImplementedError
 
+    def folders(self) -> builtins.list[str]:
+        """The names of the top-level folders (key prefixes up to the first ``/``), sorted:
+        one delimited LIST on an object store, one directory scan locally."""
+        raise NotImplementedError
+
     def download(self, key: str, dest: Path) -> int:
         """Copy the object into the local file ``dest``; returns its size."""
         dest.write_bytes(self.read(key))
@@ -223,6 +230,19 @@ class LocalStore(Store):
         self.observer("list", "ok", 0)
         return sorted(keys)
 
+    def folders(self) -> builtins.list[str]:
+        assert self.local_root is not None
+        try:
+            with os.scandir(self.local_root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except FileNotFoundError:
+            names = []  # a missing local folder is an empty one, as in list_versions
+        except OSError as exc:
+            self.observer("list", "error", 0)
+            raise StorageError(self.uri, exc.strerror or str(exc)) from None
+        self.observer("list", "ok", 0)
+        return sorted(names)
+
     def upload(self, src: Path, key: str) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +309,18 @@ class ObjectStore(Store):
             self.observer(kind, "precondition_failed", 0)
             return PreconditionFailed(uri, "the object exists or changed since read")
         self.observer(kind, "error", 0)
-        if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError | PermissionError):
-            return StorageError(uri, f"access denied (check the credentials): {text}")
+        # obstore reports an S3 403 as a generic error carrying the server's XML: its <Code>
+        # says which credential is wrong, which is what the user needs to hear.
+        full = str(exc)  # not the shortened line: a long URL can push <Code> past its end
+        code = match.group(1) if (match := _ERROR_CODE.search(full)) else None
+        denied = isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError)
+        if denied or isinstance(exc, PermissionError) or _DENIED_STATUS.search(full):
+            if why := _DENIED_CAUSES.get(code or ""):
+                return StorageError(uri, f"access denied ({code}): {why}; check the credentials")
+            # an answer we have no words for (GCS's JSON errors): the server's own, shortened
+            return StorageError(
+                uri, f"access denied ({code or 'forbidden'}; check the credentials): {text}"
+            )
         return StorageError(uri, text)
 
     def read(self, key: str) -> bytes:
@@ -346,9 +376,30 @@ class ObjectStore(Store):
             raise self._fail("list", "", exc) from None
         return sorted(keys)
 
+    def folders(self) -> builtins.list[str]:
+        import obstore
+
+        try:
+            result = obstore.list_with_delimiter(self.store)
+        except Exception as exc:
+            raise self._fail("list", "", exc) from None
+        self.observer("list", "ok", 0)
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in result["common_prefixes"])
+
     def check(self) -> None:
         # One LIST of a key that cannot exist: proves the bucket, credentials and endpoint.
         self.list(".xor-dnn-check/")
+
+
+_ERROR_CODE = re.compile(r"<Code>([A-Za-z]+)")
+_DENIED_STATUS = re.compile(r"\b(401 Unauthorized|403 Forbidden)\b")
+_DENIED_CAUSES = {
+    "SignatureDoesNotMatch": "the secret key does not match the access key ID",
+    "InvalidAccessKeyId": "the store knows no such access key ID",
+    "AccessDenied": "these credentials may not access this bucket or prefix",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from service.dataplane import DataPlane, Inference
 from service.errors import BadRequest, InvalidInput, ServiceError
 from service.logging import request_id_var
 from service.middleware import REQUEST_ID_HEADER, accept_request_id
+from service.repository import ServedModel
 from service.routes.common import parse_version
 
 log = logging.getLogger("service.access")
@@ -37,6 +38,8 @@ Handler = Callable[[Servicer, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 STATUS_BY_HTTP: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     # Too many points or bytes is a property of this one request, not of the server's load:
     # the client must change it, so INVALID_ARGUMENT (as Triton answers), not
@@ -126,11 +129,14 @@ async def infer(
     version: int | None,
     protocol: str,
     context: grpc.aio.ServicerContext,
+    model: ServedModel,
 ) -> Inference:
     """The one call from a gRPC adapter into the data plane, with the client's deadline."""
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
-    return await dataplane.infer(points, version=version, protocol=protocol, deadline=deadline)
+    return await dataplane.infer(
+        points, version=version, protocol=protocol, deadline=deadline, model=model
+    )
 
 
 def version_of(raw: str, field: str) -> int | None:
@@ -190,7 +196,7 @@ def rpc(
                             "(max_inflight_requests); retry later"
                         )
                         counted = False
-                        metrics.OVERLOAD_REFUSALS.inc()
+                        metrics.OVERLOAD_REFUSALS.labels(model="").inc()
                         await context.abort(code, message, trailer)
                     self.inflight += 1
                 try:

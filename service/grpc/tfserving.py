@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 from service.codec import to_points
 from service.errors import InvalidInput, NotFound
 from service.grpc.calls import DataPlaneServicer, infer, require_name, rpc
+from service.repository import ServedModel
 from xor_dnn.modelstore import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
 
 PREDICTION = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
@@ -43,9 +44,9 @@ _DTYPES: dict[int, tuple[np.dtype[Any], str]] = {
 
 
 class _Servicer(DataPlaneServicer):
-    def _version(self, spec: Any) -> int | None:
-        """The model spec checked: name served here, version (or none), no label."""
-        self.dataplane.check_model(require_name(spec.name, "model_spec.name"))
+    def _version(self, spec: Any) -> tuple[ServedModel, int | None]:
+        """The model spec checked: the model of that name, version (or none), no label."""
+        model = self.dataplane.model(require_name(spec.name, "model_spec.name"))
         if spec.version_label:
             raise NotFound(
                 f"model_spec.version_label: '{spec.version_label[:40]}' not found: this server "
@@ -54,9 +55,9 @@ class _Servicer(DataPlaneServicer):
             )
         if spec.HasField("version"):
             version = int(spec.version.value)
-            self.dataplane.registry.get(version)
-            return version
-        return None
+            model.registry.get(version)
+            return model, version
+        return model, None
 
 
 def _check_signature(spec: Any) -> None:
@@ -83,7 +84,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
     @rpc(f"/{PREDICTION_SERVICE}/Predict", capped=True)
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = request.model_spec
-        version = self._version(spec)
+        model, version = self._version(spec)
         _check_signature(spec)
         for i, name in enumerate(request.output_filter):
             if name != OUTPUT_NAME:
@@ -94,7 +95,12 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
                 )
         points = self._points(request)
         result = await infer(
-            self.dataplane, points, version=version, protocol="tfserving", context=context
+            self.dataplane,
+            points,
+            version=version,
+            protocol="tfserving",
+            context=context,
+            model=model,
         )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
@@ -153,14 +159,14 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
     @rpc(f"/{PREDICTION_SERVICE}/GetModelMetadata")
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = request.model_spec
-        version = self._version(spec)
+        model, version = self._version(spec)
         if list(request.metadata_field) != ["signature_def"]:
             raise InvalidInput(
                 "metadata_field: must be ['signature_def'] (the only metadata served), got "
                 f"{list(request.metadata_field)[:4]}",
                 field="metadata_field",
             )
-        served = self.dataplane.registry.get(version)
+        served = model.registry.get(version)
         signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         signature.inputs[INPUT_NAME].CopyFrom(
             meta_graph_pb2.TensorInfo(
@@ -190,8 +196,8 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):  # 
 
     @rpc(f"/{MODEL_SERVICE}/GetModelStatus")
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        version = self._version(request.model_spec)
-        versions = self.dataplane.registry.versions if version is None else [version]
+        model, version = self._version(request.model_spec)
+        versions = model.registry.versions if version is None else [version]
         available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
         return get_model_status_pb2.GetModelStatusResponse(
             model_version_status=[

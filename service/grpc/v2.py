@@ -51,11 +51,11 @@ class InferenceServicer(DataPlaneServicer, service_pb2_grpc.GRPCInferenceService
 
     @rpc(_method("ModelReady"))
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self.dataplane.check_model(require_name(request.name, "name"))
+        model = self.dataplane.model(require_name(request.name, "name"))
         version = version_of(request.version, "version")
         if version is not None:
-            self.dataplane.registry.get(version)
-        return pb.ModelReadyResponse(ready=self.dataplane.ready)
+            model.registry.get(version)
+        return pb.ModelReadyResponse(ready=model.ready and not self.dataplane.stopping)
 
     @rpc(_method("ServerMetadata"))
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -63,17 +63,16 @@ class InferenceServicer(DataPlaneServicer, service_pb2_grpc.GRPCInferenceService
 
     @rpc(_method("ModelMetadata"))
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        dataplane = self.dataplane
-        dataplane.check_model(require_name(request.name, "name"))
+        model = self.dataplane.model(require_name(request.name, "name"))
         version = version_of(request.version, "version")
         if version is None:
-            versions = dataplane.registry.versions
+            versions = model.registry.versions
             if not versions:
                 raise Unavailable(f"model '{request.name}' has no version loaded yet")
         else:
-            versions = [dataplane.registry.get(version).version]
+            versions = [model.registry.get(version).version]
         return pb.ModelMetadataResponse(
-            name=dataplane.model_name,
+            name=model.name,
             versions=[str(v) for v in versions],
             platform="tensorflow_savedmodel",
             inputs=[pb.ModelMetadataResponse.TensorMetadata(
@@ -88,11 +87,13 @@ class InferenceServicer(DataPlaneServicer, service_pb2_grpc.GRPCInferenceService
     @rpc(_method("ModelInfer"), capped=True)
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         dataplane = self.dataplane
-        dataplane.check_model(require_name(request.model_name, "model_name"))
+        model = dataplane.model(require_name(request.model_name, "model_name"))
         version = version_of(request.model_version, "model_version")
         points, raw = self._points(request)
         wanted = _requested_outputs(request)
-        result = await infer(dataplane, points, version=version, protocol="v2", context=context)
+        result = await infer(
+            dataplane, points, version=version, protocol="v2", context=context, model=model
+        )
         n = int(points.shape[0])
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=str(result.version), id=request.id

@@ -1,5 +1,5 @@
-"""What the playground page reads (the model's versions, metadata and training history), and
-the page itself."""
+"""What the playground page reads (the models, their versions, metadata and training
+history), and the page itself."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from service.errors import NotFound
 from service.registry import ServedVersion
 from service.responses import JSON, json_response
 from service.routes.common import DataPlaneDep, parse_version
-from service.schemas import ErrorResponse, ModelListing, TrainingHistory
+from service.schemas import ErrorResponse, ModelListing, ModelsListing, TrainingHistory
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The page's files keep their names across releases, so browsers must revalidate (cheap: ETag
@@ -33,11 +33,27 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+@router.get("/models", response_model=ModelsListing)
+async def list_models(dataplane: DataPlaneDep) -> Response:
+    """Every model served (one with ``--model-dir``), and the default one (``POST /predict``)."""
+    models = []
+    for served in dataplane.models.models:
+        registry = served.registry
+        models.append(
+            {
+                "name": served.name,
+                "ready": served.ready,
+                "default_version": registry.default_version,
+                "versions": registry.versions,
+            }
+        )
+    return json_response({"default_model": dataplane.model_name, "models": models})
+
+
 @router.get("/models/{model_name}", response_model=ModelListing, responses=_ERRORS)
 async def list_versions(model_name: str, dataplane: DataPlaneDep) -> Response:
     """Loaded versions (newest last) and the default one."""
-    dataplane.check_model(model_name)
-    registry = dataplane.registry
+    registry = dataplane.model(model_name).registry
     default = registry.default_version
     if default is None:
         raise NotFound(f"model '{model_name}' has no version loaded yet", field="model_name")
@@ -52,8 +68,7 @@ async def list_versions(model_name: str, dataplane: DataPlaneDep) -> Response:
 )
 async def version_metadata(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
     """The version's ``metadata.json`` as written by training (config, accuracy, sample...)."""
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
+    served = dataplane.model(model_name).registry.get(parse_version(version))
     return json_response({**served.metadata, "version": served.version})
 
 
@@ -72,8 +87,7 @@ _HISTORY_ANSWERS: dict[int | str, dict[str, Any]] = {
 )
 async def default_history(model_name: str, request: Request, dataplane: DataPlaneDep) -> Response:
     """The default version's training history; 404 when that version has none."""
-    dataplane.check_model(model_name)
-    return _history(dataplane.registry.get(None), request, DEFAULT_HISTORY_CACHE)
+    return _history(dataplane.model(model_name).registry.get(None), request, DEFAULT_HISTORY_CACHE)
 
 
 @router.get(
@@ -86,8 +100,7 @@ async def version_history(
 ) -> Response:
     """The version's training history (a version never changes: cached a day, ETag); 404
     when it was trained with ``--no-history`` or before histories existed."""
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
+    served = dataplane.model(model_name).registry.get(parse_version(version))
     return _history(served, request, VERSION_HISTORY_CACHE)
 
 

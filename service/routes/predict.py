@@ -21,6 +21,7 @@ from service.codec import parse_body, to_points
 from service.dataplane import DataPlane
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
+from service.repository import ServedModel
 from service.routes.common import data_plane_errors
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
@@ -31,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorResponse, "description": text}
         for code, text in {
             400: "Body is not valid JSON (or nested too deeply)",
-            404: "Pinned version not loaded",
+            404: "Unknown model, or pinned version not loaded",
             422: "A field is invalid; the message names it and the limit",
         }.items()
     },
@@ -57,13 +58,17 @@ def query_version(query_string: bytes) -> int | None:
         ) from None
 
 
-async def predict_body(dataplane: DataPlane, body: bytes, version: int | None) -> bytes:
-    """The whole of ``/predict`` between the checked raw body and the JSON answer."""
+async def predict_body(
+    dataplane: DataPlane, body: bytes, version: int | None, model: ServedModel | None = None
+) -> bytes:
+    """The whole of ``/predict`` between the checked raw body and the JSON answer;
+    ``model`` None is the default model."""
     request = parse_body(PredictRequest, body)
     dataplane.check_points(len(request.points))
     points = to_points([(p.x, p.y) for p in request.points], validated=True)
-    result = await dataplane.infer(points, version=version, protocol="predict")
-    return predict_response(dataplane.model_name, result.version, result.probabilities)
+    result = await dataplane.infer(points, version=version, protocol="predict", model=model)
+    name = dataplane.model_name if model is None else model.name
+    return predict_response(name, result.version, result.probabilities)
 
 
 def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
@@ -82,30 +87,48 @@ def predict_response(model_name: str, version: int, probabilities: np.ndarray[An
     )
 
 
+_PREDICT_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "version",
+            "in": "query",
+            "required": False,
+            "description": _VERSION_DOC,
+            "schema": {"type": "integer", "minimum": 1, "title": "Version"},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+        },
+    },
+}
+
+
 @data_route(
     router,
     "/predict",
     response_model=PredictResponse,
     responses=_ERRORS,
-    summary="Predict class-1 probabilities for a list of points",
-    openapi_extra={
-        "parameters": [
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "description": _VERSION_DOC,
-                "schema": {"type": "integer", "minimum": 1, "title": "Version"},
-            }
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-            },
-        },
-    },
+    summary="Predict class-1 probabilities for a list of points (the default model)",
+    openapi_extra=_PREDICT_OPENAPI,
 )
 async def predict(call: DataCall) -> Reply:
     version = query_version(call.query_string)
     return Reply(await predict_body(call.dataplane, await call.body(), version))
+
+
+@data_route(
+    router,
+    "/models/{model_name}/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    summary="Predict with the model of that name (GET /models lists them)",
+    openapi_extra=_PREDICT_OPENAPI,
+)
+async def predict_model(call: DataCall) -> Reply:
+    # The name first: an unknown model is a 404 before the body is read.
+    model = call.dataplane.model(call.params["model_name"])
+    version = query_version(call.query_string)
+    return Reply(await predict_body(call.dataplane, await call.body(), version, model))

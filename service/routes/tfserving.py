@@ -50,7 +50,7 @@ async def predict(call: DataCall) -> Reply:
     dataplane = call.dataplane
     raw = call.params.get("version")
     version = None if raw is None else parse_version(raw)
-    dataplane.check_model(call.params["model_name"])
+    model = dataplane.model(call.params["model_name"])
     body = parse_body(TFPredictRequest, await call.body(lenient=True))
     if body.signature_name != SIGNATURE_NAME:
         raise InvalidInput(
@@ -69,7 +69,7 @@ async def predict(call: DataCall) -> Reply:
         points, key = _rows_to_points(body.instances), "predictions"
     else:
         points, key = _columns_to_points(body.inputs, dataplane), "outputs"
-    result = await dataplane.infer(points, version=version, protocol="tfserving")
+    result = await dataplane.infer(points, version=version, protocol="tfserving", model=model)
     payload = {key: result.probabilities.reshape(-1, 1)}
     return Reply(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
@@ -99,16 +99,14 @@ def _status(versions: list[int]) -> dict[str, Any]:
 @router.get("/{model_name}", response_model=TFModelStatusResponse, responses=_ERRORS)
 async def model_status(model_name: str, dataplane: DataPlaneDep) -> Response:
     """Every loaded version and its state, newest first."""
-    dataplane.check_model(model_name)
-    return json_response(_status(dataplane.registry.versions))
+    return json_response(_status(dataplane.model(model_name).registry.versions))
 
 
 @router.get(
     "/{model_name}/versions/{version}", response_model=TFModelStatusResponse, responses=_ERRORS
 )
 async def version_status(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
+    served = dataplane.model(model_name).registry.get(parse_version(version))
     return json_response(_status([served.version]))
 
 
@@ -134,8 +132,7 @@ def _signature_def() -> dict[str, Any]:
 
 
 async def _metadata(dataplane: DataPlane, model_name: str, version: int | None) -> Response:
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(version)
+    served = dataplane.model(model_name).registry.get(version)
     return json_response(
         {
             "model_spec": {

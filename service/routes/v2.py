@@ -71,10 +71,10 @@ async def server_metadata() -> Response:
     )
 
 
-def _model_metadata(dataplane: DataPlane, versions: list[int]) -> Response:
+def _model_metadata(name: str, versions: list[int]) -> Response:
     return json_response(
         {
-            "name": dataplane.model_name,
+            "name": name,
             "versions": [str(v) for v in versions],
             "platform": "tensorflow_savedmodel",
             "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 2]}],
@@ -88,34 +88,31 @@ def _model_metadata(dataplane: DataPlane, versions: list[int]) -> Response:
 
 @router.get("/models/{model_name}", response_model=V2ModelMetadata, responses=_ERRORS)
 async def model_metadata(model_name: str, dataplane: DataPlaneDep) -> Response:
-    dataplane.check_model(model_name)
-    versions = dataplane.registry.versions
+    versions = dataplane.model(model_name).registry.versions
     if not versions:
         raise Unavailable(f"model '{model_name}' has no version loaded yet")
-    return _model_metadata(dataplane, versions)
+    return _model_metadata(model_name, versions)
 
 
 @router.get(
     "/models/{model_name}/versions/{version}", response_model=V2ModelMetadata, responses=_ERRORS
 )
 async def version_metadata(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
-    return _model_metadata(dataplane, [served.version])
+    served = dataplane.model(model_name).registry.get(parse_version(version))
+    return _model_metadata(model_name, [served.version])
 
 
 @router.get("/models/{model_name}/ready", responses=_ERRORS)
 async def model_ready(model_name: str, dataplane: DataPlaneDep) -> Response:
-    dataplane.check_model(model_name)
-    is_ready = dataplane.ready
+    is_ready = dataplane.model(model_name).ready and not dataplane.stopping
     return json_response({"name": model_name, "ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get("/models/{model_name}/versions/{version}/ready", responses=_ERRORS)
 async def version_ready(model_name: str, version: str, dataplane: DataPlaneDep) -> Response:
-    dataplane.check_model(model_name)
-    served = dataplane.registry.get(parse_version(version))
-    is_ready = dataplane.ready
+    model = dataplane.model(model_name)
+    served = model.registry.get(parse_version(version))
+    is_ready = model.ready and not dataplane.stopping
     return json_response(
         {"name": model_name, "version": str(served.version), "ready": is_ready},
         200 if is_ready else 503,
@@ -135,13 +132,13 @@ async def infer(call: DataCall) -> Reply:
     raw_version = call.params.get("version")
     version = None if raw_version is None else parse_version(raw_version)
     model_name = call.params["model_name"]
-    dataplane.check_model(model_name)
+    model = dataplane.model(model_name)
     raw = await call.body(lenient=True, extra_types=frozenset({"application/octet-stream"}))
     header, binary = _split_binary(raw, call.header(HEADER_LENGTH.encode()))
     body = parse_body(V2InferenceRequest, header)
     points = _input_points(body, binary, dataplane)
     wanted = _requested_outputs(body)
-    result = await dataplane.infer(points, version=version, protocol="v2")
+    result = await dataplane.infer(points, version=version, protocol="v2", model=model)
     n = int(points.shape[0])
     tensors: dict[str, NDArray[Any]] = {
         OUTPUT_NAME: result.probabilities.astype("<f4", copy=False),

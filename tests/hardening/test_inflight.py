@@ -65,7 +65,7 @@ def test_excess_over_the_cap_is_refused_fast_then_service_recovers(
             assert "max_inflight_requests" in v1.json()["error"]
             assert client.get("/readyz").status_code == 200
             metrics = client.get("/metrics").text
-            assert "xor_dnn_overload_refusals_total 22.0" in metrics
+            assert 'xor_dnn_overload_refusals_total{model=""} 22.0' in metrics
 
         # The held requests complete normally once their bodies arrive.
         assert [finish_upload(sock, BODY) for sock in slow] == [200] * CAP

@@ -159,7 +159,7 @@ class PageWatch:
     failed or 4xx/5xx requests, and requests leaving the service's origin."""
 
     origin: str
-    models_route_missing_ok: bool = True
+    models_route_missing_ok: bool = False
     """A server from before multi-model serving answers GET /models with 404: the page's cue
     to fall back to one model (versions.js), so that 404 (and Chromium's console line about
     it) is expected, not a problem."""

@@ -192,7 +192,7 @@ def test_metrics_exposition(client: TestClient) -> None:
     ):  # fmt: skip
         assert name in text, name
     assert 'xor_dnn_http_requests_total{method="POST",route="/predict",status="200"}' in text
-    assert 'xor_dnn_model_version_loaded{version="2"} 1.0' in text
+    assert 'xor_dnn_model_version_loaded{model="xor",version="2"} 1.0' in text
     assert metric(text, "xor_dnn_input_out_of_range_points_total", feature="x", version="2") >= 1
 
 

@@ -28,6 +28,8 @@ PREDICT = b'{"points": [{"x": 1, "y": -1}]}'
 DATA_PATHS: list[tuple[str, bytes]] = [
     ("/predict", PREDICT),
     ("/predict?version=1", PREDICT),
+    ("/models/xor/predict", PREDICT),
+    ("/models/xor/predict?version=1", PREDICT),
     ("/v1/models/xor:predict", V1),
     ("/v1/models/xor/versions/1:predict", V1),
     ("/v2/models/xor/infer", V2),
@@ -63,6 +65,7 @@ def test_every_data_path_is_covered_and_answered_lean(client: TestClient) -> Non
     assert set(client.app.state.fast_paths) == _post_routes(client.app)  # type: ignore[attr-defined]
     templates = {
         "/predict",
+        "/models/{model_name}/predict",
         "/v1/models/{model_name}:predict",
         "/v1/models/{model_name}/versions/{version}:predict",
         "/v2/models/{model_name}/infer",

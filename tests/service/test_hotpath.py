@@ -18,10 +18,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
-from service.app import create_app, refresh_registry
+from service.app import create_app
 from service.config import Settings
 from service.middleware import ServiceMiddleware
 from service.registry import ModelRegistry
+from service.repository import refresh_registry
 from tests.service.conftest import copy_models
 
 SCOPE: Scope = {"type": "http", "method": "POST", "path": "/echo", "headers": []}
@@ -198,7 +199,7 @@ def test_lean_predict_is_counted_under_its_route(client: TestClient) -> None:
 
 
 def drift(version: int, feature: str) -> float:
-    labels = {"version": str(version), "feature": feature}
+    labels = {"model": "xor", "version": str(version), "feature": feature}
     return REGISTRY.get_sample_value("xor_dnn_input_out_of_range_points_total", labels) or 0.0
 
 

@@ -32,7 +32,7 @@ def add_version(root: Path, number: int, source: int = 1, *, truncate: bool = Fa
 
 def failures(version: int) -> float:
     value = REGISTRY.get_sample_value(
-        "xor_dnn_model_load_failures_total", {"version": str(version)}
+        "xor_dnn_model_load_failures_total", {"model": "xor", "version": str(version)}
     )
     return value or 0.0
 
@@ -116,4 +116,4 @@ def test_hot_reload_over_http(model_dir: Path, tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["model_version"] == 3
         assert c.get("/models/xor").json()["versions"] == [1, 2, 3]
         metrics = c.get("/metrics").text
-        assert 'xor_dnn_model_load_failures_total{version="4"}' in metrics
+        assert 'xor_dnn_model_load_failures_total{model="xor",version="4"}' in metrics

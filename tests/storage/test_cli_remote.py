@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,36 @@ def test_missing_bucket_is_one_line_naming_the_uri(
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and uri in err and "NoSuchBucket" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m xor_dnn ARGS`` as a new process, without the suite's TensorFlow quieting."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "xor_dnn", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_installed_command_prints_only_the_one_line(s3: S3, tmp_path: Path) -> None:
+    # New processes, as a user runs them: stderr holds the one line and nothing else (nothing
+    # TensorFlow prints if it were imported before the check; the in-process tests cannot see
+    # that).
+    uri = "s3://no-such-bucket-proc/models/xor"
+    done = run_cli("train", "--model-dir", uri, *TINY, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"xor-dnn train: failed: {uri}: bucket 'no-such-bucket-proc' does not exist (NoSuchBucket)"
+    ]
+    (tmp_path / "points.csv").write_text("x,y\n1,1\n")
+    done = run_cli("score", "-i", "points.csv", "-o", "o.csv", "--model-dir", uri, cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"xor-dnn score: error: {uri}") and "NoSuchBucket" in line
 
 
 def test_unreachable_endpoint_is_one_line(
