@@ -135,3 +135,18 @@ def test_a_history_file_that_is_missing_does_not_stop_the_version_serving(
         body = {"points": [{"x": 1, "y": -1}]}
         assert client.post("/predict", params={"version": 2}, json=body).status_code == 200
         assert json.loads(client.get("/models/xor/versions/2").text)["history_file"] == HISTORY_FILE
+
+
+def test_each_model_of_a_repository_serves_its_own_history(model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(model_dir, root / "xor")
+    shutil.copytree(model_dir / "1", root / "other" / "1")
+    with TestClient(create_app(Settings(model_repository=str(root)))) as client:
+        assert {m["name"] for m in client.get("/models").json()["models"]} == {"other", "xor"}
+        mine = client.get("/models/other/history")
+        assert mine.status_code == 200
+        assert mine.content == (root / "other" / "1" / HISTORY_FILE).read_bytes()
+        xor = client.get("/models/xor/versions/2/history")
+        assert xor.content == (root / "xor" / "2" / HISTORY_FILE).read_bytes()
+        missing = client.get("/models/nope/versions/1/history")
+        assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
