@@ -72,24 +72,16 @@ RED_IN_PANELS_JS = """
 """
 
 
-def _has_models_route(live: LiveServer) -> bool:
-    with live.client() as client:
-        return client.get("/models").status_code == 200
-
-
 @pytest.fixture(scope="module")
 def repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository: ``xor`` (the session's two tiny versions) and ``linear`` (no hidden
     layer, with history), as ``xor-dnn experiment --publish`` lays one out."""
     from dataclasses import replace
 
-    from service.config import Settings
     from tests.support import TINY_POINTS, tiny_config
     from training.data import generated_dataset
     from training.train import train_and_publish
 
-    if "model_repository" not in Settings.model_fields:
-        pytest.skip("this service has no --model-repository yet (multi-model serving)")
     root = tmp_path_factory.mktemp("repository")
     shutil.copytree(model_dir, root / "xor")
     config = replace(tiny_config(epochs=10), hidden_units=())
@@ -207,8 +199,6 @@ def test_choosing_a_model_draws_it_through_its_own_route_with_its_history(
 def test_a_single_model_server_lists_one_model_and_the_page_is_as_before(
     browser: Any, server: LiveServer
 ) -> None:
-    if not _has_models_route(server):
-        pytest.skip("this service has no GET /models yet (multi-model serving)")
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     try:
         page = context.new_page()
