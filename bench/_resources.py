@@ -28,6 +28,23 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def runnable_threads(pid: int) -> int:
+    """Threads of a process running or waiting for a CPU right now (state R); 0 once it is gone.
+
+    CPU time alone cannot tell a busy process from an idle one on a loaded machine: a process
+    with work may get almost no CPU in a short window, but its thread stays runnable.
+    """
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.Error:
+        return 0
+    count = 0
+    for thread in threads:
+        with contextlib.suppress(psutil.Error):  # a thread may end between the two reads
+            count += psutil.Process(thread.id).status() == psutil.STATUS_RUNNING
+    return count
+
+
 def open_fds(pid: int) -> int:
     return int(psutil.Process(pid).num_fds())
 

@@ -118,7 +118,12 @@ class CountingProxy:
                 for name, value in response.getheaders():
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body but the object's length (clients read sizes
+                # from it), so the upstream's header is passed on as it is.
+                sent = response.getheader("Content-Length") or str(len(data))
+                self.send_header(
+                    "Content-Length", sent if self.command == "HEAD" else str(len(data))
+                )
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

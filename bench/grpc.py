@@ -47,7 +47,7 @@ from bench._loadgen import percentile
 from bench._process import ServerProcess as Server
 from bench._process import free_port, start_process
 from bench._resources import cpu_seconds
-from bench.serve import HERE, ROOT, Cell, child_env, fmt, running, settle
+from bench.serve import ROOT, Cell, child_env, fmt, prepare_model, running, settle
 from bench.serve import load as http_load
 
 FLOOR_RATIO_MIN = 0.85
@@ -233,12 +233,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     t0 = time.monotonic()
     model_dir = args.model_dir or workdir / "models" / "xor"
     if args.model_dir is None:
-        print("training the benchmark model ...", flush=True)
-        subprocess.run(  # nosec B603: bench/_apps.py, fixed arguments
-            [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir", str(model_dir),
-             "--keras", str(workdir / "xor.keras"), "--epochs", str(args.epochs)],
-            env=child_env(), cwd=ROOT, check=True, capture_output=True,
-        )  # fmt: skip
+        prepare_model(model_dir, workdir / "xor.keras", args.epochs, workdir / "prepare.log")
     commands = {
         "service": [sys.executable, "-m", "xor_dnn", "serve", "--model-dir", str(model_dir),
                     "--port", "{http}", "--grpc-port", "{grpc}", "--log-level", "warning"],

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess  # nosec B404
 import sys
 import tempfile
 import time
@@ -40,9 +39,9 @@ from typing import Any
 import httpx
 
 from bench._loadgen import closed_loop, open_loop, run_async
-from bench._process import start_server
-from bench._resources import rss_mb
-from bench.serve import ROOT, child_env
+from bench._process import ServerProcess, start_server
+from bench._resources import cpu_seconds, rss_mb
+from bench.serve import child_env, prepare_model
 
 MODELS = ("a", "b", "c")
 TOKEN = "bench-repository-admin-token"
@@ -54,16 +53,28 @@ def _path(name: str) -> str:
     return f"/models/{name}/predict"
 
 
-async def _phase(port: int, rates: dict[str, float], duration: float, flood: int) -> dict[str, Any]:
-    """Open loop at ``rates`` per model, plus ``b`` closed loop at ``flood`` connections."""
+async def _phase(
+    server: ServerProcess, rates: dict[str, float], duration: float, flood: int
+) -> dict[str, Any]:
+    """Open loop at ``rates`` per model, plus ``b`` closed loop at ``flood`` connections.
+
+    Each summary also gets the server's CPU time per answered request over the phase
+    (``cpu_us``), which a busy machine disturbs far less than latency percentiles.
+    """
+    port = server.port
     jobs = [open_loop(port, rate, duration, path=_path(name)) for name, rate in rates.items()]
     if flood:
         jobs.append(closed_loop(port, flood, duration, path=_path("b")))
+    cpu = cpu_seconds(server.proc.pid)
     results = await asyncio.gather(*jobs)
+    cpu = cpu_seconds(server.proc.pid) - cpu
+    answered = sum(sum(o.statuses.values()) for o, _ in results)
     out = {name: out.summary(seconds) for name, (out, seconds) in zip(rates, results, strict=False)}
     if flood:
         flood_out, seconds = results[-1]
         out["b (flood)"] = flood_out.summary(seconds)
+    for summary in out.values():
+        summary["cpu_us"] = cpu / max(1, answered) * 1e6
     return out
 
 
@@ -88,27 +99,20 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     repo = workdir / "repository"
     if not (repo / "a").is_dir():
-        print(f"training the benchmark model ({args.epochs} epochs) ...", flush=True)
-        prepared = subprocess.run(  # nosec B603: this package's own helper, argv list
-            [sys.executable, str(ROOT / "bench" / "_apps.py"), "prepare", "--model-dir",
-             str(repo / "a"), "--keras", str(workdir / "a.keras"), "--epochs", str(args.epochs)],
-            env=child_env(), cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if prepared.returncode != 0:
-            raise SystemExit(f"training failed: {prepared.stdout[-2000:]}{prepared.stderr[-2000:]}")
+        prepare_model(repo / "a", workdir / "a.keras", args.epochs, workdir / "prepare.log")
         for name in MODELS[1:]:
             shutil.copytree(repo / "a", repo / name)
     server = start_server(
         repo,
         workdir / "server.log",
         "--model-control", "explicit", "--load-model", "a",
-        "--max-queue-points", str(args.max_queue_points),
+        "--max-queue-points", str(args.max_queue_points), "--poll-interval-s", "1",
         env={**child_env(), "XOR_DNN_ADMIN_TOKEN": TOKEN},
         source_flag="--model-repository",
     )  # fmt: skip
     try:
         memory = _memory(server.port, server.proc.pid)
-        rounds = [_round(args, server.port) for _ in range(args.repeats)]
+        rounds = [_round(args, server) for _ in range(args.repeats)]
     finally:
         server.stop()
     return report(args, memory, rounds)
@@ -128,15 +132,15 @@ def _memory(port: int, pid: int) -> list[float]:
     return sizes
 
 
-def _round(args: argparse.Namespace, port: int) -> dict[str, Any]:
+def _round(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any]:
     rate, d = args.rate, args.duration
     out: dict[str, Any] = {}
     for name in MODELS:
-        out[f"solo {name}"] = run_async(_phase(port, {name: rate}, d, 0))[name]
-    mixed = run_async(_phase(port, dict.fromkeys(MODELS, rate / 3), d, 0))
+        out[f"solo {name}"] = run_async(_phase(server, {name: rate}, d, 0))[name]
+    mixed = run_async(_phase(server, dict.fromkeys(MODELS, rate / 3), d, 0))
     out.update({f"mixed {name}": mixed[name] for name in MODELS})
-    out["quiet a"] = run_async(_phase(port, {"a": rate / 3}, d, 0))["a"]
-    saturated = run_async(_phase(port, {"a": rate / 3}, d, args.flood))
+    out["quiet a"] = run_async(_phase(server, {"a": rate / 3}, d, 0))["a"]
+    saturated = run_async(_phase(server, {"a": rate / 3}, d, args.flood))
     out["saturated a"], out["flood b"] = saturated["a"], saturated["b (flood)"]
     return out
 
@@ -150,15 +154,21 @@ def report(args: argparse.Namespace, memory: list[float], rounds: list[dict[str,
     per_model = (memory[-1] - memory[0]) / (len(memory) - 1)
     print(f"one more loaded model: {per_model:.1f} MiB\n")
     print(f"median of {len(rounds)} rounds, {args.duration:g} s each, total rate {args.rate:g}/s\n")
-    print("| phase | model | rate/s | ok/s | p50 ms | p99 ms | refused | failed |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    # send lag: how late the generator wrote its requests (a large one means the client,
+    # not the server, set the pace: bench/_loadgen.py).
+    print(
+        "| phase | model | rate/s | ok/s | p50 ms | p99 ms | send lag p99 ms | refused | failed "
+        "| server CPU µs/request |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    fields = ("rps", "p50_ms", "p99_ms", "send_lag_p99_ms", "refused", "failed", "cpu_us")
     for key in rounds[0]:
         phase, name = key.split(" ", 1)
-        row = [_median(rounds, key, f) for f in ("rps", "p50_ms", "p99_ms", "refused", "failed")]
-        rate = {"solo": args.rate, "flood": float("nan")}.get(phase, args.rate / 3)
+        row = [_median(rounds, key, f) for f in fields]
+        rate = {"solo": f"{args.rate:.0f}", "flood": "closed"}.get(phase, f"{args.rate / 3:.0f}")
         print(
-            f"| {phase} | {name} | {rate:.0f} | {row[0]:.0f} | {row[1]:.2f} | {row[2]:.2f} "
-            f"| {row[3]:.0f} | {row[4]:.0f} |"
+            f"| {phase} | {name} | {rate} | {row[0]:.0f} | {row[1]:.2f} | {row[2]:.2f} "
+            f"| {row[3]:.2f} | {row[4]:.0f} | {row[5]:.0f} | {row[6]:.0f} |"
         )
     misses = []
     for name in MODELS:

@@ -65,7 +65,7 @@ from bench._loadgen import GENERATORS, error_count, pick_generator
 from bench._metrics import metric
 from bench._process import ServerProcess as Server
 from bench._process import free_port, start_process, wait_until_ready
-from bench._resources import cpu_seconds
+from bench._resources import cpu_seconds, runnable_threads
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -105,8 +105,9 @@ def settle(servers: list[Server], *, window: float = 0.2) -> float:
     A server overloaded in one run keeps working after its load generator stops: the naive
     baseline at c=128 still has some 128 queued ``model.predict`` calls (~6 s of CPU), which
     would land on whichever target is measured next. Each run therefore starts once every
-    server used under ``SETTLE_CPU_SHARE`` of a core over ``window`` seconds (at most
-    ``SETTLE_TIMEOUT_S``).
+    server used under ``SETTLE_CPU_SHARE`` of a core over ``window`` seconds and has no thread
+    waiting for a CPU (on a loaded machine a busy server can get almost no CPU in a window; at
+    most ``SETTLE_TIMEOUT_S``).
     """
     started = time.monotonic()
     before = [cpu_seconds(s.proc.pid) for s in servers]
@@ -114,7 +115,9 @@ def settle(servers: list[Server], *, window: float = 0.2) -> float:
         time.sleep(window)
         after = [cpu_seconds(s.proc.pid) for s in servers]
         busy = [b - a for a, b in zip(before, after, strict=True) if a == a and b == b]
-        if all(d < SETTLE_CPU_SHARE * window for d in busy):
+        if all(d < SETTLE_CPU_SHARE * window for d in busy) and not any(
+            runnable_threads(s.proc.pid) for s in servers
+        ):
             break
         before = after
     return time.monotonic() - started
@@ -286,21 +289,26 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, workdir, targets, levels)
 
 
+def prepare_model(model_dir: Path, keras_path: Path, epochs: int, log: Path) -> None:
+    """Train the benchmark model in a child process (TensorFlow stays out of this one) and
+    publish it as a version of ``model_dir``, plus a Keras copy at ``keras_path``."""
+    print(f"training the benchmark model ({epochs} epochs) ...", flush=True)
+    with log.open("wb") as out:
+        code = subprocess.call(
+            [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir",
+             str(model_dir), "--keras", str(keras_path), "--epochs", str(epochs)],
+            env=child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if code != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"training the benchmark model failed ({code}):\n{tail}")
+
+
 def run(args: argparse.Namespace, workdir: Path, targets: list[str], levels: list[int]) -> int:
     model_dir, keras_path = workdir / "models" / "xor", workdir / "xor.keras"
     t0 = time.monotonic()
     if not keras_path.exists():
-        print(f"training the benchmark model ({args.epochs} epochs) ...", flush=True)
-        prep_log = workdir / "prepare.log"
-        with prep_log.open("wb") as out:
-            code = subprocess.call(
-                [sys.executable, str(HERE / "_apps.py"), "prepare", "--model-dir",
-                 str(model_dir), "--keras", str(keras_path), "--epochs", str(args.epochs)],
-                env=child_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if code != 0:
-            tail = prep_log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"training the benchmark model failed ({code}):\n{tail}")
+        prepare_model(model_dir, keras_path, args.epochs, workdir / "prepare.log")
     apps = [sys.executable, str(HERE / "_apps.py")]
     commands = {
         "service": (

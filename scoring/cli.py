@@ -1,4 +1,5 @@
-"""``xor-dnn score``: batch-score a CSV, Parquet or JSONL file, one shard of it, or merge parts.
+"""``xor-dnn score``: batch-score a CSV, Parquet or JSONL file or dataset (a folder, glob or
+object-store prefix of such files), one shard of it, or merge parts.
 
 Exit codes: 0 done (rejected rows do not fail a run); 1 the job failed (unreadable input,
 missing column, no model, write error); 2 bad command line; 3 ``--strict`` met a bad row;
@@ -13,12 +14,13 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
+from pathlib import PurePosixPath
 from types import FrameType
 from typing import Any
 
 from scoring.errors import ScoringError
 from scoring.shards import COUNT_ENV, INDEX_ENV
+from xor_dnn.storage import StorageError
 
 DEFAULT_MODEL_DIR = "models/xor"
 MODEL_DIR_ENV = "XOR_DNN_MODEL_DIR"
@@ -75,13 +77,20 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = p.add_argument_group("files")
-    io.add_argument("-i", "--input", type=Path, help="file to score (required unless --merge)")
+    io.add_argument(
+        "-i",
+        "--input",
+        metavar="IN",
+        help="file, folder, glob or object-store prefix (s3://bucket/points/) to score "
+        "(required unless --merge)",
+    )
     io.add_argument(
         "-o",
         "--output",
-        type=Path,
+        metavar="OUT",
         required=True,
-        help="result file; a sharded run writes OUT-part-KKKKK-of-NNNNN.ext",
+        help="result file for a one-file input (a sharded run writes "
+        "OUT-part-KKKKK-of-NNNNN.ext); a folder or prefix for a dataset: one output per input",
     )
     io.add_argument(
         "--format",
@@ -100,8 +109,8 @@ def register(subparsers: Any) -> None:
     )
     io.add_argument(
         "--rejects",
-        type=Path,
-        help="where bad rows go (default: OUT's name + .rejects, same format)",
+        metavar="FILE|FOLDER",
+        help="where bad rows go (default: beside each output, its name + .rejects, same format)",
     )
     io.add_argument("--x-col", default="x", help="column holding x")
     io.add_argument("--y-col", default="y", help="column holding y")
@@ -127,6 +136,14 @@ def register(subparsers: Any) -> None:
     )
 
     run = p.add_argument_group("run")
+    run.add_argument(
+        "--engine",
+        choices=["stream", "spark"],
+        default="stream",
+        help="stream: this process streams the file (shardable); spark: a Spark job reads "
+        "the file or folder and writes output folders (pip install 'xor-dnn[spark]'; "
+        "docs/spark.md)",
+    )
     run.add_argument(
         "--chunk-size",
         type=_positive(MAX_CHUNK),
@@ -155,6 +172,11 @@ def register(subparsers: Any) -> None:
         help="progress bar on stderr (default: only when stderr is a terminal)",
     )
     run.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the inputs whose output already has a completion marker from an earlier run",
+    )
+    run.add_argument(
         "--merge",
         action="store_true",
         help="join the parts OUT-part-*-of-N (and their rejects) into OUT; no scoring",
@@ -170,10 +192,17 @@ def _emit(payload: dict[str, Any]) -> None:
 def _merge(args: argparse.Namespace) -> dict[str, Any]:
     from scoring.formats import default_rejects_path, detect_format
     from scoring.merge import merge_file
+    from xor_dnn.storage import split_uri
 
-    fmt = detect_format(args.output, args.output_format or args.format, "output")
+    out = PurePosixPath(split_uri(args.output)[1])
+    fmt = detect_format(out, args.output_format or args.format, "output")
     result = merge_file(args.output, fmt)
-    rejects = args.rejects or default_rejects_path(args.output, fmt)
+    if args.rejects:
+        rejects = args.rejects
+    else:
+        parent, _ = split_uri(args.output)
+        name = default_rejects_path(out, fmt).name
+        rejects = f"{parent}/{name}" if parent else name
     try:
         result["rejects"] = merge_file(rejects, fmt)
     except ScoringError:
@@ -181,20 +210,40 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
     return {"status": "ok", **result}
 
 
-def _score(args: argparse.Namespace) -> dict[str, Any]:
+def _output_format(args: argparse.Namespace) -> Any:
+    """The flags' format, else OUT's extension's, else None (a folder: the input's format)."""
+    from scoring.formats import EXTENSIONS, detect_format
+    from xor_dnn.storage import split_uri
+
+    given = args.output_format or args.format
+    name = PurePosixPath(split_uri(args.output)[1])
+    if given or name.suffix.lower() in EXTENSIONS:
+        return detect_format(name, given, "output")
+    return None
+
+
+def score_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """Score what the parsed ``score`` command line names with the SavedModel (the CLI's
+    engine): the options and reject rules every engine shares; returns the JSON summary."""
     from scoring.errors import InputError
-    from scoring.formats import detect_format
+    from scoring.formats import Format
     from scoring.model import load_model
     from scoring.score import ScoreOptions, score
     from scoring.shards import resolve_shard
 
     if args.input is None:
         raise InputError("--input is required (unless --merge)")
+    model_dir = args.model_dir or os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
+    if args.engine == "spark":
+        from scoring.spark import score_files
+
+        return score_files(args, model_dir)
+    in_fmt = args.input_format or args.format
     options = ScoreOptions(
         input=args.input,
         output=args.output,
-        input_format=detect_format(args.input, args.input_format or args.format, "input"),
-        output_format=detect_format(args.output, args.output_format or args.format, "output"),
+        input_format=Format(in_fmt) if in_fmt else None,
+        output_format=_output_format(args),
         chunk_size=args.chunk_size,
         x_col=args.x_col,
         y_col=args.y_col,
@@ -203,8 +252,8 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         threshold=args.threshold,
         shard=resolve_shard(args.shard_index, args.num_shards),
         progress=args.progress,
+        resume=args.resume,
     )
-    model_dir = args.model_dir or os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
     summary = score(
         options,
         lambda: load_model(model_dir, args.model_version, warm_up_rows=args.chunk_size),
@@ -220,12 +269,16 @@ def run_score(args: argparse.Namespace) -> int:
     """The ``score`` subcommand: returns the exit code and prints the JSON summary line."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _emit(_merge(args) if args.merge else _score(args))
+        _emit(_merge(args) if args.merge else score_dataset(args))
         return 0
     except ScoringError as exc:
         print(f"xor-dnn score: error: {exc}", file=sys.stderr)
         _emit({"status": "error", "exit_code": exc.exit_code, "error": str(exc)})
         return exc.exit_code
+    except StorageError as exc:
+        print(f"xor-dnn score: error: {exc}; no output written", file=sys.stderr)
+        _emit({"status": "error", "exit_code": 1, "error": str(exc)})
+        return 1
     except OSError as exc:
         # Disk full, permission denied, a vanished folder: the writers already removed their
         # temporary files, so report it like any other failure instead of a traceback.

@@ -7,9 +7,12 @@ unless ``--rejects`` names a file (which gets the same part suffix when sharded)
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
+from pathlib import PurePath
+from typing import TypeVar
 
 from scoring.errors import InputError
 
@@ -27,10 +30,11 @@ EXTENSIONS: dict[str, Format] = {
     ".jsonl": Format.JSONL,
     ".ndjson": Format.JSONL,
 }
+P = TypeVar("P", bound=PurePath)
 PART_RE = re.compile(r"-part-(\d{5})-of-(\d{5})$")
 
 
-def detect_format(path: Path, override: str | None, role: str) -> Format:
+def detect_format(path: PurePath, override: str | None, role: str) -> Format:
     """``override`` when given, else the format named by the file's extension."""
     if override:
         try:
@@ -48,14 +52,14 @@ def detect_format(path: Path, override: str | None, role: str) -> Format:
     return fmt
 
 
-def _split(path: Path) -> tuple[str, str]:
+def _split(path: PurePath) -> tuple[str, str]:
     """(stem, extension) with the extension kept as written, '' when unknown."""
     if path.suffix.lower() in EXTENSIONS:
         return path.name[: -len(path.suffix)], path.suffix
     return path.name, ""
 
 
-def part_path(path: Path, index: int, count: int) -> Path:
+def part_path(path: P, index: int, count: int) -> P:
     """The file shard ``index`` of ``count`` writes for ``path``; ``path`` itself when unsharded."""
     if count == 1:
         return path
@@ -63,14 +67,15 @@ def part_path(path: Path, index: int, count: int) -> Path:
     return path.with_name(f"{stem}-part-{index:05d}-of-{count:05d}{ext}")
 
 
-def default_rejects_path(output: Path, fmt: Format) -> Path:
+def default_rejects_path(output: P, fmt: Format) -> P:
     """``scores.csv`` -> ``scores.rejects.csv``: beside the output, in the output's format."""
     stem, ext = _split(output)
     return output.with_name(f"{stem}.rejects{ext or '.' + fmt.value}")
 
 
-def find_parts(path: Path) -> tuple[list[Path], int]:
-    """The parts written for ``path`` by a sharded run, in shard order, and their count.
+def find_parts(path: P, names: Iterable[str]) -> tuple[list[P], int]:
+    """The parts written for ``path`` by a sharded run, in shard order, and their count;
+    ``names`` are the file names in ``path``'s folder.
 
     Every part ``0..N-1`` must be present with one ``N``; anything else is an error naming
     what is missing, so a merge never silently drops a shard.
@@ -78,8 +83,10 @@ def find_parts(path: Path) -> tuple[list[Path], int]:
     stem, ext = _split(path)
     pattern = f"{stem}-part-*-of-*{ext}"
     found: dict[int, set[int]] = {}
-    for candidate in path.parent.glob(pattern):
-        name = candidate.name[: len(candidate.name) - len(ext)] if ext else candidate.name
+    for candidate in names:
+        if not fnmatch.fnmatchcase(candidate, pattern):
+            continue
+        name = candidate[: len(candidate) - len(ext)] if ext else candidate
         match = PART_RE.search(name)
         if match and name[: match.start()] == stem:
             found.setdefault(int(match.group(2)), set()).add(int(match.group(1)))

@@ -66,6 +66,31 @@ def _warm_up(predict: Predict, version: int, rows: int) -> None:
             )
 
 
+def resolve_version(model_dir: str | os.PathLike[str], version: int | None) -> int:
+    """``version`` checked to exist under ``model_dir``, or the newest one when None.
+
+    Lists the repository only (no TensorFlow): a Spark driver resolves the version once so
+    that every executor loads the same one.
+    """
+    from xor_dnn.modelstore import list_versions
+    from xor_dnn.storage import StorageError
+
+    try:
+        have = list_versions(model_dir)
+    except StorageError as exc:
+        raise ModelError(str(exc)) from None
+    if version is None:
+        if not have:
+            raise ModelError(
+                f"no model version under {model_dir} (train one with `xor-dnn train`,"
+                " or pass --model-dir / set XOR_DNN_MODEL_DIR)"
+            )
+        return have[-1]
+    if version not in have:
+        raise ModelError(f"version {version} not found under {model_dir} (have: {have or 'none'})")
+    return version
+
+
 def load_model(
     model_dir: str | os.PathLike[str], version: int | None, *, warm_up_rows: int = WARM_UP_ROWS
 ) -> tuple[Predict, int, float]:
@@ -79,23 +104,11 @@ def load_model(
     runs its signature with the weights folded into constants when that answers like the
     signature to float32 rounding (``xor_dnn.modelstore``; the saving is in docs/scoring.md).
     """
-    from xor_dnn.modelstore import ModelStoreError, list_versions, load_version
+    from xor_dnn.modelstore import ModelStoreError, load_version
     from xor_dnn.storage import StorageError
 
     started = time.perf_counter()
-    try:
-        have = list_versions(model_dir)
-    except StorageError as exc:
-        raise ModelError(str(exc)) from None
-    if version is None:
-        version = have[-1] if have else None
-        if version is None:
-            raise ModelError(
-                f"no model version under {model_dir} (train one with `xor-dnn train`,"
-                " or pass --model-dir / set XOR_DNN_MODEL_DIR)"
-            )
-    elif version not in have:
-        raise ModelError(f"version {version} not found under {model_dir} (have: {have or 'none'})")
+    version = resolve_version(model_dir, version)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_tf_thread()
     _system_allocator()

@@ -1,5 +1,8 @@
 """The score loop: read a shard in chunks, reject bad rows, call the SavedModel, write results.
 
+:func:`score` runs one job: the files (or the shard of one file) that
+:func:`scoring.datasets.plan` gives this shard, one after the other, the model loaded once.
+
 Three threads form a pipeline (Arrow and TensorFlow release the GIL): one reads and decodes
 chunk k+1 while the calling thread validates and scores chunk k and another encodes and writes
 chunk k-1 (:mod:`scoring.pipeline`); the model comes from :mod:`scoring.model`.
@@ -13,16 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from scoring.datasets import Dataset, Unit, open_dataset, plan
 from scoring.errors import InputError, ModelError, OutputError, StrictModeError
-from scoring.formats import Format, default_rejects_path, part_path
+from scoring.formats import Format, detect_format
+from scoring.manifest import read_marker, write_manifest, write_marker
 from scoring.model import Loader, Predict
 from scoring.pipeline import Reader, Writer
 from scoring.progress import Progress
@@ -30,6 +35,7 @@ from scoring.readers import Batch, Source, open_source
 from scoring.shards import Shard
 from scoring.validate import OK, REASONS, describe, is_text, parse_coordinate
 from scoring.writers import REJECT_SCHEMA, Sink, discard_temp_files, open_sink
+from xor_dnn.storage import StorageError, canonical, open_store, split_uri
 
 PROBABILITY, CLASS_ID, MODEL_VERSION = "probability", "class_id", "model_version"
 ADDED_COLUMNS = (PROBABILITY, CLASS_ID, MODEL_VERSION)
@@ -37,30 +43,26 @@ ADDED_COLUMNS = (PROBABILITY, CLASS_ID, MODEL_VERSION)
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """What to score and where; paths are the user's, before any shard suffix."""
+    """What to score and where: paths or URIs as the user wrote them, before any shard
+    suffix. ``input`` is a file, folder, glob or object-store prefix (then ``output`` and
+    ``rejects`` are folders/prefixes); ``input_format`` None: from the extensions."""
 
-    input: Path
-    output: Path
-    input_format: Format
-    output_format: Format
+    input: str | PurePath
+    output: str | PurePath
+    input_format: Format | None
+    output_format: Format | None
+    """None: the input's format (a dataset written to a folder)."""
     chunk_size: int = 65536
     x_col: str = "x"
     y_col: str = "y"
-    rejects: Path | None = None
+    rejects: str | PurePath | None = None
     strict: bool = False
     threshold: float = 0.5
     shard: Shard = field(default_factory=Shard)
     progress: bool | None = None
     """None: draw the bar only when stderr is a terminal."""
-
-    @property
-    def output_path(self) -> Path:
-        return part_path(self.output, self.shard.index, self.shard.count)
-
-    @property
-    def rejects_path(self) -> Path:
-        base = self.rejects or default_rejects_path(self.output, self.output_format)
-        return part_path(base, self.shard.index, self.shard.count)
+    resume: bool = False
+    """Skip the units whose output already has a completion marker for the same input."""
 
 
 @dataclass
@@ -74,9 +76,18 @@ class Summary:
     model_version: int
     shard_index: int
     num_shards: int
+    files: int = 0
+    """Units (input files, or pieces of one) this shard had to score, skipped ones included."""
+    files_skipped: int = 0
+    """Units ``--resume`` found finished by an earlier run (not read again)."""
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
+    bytes_read: int = 0
+    """Bytes fetched from the input files (footers, headers and range cuts included)."""
+    input_bytes: int = 0
+    """Total size of every input file of the job (all shards)."""
+    manifest: str | None = None
     seconds: float = 0.0
     rows_per_second: float = 0.0
     startup_seconds: float = 0.0
@@ -97,16 +108,23 @@ def _text_column(digits: NDArray[np.uint8]) -> pa.Array:
     )
 
 
-def _repeat(value: int, n: int) -> pa.Array:
+def _repeat(value: int | str, n: int) -> pa.Array:
     text = str(value).encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(text)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text * n))
 
 
 def output_schema(
-    source: pa.Schema, x_col: str, y_col: str, version: int, *, csv: bool = False
+    source: pa.Schema,
+    x_col: str,
+    y_col: str,
+    version: int,
+    *,
+    csv: bool = False,
+    partitions: tuple[tuple[str, pa.DataType], ...] = (),
 ) -> pa.Schema:
-    """The input's columns (x, y as float64) plus the three added ones.
+    """The input's columns (x, y as float64), hive partition columns (text) that the file
+    does not hold itself, then the three added ones.
 
     For a CSV output, where every value is text anyway, text x/y columns are kept as written
     and the integer columns are built as text: formatting numbers is most of a CSV write.
@@ -117,6 +135,11 @@ def output_schema(
             fields.append(pa.field(f.name, pa.float64()))
         else:
             fields.append(f.remove_metadata())
+    fields += [
+        pa.field(name, pa.string() if csv else t)
+        for name, t in partitions
+        if name not in source.names
+    ]
     fields += [
         pa.field(PROBABILITY, pa.float32()),
         pa.field(CLASS_ID, pa.string() if csv else pa.int8()),
@@ -133,12 +156,12 @@ def _check_columns(source: Source, x_col: str, y_col: str) -> None:
     for flag, col in (("--x-col", x_col), ("--y-col", y_col)):
         if col not in names:
             raise InputError(
-                f"input {source.path}: no column {col!r} ({flag}); it has: {', '.join(names)}"
+                f"input {source.name}: no column {col!r} ({flag}); it has: {', '.join(names)}"
             )
     clash = [c for c in ADDED_COLUMNS if c in names]
     if clash:
         raise InputError(
-            f"input {source.path}: already has column(s) {', '.join(clash)} that scoring adds;"
+            f"input {source.name}: already has column(s) {', '.join(clash)} that scoring adds;"
             " rename or drop them first"
         )
 
@@ -168,6 +191,8 @@ class _Job:
         out: Sink,
         rejects: Sink,
         writer: Writer,
+        partitions: tuple[tuple[str, str], ...] = (),
+        partition_types: tuple[tuple[str, pa.DataType], ...] = (),
     ) -> None:
         self.o = options
         self.source = source
@@ -178,8 +203,14 @@ class _Job:
         names = source.schema.names
         self.xi, self.yi = names.index(options.x_col), names.index(options.y_col)
         self.csv = options.output_format is Format.CSV
+        self.partitions = tuple((k, v) for k, v in partitions if k not in names)
         self.schema = output_schema(
-            source.schema, options.x_col, options.y_col, version, csv=self.csv
+            source.schema,
+            options.x_col,
+            options.y_col,
+            version,
+            csv=self.csv,
+            partitions=partition_types,
         )
         self.version = version
         self.read = self.scored = self.rejected = 0
@@ -239,6 +270,12 @@ class _Job:
             if not is_text(self.schema.field(i).type):
                 columns[i] = pa.array(values, pa.float64())
         positive = prob >= self.o.threshold
+        for name, value in self.partitions:
+            t = self.schema.field(name).type
+            if pa.types.is_integer(t):
+                columns.append(pa.array(np.full(n, int(value), dtype=np.int32), t))
+            else:
+                columns.append(_repeat(value, n))
         columns.append(pa.array(prob, pa.float32()))
         if self.csv:
             columns += [
@@ -254,60 +291,134 @@ class _Job:
         self.scored += n
 
 
-def score(options: ScoreOptions, load: Loader) -> Summary:
-    """Score one shard of ``options.input``; both outputs appear only if the whole shard succeeds.
+class _BytesRead:
+    """The input store's observer: bytes its reads fetched."""
 
-    The input is opened and its columns checked before ``load`` runs, so a wrong file or
-    column fails at once rather than after TensorFlow's import. Raises InputError (unreadable
-    input, missing column), StrictModeError (``--strict``),
-    OutputError or ModelError; on any exception, KeyboardInterrupt included, nothing is left
-    under the final names.
-    """
-    out_path, rejects_path = options.output_path, options.rejects_path
-    in_path = options.input.resolve()
-    if out_path.resolve() == in_path or rejects_path.resolve() == in_path:
-        raise OutputError(f"output {out_path} would overwrite the input")
-    if out_path.resolve() == rejects_path.resolve():
-        raise OutputError(f"--rejects {rejects_path} is the output file")
+    def __init__(self) -> None:
+        self.total = 0
+
+    def __call__(self, kind: str, outcome: str, size: int) -> None:
+        if kind == "get":
+            self.total += size
+
+
+@dataclass
+class _Done:
+    """What one unit did (the marker's and the manifest's record)."""
+
+    unit: Unit
+    record: dict[str, Any]
+    skipped: bool = False
+
+
+def _identity(dataset: Dataset, unit: Unit) -> dict[str, Any]:
+    """What must match for a marker to say this unit is done."""
+    return {
+        "input": dataset.store.child(unit.file.key),
+        "input_size": unit.file.size,
+        "shard": [unit.shard.index, unit.shard.count],
+        "row_groups": list(unit.row_groups) if unit.row_groups else None,
+    }
+
+
+def _finished(dataset: Dataset, unit: Unit) -> dict[str, Any] | None:
+    marker = read_marker(unit.output.store, unit.output.key)
+    if marker is None or any(marker.get(k) != v for k, v in _identity(dataset, unit).items()):
+        return None
+    try:  # the marker is written after the outputs: check they are still there
+        unit.output.store.size(unit.output.key)
+        unit.rejects.store.size(unit.rejects.key)
+    except StorageError:
+        return None
+    return marker
+
+
+def _outside(dataset: Dataset, options: ScoreOptions) -> Dataset:
+    """The dataset without the files under the output (or rejects) folder, when that folder
+    is inside the input folder: a re-run must not score the last run's results."""
+    if dataset.single:
+        return dataset
+    roots = [canonical(str(options.output)).rstrip("/") + "/"]
+    if options.rejects is not None:
+        roots.append(canonical(str(options.rejects)).rstrip("/") + "/")
+    files = tuple(
+        f
+        for f in dataset.files
+        if not canonical(dataset.store.child(f.key)).startswith(tuple(roots))
+    )
+    if not files:
+        raise InputError(f"input {dataset.uri}: no input file outside the output folder")
+    return replace(dataset, files=files)
+
+
+def _check_targets(dataset: Dataset, units: list[Unit]) -> None:
+    inputs = {canonical(dataset.store.child(f.key)) for f in dataset.files}
+    for unit in units:
+        out, rej = canonical(unit.output.uri), canonical(unit.rejects.uri)
+        if out in inputs or rej in inputs:
+            raise OutputError(f"output {unit.output.uri} would overwrite an input")
+        if out == rej:
+            raise OutputError(f"--rejects {unit.rejects.uri} is the output file")
+
+
+class _Model:
+    """The model, loaded on first use (after the first input was checked), timed apart."""
+
+    def __init__(self, load: Loader) -> None:
+        self._load = load
+        self.predict: Predict | None = None
+        self.version = 0
+        self.startup = self.seconds = self.cpu = 0.0
+
+    def get(self) -> tuple[Predict, int]:
+        if self.predict is None:
+            started, cpu = time.perf_counter(), time.process_time()
+            self.predict, self.version, self.startup = self._load()
+            self.seconds = time.perf_counter() - started
+            self.cpu = time.process_time() - cpu
+        return self.predict, self.version
+
+
+def _score_unit(
+    options: ScoreOptions,
+    dataset: Dataset,
+    unit: Unit,
+    model: _Model,
+    progress: Progress,
+    rows_before: int,
+) -> dict[str, Any]:
+    """Score one unit; both its outputs appear only if all of it succeeded."""
     coords = (options.x_col, options.y_col)
-    # The run is timed from opening the input to the renamed outputs; only load() (TensorFlow
-    # import, model load, warm-up) is left out, and reported as startup.
-    opened, cpu_opened = time.perf_counter(), time.process_time()
+    out_fmt = options.output_format or dataset.format
+    name = dataset.store.child(unit.file.key)
+    blob = dataset.store.open_input(unit.file.key, unit.file.size)
     source = open_source(
-        options.input, options.input_format, options.shard, options.chunk_size, coords
+        blob, name, dataset.format, unit.shard, options.chunk_size, coords, unit.row_groups
     )
     sinks: list[Sink] = []
     writer: Writer | None = None
     reader: Reader | None = None
-    version = 0
     try:
         _check_columns(source, *coords)
-        load_started, load_cpu_started = time.perf_counter(), time.process_time()
-        predict, version, startup_seconds = load()
-        load_seconds = time.perf_counter() - load_started
-        load_cpu_seconds = time.process_time() - load_cpu_started
-        schema = output_schema(
-            source.schema, *coords, version, csv=options.output_format is Format.CSV
-        )
-        sinks.append(open_sink(out_path, options.output_format, schema))
-        sinks.append(open_sink(rejects_path, options.output_format, REJECT_SCHEMA))
+        predict, version = model.get()
+        csv = out_fmt is Format.CSV
+        job_sinks = (unit.output, unit.rejects)
+        partitions = unit.file.partitions
+        types = dataset.partition_types
+        schema = output_schema(source.schema, *coords, version, csv=csv, partitions=types)
+        sinks.append(open_sink(job_sinks[0].store, job_sinks[0].key, out_fmt, schema))
+        sinks.append(open_sink(job_sinks[1].store, job_sinks[1].key, out_fmt, REJECT_SCHEMA))
         writer = Writer()
-        job = _Job(options, source, predict, version, sinks[0], sinks[1], writer)
-        progress = Progress(source.total, enabled=options.progress)
+        job = _Job(options, source, predict, version, sinks[0], sinks[1], writer, partitions, types)
         reader = Reader(source.batches())
-        try:
-            for batch in reader:
-                job.run_batch(batch)
-                progress.update(batch.done, job.scored)
-            writer.finish()
-        finally:
-            progress.update(source.total, job.scored, force=True)
-            progress.close()
+        total = max(source.total, 1)
+        for batch in reader:
+            job.run_batch(batch)
+            progress.update(batch.done / total, rows_before + job.scored)
+        writer.finish()
         # Rejects first: a visible output always has its rejects beside it.
         for sink in reversed(sinks):
             sink.commit()
-        seconds = time.perf_counter() - opened - load_seconds
-        cpu_seconds = time.process_time() - cpu_opened - load_cpu_seconds
     except BaseException:
         if writer is not None:
             writer.stop()
@@ -315,27 +426,115 @@ def score(options: ScoreOptions, load: Loader) -> Summary:
             # The original error matters more than a failed cleanup.
             with contextlib.suppress(Exception):
                 sink.abort()
-        for final in (out_path, rejects_path):
-            with contextlib.suppress(Exception):
-                discard_temp_files(final)
+        for target in (unit.output, unit.rejects):
+            if target.store.local_root is not None:
+                with contextlib.suppress(Exception):
+                    discard_temp_files(target.store.local_root / target.key)
         raise
     finally:
         if reader is not None:
             reader.stop()
         source.close()
-    return Summary(
+    return {
+        **_identity(dataset, unit),
+        "output": unit.output.uri,
+        "rejects": unit.rejects.uri,
+        "rows_read": job.read,
+        "rows_scored": job.scored,
+        "rows_rejected": job.rejected,
+        "model_version": version,
+        "relative_rows": source.relative_rows,
+        "row_base": source.row_base,
+        "lines": source.lines(),
+    }
+
+
+def score(options: ScoreOptions, load: Loader) -> Summary:
+    """Score this shard's part of ``options.input``: every unit's two outputs appear only if
+    the whole unit succeeded, then its completion markers; a dataset job ends with its manifest.
+
+    Each input is opened and its columns checked before ``load`` runs (once, for the first
+    unit that needs the model), so a wrong file or column fails at once rather than after
+    TensorFlow's import. Raises InputError (unreadable input, missing column),
+    StrictModeError (``--strict``), OutputError or ModelError; on any exception, Ctrl-C
+    included, nothing is left under the unit's final names (units finished before it keep
+    their outputs and markers, which ``--resume`` skips).
+    """
+    counter = _BytesRead()
+    opened, cpu_opened = time.perf_counter(), time.process_time()
+    fmt_in = options.input_format.value if options.input_format else None
+    dataset = _outside(open_dataset(str(options.input), fmt_in, counter), options)
+    rejects = str(options.rejects) if options.rejects is not None else None
+    if options.output_format is None:
+        if dataset.single:  # a one-file input writes a file: its name must say the format
+            detect_format(PurePosixPath(split_uri(str(options.output))[1]), None, "output")
+        options = replace(options, output_format=dataset.format)
+    assert options.output_format is not None
+    try:
+        units = plan(dataset, str(options.output), options.output_format, options.shard, rejects)
+        _check_targets(dataset, units)
+    except StorageError as exc:
+        raise OutputError(f"output {exc}") from None
+    model = _Model(load)
+    progress = Progress(max(len(units), 1), enabled=options.progress, unit="files")
+    done: list[_Done] = []
+    try:
+        for i, unit in enumerate(units):
+            progress.start_file(i)
+            if options.resume and (marker := _finished(dataset, unit)) is not None:
+                done.append(_Done(unit, marker, skipped=True))
+                continue
+            if unit.file.size == 0 and not dataset.single:
+                # No header, no schema: nothing to write. Recorded so a resume skips it too.
+                record = {**_identity(dataset, unit), "empty": True, "rows_read": 0}
+                done.append(_Done(unit, record))
+                continue
+            before = counter.total
+            unit_started = time.perf_counter()
+            rows_before = sum(int(d.record.get("rows_scored", 0)) for d in done if not d.skipped)
+            record = _score_unit(options, dataset, unit, model, progress, rows_before)
+            record["bytes_read"] = counter.total - before
+            record["seconds"] = round(time.perf_counter() - unit_started, 4)
+            write_marker(unit.rejects.store, unit.rejects.key, record)
+            write_marker(unit.output.store, unit.output.key, record)
+            done.append(_Done(unit, record))
+    finally:
+        progress.start_file(len(units))
+        progress.update(0.0, sum(int(d.record.get("rows_scored", 0)) for d in done), force=True)
+        progress.close()
+    seconds = time.perf_counter() - opened - model.seconds
+    cpu_seconds = time.process_time() - cpu_opened - model.cpu
+    scored = [d.record for d in done if not d.skipped]
+    versions = sorted({int(r["model_version"]) for r in scored if "model_version" in r})
+    summary = Summary(
         status="ok",
         input=str(options.input),
-        output=str(out_path),
-        rejects=str(rejects_path),
-        model_version=version,
+        output=units[0].output.uri if dataset.single else str(options.output),
+        rejects=units[0].rejects.uri if dataset.single else str(options.rejects or options.output),
+        model_version=versions[-1] if versions else model.version,
         shard_index=options.shard.index,
         num_shards=options.shard.count,
-        rows_read=job.read,
-        rows_scored=job.scored,
-        rows_rejected=job.rejected,
+        files=len(units),
+        files_skipped=sum(d.skipped for d in done),
+        rows_read=sum(int(r.get("rows_read", 0)) for r in scored),
+        rows_scored=sum(int(r.get("rows_scored", 0)) for r in scored),
+        rows_rejected=sum(int(r.get("rows_rejected", 0)) for r in scored),
+        bytes_read=counter.total,
+        input_bytes=dataset.size,
         seconds=round(seconds, 4),
-        rows_per_second=round(job.scored / seconds, 1) if seconds else 0.0,
-        startup_seconds=round(startup_seconds, 4),
+        startup_seconds=round(model.startup, 4),
         cpu_seconds=round(cpu_seconds, 4),
     )
+    summary.rows_per_second = round(summary.rows_scored / seconds, 1) if seconds else 0.0
+    if not dataset.single:
+        record = {
+            **summary.to_dict(),
+            "model_versions": versions,
+            "inputs": [{**d.record, "skipped": d.skipped} for d in done],
+        }
+        try:
+            root = open_store(str(options.output))
+            summary.manifest = write_manifest(root, options.shard, record)
+        except StorageError as exc:
+            raise OutputError(f"manifest: {exc}") from None
+    return summary

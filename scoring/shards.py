@@ -1,10 +1,11 @@
-"""Deterministic input splitting: N shards together cover every row exactly once.
+"""Deterministic splitting of one file: N shards together cover every row exactly once.
 
 Text files (CSV, JSONL) are cut into N equal byte ranges of their data section; each cut is
 moved forward to the next line start, so shard K scores exactly the lines that *start* in its
-range. Parquet files are cut into N equal row-index ranges (read through the row groups that
-overlap them). Both depend only on the file and N, never on timing, so a retried Kubernetes
-pod re-scores the same rows.
+range, and reads nothing before it (finding a cut reads from the cut to the next newline).
+Parquet files are cut into N equal row-index ranges (read through the row groups that overlap
+them). Both depend only on the file and N, never on timing, so a retried Kubernetes pod
+re-scores the same rows. (A dataset of many files is split by :mod:`scoring.datasets`.)
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scoring.errors import InputError
+from xor_dnn.storage import RangeReader
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 """Set by Kubernetes in each pod of an Indexed Job (0 .. completions-1)."""
 COUNT_ENV = "XOR_DNN_NUM_SHARDS"
 """The shard count; set it to the Job's ``completions`` in the pod template."""
-_SCAN = 1 << 20
+_SCAN = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -70,46 +72,30 @@ def row_range(total: int, shard: Shard) -> tuple[int, int]:
     return total * shard.index // shard.count, total * (shard.index + 1) // shard.count
 
 
-def _next_line_start(fh: int, pos: int, data_start: int, size: int) -> int:
+def _next_line_start(blob: RangeReader, pos: int, data_start: int) -> int:
     """The first line start at or after ``pos`` (a line starts after a newline)."""
+    size = blob.length
     if pos <= data_start:
         return data_start
     if pos >= size:
         return size
     at = pos - 1  # if the byte before pos is a newline, a line starts exactly at pos
+    step = _SCAN  # small first (one line is usually far shorter), doubling for long lines
     while at < size:
-        block = os.pread(fh, _SCAN, at)
+        block = blob.read_range(at, at + step)
+        if not block:
+            break
         nl = block.find(b"\n")
         if nl >= 0:
             return at + nl + 1
         at += len(block)
+        step = min(step * 2, 1 << 22)
     return size
 
 
-def byte_range(path: str, data_start: int, shard: Shard) -> tuple[int, int]:
-    """Bytes ``[start, stop)`` of the text file ``path`` holding the lines ``shard`` scores."""
-    size = os.path.getsize(path)
-    span = size - data_start
+def byte_range(blob: RangeReader, data_start: int, shard: Shard) -> tuple[int, int]:
+    """Bytes ``[start, stop)`` of the text file ``blob`` holding the lines ``shard`` scores."""
+    span = blob.length - data_start
     lo = data_start + span * shard.index // shard.count
     hi = data_start + span * (shard.index + 1) // shard.count
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _next_line_start(fd, lo, data_start, size), _next_line_start(
-            fd, hi, data_start, size
-        )
-    finally:
-        os.close(fd)
-
-
-def count_newlines(path: str, stop: int) -> int:
-    """Newlines in the first ``stop`` bytes: the line number a shard's first line follows."""
-    count = 0
-    with open(path, "rb", buffering=0) as fh:
-        left = stop
-        while left > 0:
-            block = fh.read(min(left, 8 * _SCAN))
-            if not block:
-                break
-            count += block.count(b"\n")
-            left -= len(block)
-    return count
+    return _next_line_start(blob, lo, data_start), _next_line_start(blob, hi, data_start)

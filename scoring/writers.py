@@ -1,8 +1,10 @@
-"""Output files written atomically: a hidden temporary file beside the target, renamed on commit.
+"""Output files written atomically through :meth:`xor_dnn.storage.Store.open_output`.
 
-``commit()`` renames the temporary file to its final name; ``abort()`` (any error, Ctrl-C,
-SIGTERM) deletes it; so the final name only ever holds a complete file. A SIGKILL can leave the
-hidden ``.<name>.tmp-<pid>-<random>`` file behind, never a partial file under the final name.
+``commit()`` publishes the file under its final name; ``abort()`` (any error, Ctrl-C,
+SIGTERM) leaves nothing there: locally a hidden temporary file beside the target is renamed or
+deleted (a SIGKILL can leave the hidden ``.<name>.tmp-<pid>-<random>`` file behind, never a
+partial file under the final name); on an object store a multipart upload is completed or
+aborted (a SIGKILL leaves an incomplete upload, invisible, that a bucket lifecycle rule expires).
 
 CSV: values that need no quotes are written bare (Arrow's default would quote every text
 value); JSONL lines are assembled with Arrow string kernels, not a Python loop per row.
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from scoring.errors import OutputError
 from scoring.formats import Format
+from xor_dnn.storage import Output, StorageError, Store, discard_local_temp_files
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -44,7 +45,7 @@ it arrives (overlapping the model) instead of piling up for one long serial writ
 
 
 class Sink(Protocol):
-    path: Path
+    uri: str
 
     def write(self, batch: pa.RecordBatch) -> None: ...
 
@@ -53,44 +54,28 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-def temp_path(final: Path) -> Path:
-    """A hidden name beside ``final`` (same folder, so the rename is atomic); globs skip it."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
 def discard_temp_files(final: Path) -> None:
-    """Remove every temporary file this process made for ``final``.
-
-    A sink removes its own on abort; this also catches one whose sink was never returned
-    (Ctrl-C or SIGTERM landing while it was being opened)."""
-    for tmp in final.parent.glob(f".{final.name}.tmp-{os.getpid()}-*"):
-        tmp.unlink(missing_ok=True)
+    """Remove every local temporary file this process made for ``final``."""
+    discard_local_temp_files(final)
 
 
 class _AtomicFile:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, store: Store, key: str) -> None:
+        self.uri = store.child(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"output {path}: cannot create its folder: {exc}") from exc
-        self.tmp = temp_path(path)
-        self._committed = False
+            self._out: Output = store.open_output(key)
+        except (OSError, StorageError) as exc:
+            raise OutputError(f"output {self.uri}: cannot write: {exc}") from exc
 
-    def _rename(self) -> None:
+    def _publish(self) -> None:
         try:
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self._unlink()
-            raise OutputError(f"output {self.path}: cannot rename into place: {exc}") from exc
-        self._committed = True
+            self._out.commit()
+        except (OSError, StorageError) as exc:
+            self._out.abort()
+            raise OutputError(f"output {self.uri}: cannot publish: {exc}") from exc
 
     def _unlink(self) -> None:
-        self.tmp.unlink(missing_ok=True)
-        # Aborted after its own commit (the job failed renaming its other output): outputs
-        # appear together or not at all.
-        if self._committed:
-            self.path.unlink(missing_ok=True)
+        self._out.abort()
 
 
 def _csv_header(names: list[str]) -> bytes:
@@ -100,22 +85,20 @@ def _csv_header(names: list[str]) -> bytes:
 
 
 class CsvSink(_AtomicFile):
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        super().__init__(path)
+    def __init__(self, store: Store, key: str, schema: pa.Schema) -> None:
+        super().__init__(store, key)
         self._text = any(
             pa.types.is_string(f.type) or pa.types.is_large_string(f.type) for f in schema
         )
         self._bare = pcsv.WriteOptions(include_header=False, quoting_style="none")
         self._quoted = pcsv.WriteOptions(include_header=False)
-        try:
-            self._file = pa.OSFile(str(self.tmp), "wb")
-            self._file.write(_csv_header(schema.names))
-        except OSError as exc:
-            raise OutputError(f"output {path}: cannot write: {exc}") from exc
+        self._out.file.write(_csv_header(schema.names))
 
     def write(self, batch: pa.RecordBatch) -> None:
         if not self._text:
-            pcsv.write_csv(batch, self._file, write_options=self._quoted)
+            buf = pa.BufferOutputStream()
+            pcsv.write_csv(batch, buf, write_options=self._quoted)
+            self._out.file.write(buf.getvalue())
             return
         # Try bare values first; Arrow refuses them when one holds a comma, quote or newline.
         buf = pa.BufferOutputStream()
@@ -124,20 +107,18 @@ class CsvSink(_AtomicFile):
         except pa.ArrowInvalid:
             buf = pa.BufferOutputStream()
             pcsv.write_csv(batch, buf, write_options=self._quoted)
-        self._file.write(buf.getvalue())
+        self._out.file.write(buf.getvalue())
 
     def commit(self) -> None:
-        self._file.close()
-        self._rename()
+        self._publish()
 
     def abort(self) -> None:
-        self._file.close()
         self._unlink()
 
 
 class ParquetSink(_AtomicFile):
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        super().__init__(path)
+    def __init__(self, store: Store, key: str, schema: pa.Schema) -> None:
+        super().__init__(store, key)
         # Dictionary encoding and compression only pay off on repeated values, never on float
         # coordinates and probabilities: snappy left a scored file the same size and made the
         # write slower (docs/scoring.md has the figures), so those columns are stored plain.
@@ -146,10 +127,11 @@ class ParquetSink(_AtomicFile):
         dictionary = [f.name for f in schema if f.name not in floats]
         try:
             self._writer = pq.ParquetWriter(
-                str(self.tmp), schema, compression=codecs, use_dictionary=dictionary
+                self._out.file, schema, compression=codecs, use_dictionary=dictionary
             )
         except OSError as exc:
-            raise OutputError(f"output {path}: cannot write: {exc}") from exc
+            self._out.abort()
+            raise OutputError(f"output {self.uri}: cannot write: {exc}") from exc
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
 
@@ -168,7 +150,7 @@ class ParquetSink(_AtomicFile):
     def commit(self) -> None:
         self._flush()
         self._writer.close()
-        self._rename()
+        self._publish()
 
     def abort(self) -> None:
         self._pending = []
@@ -209,13 +191,9 @@ def _json_fragments(arr: pa.Array) -> pa.Array:
 
 
 class JsonlSink(_AtomicFile):
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        super().__init__(path)
+    def __init__(self, store: Store, key: str, schema: pa.Schema) -> None:
+        super().__init__(store, key)
         self._keys = [orjson.dumps(name).decode() + ":" for name in schema.names]
-        try:
-            self._file = pa.OSFile(str(self.tmp), "wb")
-        except OSError as exc:
-            raise OutputError(f"output {path}: cannot write: {exc}") from exc
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -230,21 +208,20 @@ class JsonlSink(_AtomicFile):
         _, offsets_buf, data = lines.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int32)
         start, stop = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
-        self._file.write(data.slice(start, stop - start))
+        self._out.file.write(data.slice(start, stop - start))
 
     def commit(self) -> None:
-        self._file.close()
-        self._rename()
+        self._publish()
 
     def abort(self) -> None:
-        self._file.close()
         self._unlink()
 
 
-def open_sink(path: Path, fmt: Format, schema: pa.Schema) -> Sink:
-    """A writer for ``path`` that publishes nothing under that name until ``commit()``."""
+def open_sink(store: Store, key: str, fmt: Format, schema: pa.Schema) -> Sink:
+    """A writer for ``key`` of ``store`` that publishes nothing under that name until
+    ``commit()``."""
     if fmt is Format.CSV:
-        return CsvSink(path, schema)
+        return CsvSink(store, key, schema)
     if fmt is Format.PARQUET:
-        return ParquetSink(path, schema)
-    return JsonlSink(path, schema)
+        return ParquetSink(store, key, schema)
+    return JsonlSink(store, key, schema)

@@ -151,6 +151,7 @@ class Batcher:
         self._model_thread: _ModelThread | None = None
         self._stopping = False
         self._stopped = False
+        self._batch_running = False
         # While a batch lingers: (its key,), so submit() wakes the loop only to fill it.
         self._lingering: tuple[Hashable] | None = None
         # Lingering pays off only when requests arrive concurrently; the size of the previous
@@ -169,6 +170,11 @@ class Batcher:
     def queued_points(self) -> int:
         """Points waiting for a batch; the queue bound ``max_queue_points`` applies to this."""
         return self._queued_points
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is queued and no batch is running."""
+        return not self._queue and not self._batch_running
 
     @property
     def running(self) -> bool:
@@ -307,7 +313,11 @@ class Batcher:
                 await self._linger()
                 batch = self._take_batch()
                 if batch:
-                    await self._run_batch(batch)
+                    self._batch_running = True
+                    try:
+                        await self._run_batch(batch)
+                    finally:
+                        self._batch_running = False
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive any bug in one iteration

@@ -93,6 +93,8 @@ def build_settings(args: argparse.Namespace) -> Any:
 def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from service.config import Settings
+
     try:
         settings = build_settings(args)
     except ValidationError as exc:
@@ -102,9 +104,12 @@ def serve(args: argparse.Namespace) -> int:
                 message = err["msg"].removeprefix("Value error, ")
                 print(f"xor-dnn serve: {message}", file=sys.stderr)
                 continue
+            field = Settings.model_fields.get(name)
+            secret = field is not None and "SecretStr" in str(field.annotation)
+            shown = "(hidden)" if secret else repr(err.get("input"))  # never echo a token
             print(
                 f"xor-dnn serve: {flag_name(name)} (env XOR_DNN_{name.upper()}): "
-                f"{err['msg']}, got {err.get('input')!r}",
+                f"{err['msg']}, got {shown}",
                 file=sys.stderr,
             )
         return EXIT_BAD_SETTINGS
@@ -217,13 +222,17 @@ def _train_if_missing(model_dir: str) -> int:
 
 def _export_settings(settings: Any) -> None:
     """Workers (separate processes) rebuild Settings from the env: give them the final values."""
+    from pydantic import SecretStr
+
     from service.config import ENV_PREFIX
 
     for name, value in settings.model_dump().items():
         if value is None:  # "unset": the worker resolves the same default
             os.environ.pop(f"{ENV_PREFIX}{name.upper()}", None)
             continue
-        if isinstance(value, bool):
+        if isinstance(value, SecretStr):  # model_dump masks it; the workers need the value
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, list):
             text = ",".join(value)

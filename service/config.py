@@ -72,13 +72,13 @@ class Settings(BaseSettings):
     control unloads the least recently used idle model to load another; poll control leaves
     the models beyond the limit unloaded and says so in the log and the repository index.
     Size it from a model's memory (docs/service.md, "Sizing")."""
-    admin_token: SecretStr | None = Field(default=None, min_length=16, max_length=4096)
+    admin_token: SecretStr | None = None
     """Bearer token of the repository API (POST /v2/repository/index, .../load, .../unload);
     unset (default): those routes do not exist. At least 16 characters; prefer
     admin_token_file, which keeps it out of the process environment (docs/hardening.md)."""
     admin_token_file: FilePath | None = None
-    """A file holding the admin token (e.g. a mounted Kubernetes Secret); surrounding
-    whitespace is ignored."""
+    """A file holding the admin token, such as a mounted Kubernetes Secret (surrounding
+    whitespace is ignored)."""
     admin_rate_limit: int = Field(default=30, ge=1, le=100_000)
     """Repository API requests accepted per minute from one client address (more get 429);
     failed authentication counts too, so a token cannot be guessed at line rate."""
@@ -200,6 +200,14 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 16 <= len(value.get_secret_value()) <= 4096:
+            n = len(value.get_secret_value())
+            raise ValueError(f"the token must be 16 to 4096 characters, got {n}")
+        return value
+
     @field_validator("model_dir", "model_repository", mode="before")
     @classmethod
     def _path_to_text(cls, value: object) -> object:
@@ -224,15 +232,24 @@ class Settings(BaseSettings):
             for name, set_here in given.items():
                 if set_here:
                     raise ValueError(f"{name}: only with model_repository (not model_dir)")
+        if (
+            self.model_repository is not None
+            and self.model_control == "explicit"
+            and (self.workers > 1)
+        ):
+            raise ValueError(
+                "model_control explicit: needs workers 1 (each worker is its own server, "
+                "and a load or unload would reach only one of them); scale with replicas"
+            )
         if self.load_model and self.model_control != "explicit":
             raise ValueError("load_model: only with model_control explicit (poll loads them all)")
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ValueError("admin_token and admin_token_file: give one")
         if self.admin_token_file is not None:
             token = self.admin_token_file.read_text().strip()
-            if len(token) < 16:
+            if not 16 <= len(token) <= 4096:
                 raise ValueError(
-                    f"admin_token_file: the token must be at least 16 characters, got {len(token)}"
+                    f"admin_token_file: the token must be 16 to 4096 characters, got {len(token)}"
                 )
         return self
 

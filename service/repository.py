@@ -299,7 +299,8 @@ class Repository:
 
         :class:`NotFound` when the repository has no such folder, :class:`InvalidInput` when
         no version of it loads, :class:`Unavailable` when ``max_loaded_models`` is reached
-        and every loaded model is busy; :class:`BadRequest` unless control is explicit.
+        and every loaded model is busy (requests queued or in a running batch);
+        :class:`BadRequest` unless control is explicit.
         """
         self._require_explicit("load")
         async with self._lock:
@@ -376,11 +377,11 @@ class Repository:
             )
 
     async def _evict_one(self, limit: int) -> None:
-        idle = [m for m in self._models.values() if m.batcher.queued_requests == 0]
+        idle = [m for m in self._models.values() if m.batcher.idle]
         if not idle:
             raise Unavailable(
-                f"max_loaded_models ({limit}) reached and every loaded model has queued "
-                "requests; retry later or unload one",
+                f"max_loaded_models ({limit}) reached and every loaded model is busy "
+                "(requests queued or running); retry later or unload one",
                 retry_after=RETRY_AFTER_S,
             )
         victim = min(idle, key=lambda m: m.last_used)

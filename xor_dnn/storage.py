@@ -29,8 +29,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import io
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,7 +119,7 @@ class Store:
 
     def child(self, key: str) -> str:
         """The URI of ``key`` (for messages)."""
-        return f"{self.uri}/{key}"
+        return f"{self.uri}/{key}" if self.uri else key
 
     # Each backend implements these.
     def read(self, key: str) -> bytes:
@@ -159,6 +161,33 @@ class Store:
     def check(self) -> None:
         """Fail now, with a clear :class:`StorageError`, if the root cannot be listed."""
         self.list(".xor-dnn-check/")
+
+    # Datasets (batch scoring): sizes, byte ranges, streamed atomic outputs.
+    def entries(self, prefix: str = "") -> builtins.list[tuple[str, int]]:
+        """``(key, size)`` of every object under ``prefix`` (recursive), sorted by key."""
+        raise NotImplementedError
+
+    def size(self, key: str) -> int:
+        """The object's size; :class:`ObjectNotFound` when there is no such object or file."""
+        raise NotImplementedError
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of the object (fewer at its end); counted as a ``get``."""
+        raise NotImplementedError
+
+    def open_input(self, key: str, size: int | None = None) -> RangeReader:
+        """A seekable read-only file over the object, each read one ranged request."""
+        return RangeReader(self, key, self.size(key) if size is None else size)
+
+    def open_output(self, key: str) -> Output:
+        """A streamed write that appears under ``key`` only on ``commit()``; ``abort()``
+        leaves nothing under that name (a local temp file is removed, an object store's
+        multipart upload is aborted)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove the object if it exists."""
+        raise NotImplementedError
 
 
 class LocalStore(Store):
@@ -249,6 +278,51 @@ class LocalStore(Store):
         with atomic_writer(dest) as tmp:
             tmp.write_bytes(src.read_bytes())
         self.observer("put", "ok", 0)
+
+    def entries(self, prefix: str = "") -> builtins.list[tuple[str, int]]:
+        assert self.local_root is not None
+        root = self.local_root
+        found = []
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                path = Path(dirpath, name)
+                key = path.relative_to(root).as_posix()
+                if key.startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):  # removed while listed
+                        found.append((key, path.stat().st_size))
+        self.observer("list", "ok", 0)
+        return sorted(found)
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ObjectNotFound(self.child(key)) from None
+        except OSError as exc:
+            raise StorageError(self.child(key), exc.strerror or str(exc)) from None
+        if path.is_dir():
+            raise ObjectNotFound(self.child(key), "is a folder, not a file")
+        return st.st_size
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            self.observer("get", "not_found", 0)
+            raise ObjectNotFound(self.child(key)) from None
+        try:
+            data = os.pread(fd, max(stop - start, 0), start)
+        finally:
+            os.close(fd)
+        self.observer("get", "ok", len(data))
+        return data
+
+    def open_output(self, key: str) -> Output:
+        return _LocalOutput(self._path(key), self.child(key))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def check(self) -> None:
         assert self.local_root is not None
@@ -389,6 +463,276 @@ class ObjectStore(Store):
     def check(self) -> None:
         # One LIST of a key that cannot exist: proves the bucket, credentials and endpoint.
         self.list(".xor-dnn-check/")
+
+    def entries(self, prefix: str = "") -> builtins.list[tuple[str, int]]:
+        import obstore
+
+        found: list[tuple[str, int]] = []
+        try:
+            for batch in obstore.list(self.store, prefix=prefix or None):
+                self.observer("list", "ok", 0)
+                found.extend((str(meta["path"]), int(meta["size"])) for meta in batch)
+        except Exception as exc:
+            raise self._fail("list", "", exc) from None
+        return sorted(found)
+
+    def size(self, key: str) -> int:
+        import obstore
+
+        try:
+            meta = obstore.head(self.store, key)
+        except Exception as exc:
+            raise self._fail("head", key, exc) from None
+        self.observer("head", "ok", 0)
+        return int(meta["size"])
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        import obstore
+
+        if stop <= start:
+            return b""
+        try:
+            data = bytes(obstore.get_range(self.store, key, start=start, end=stop))
+        except Exception as exc:
+            raise self._fail("get", key, exc) from None
+        self.observer("get", "ok", len(data))
+        return data
+
+    def open_output(self, key: str) -> Output:
+        import obstore
+
+        try:
+            writer = obstore.open_writer(self.store, key, buffer_size=_PART_BYTES)
+        except Exception as exc:
+            raise self._fail("put", key, exc) from None
+        return _ObjectOutput(self, key, writer)
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        try:
+            obstore.delete(self.store, key)
+        except Exception as exc:
+            error = self._fail("delete", key, exc)
+            if not isinstance(error, ObjectNotFound):
+                raise error from None
+
+
+_PART_BYTES = 8 << 20
+"""Bytes buffered before an object-store output becomes a multipart upload (one part each)."""
+
+
+class RangeReader(io.RawIOBase):
+    """A seekable read-only view of one object; every read is one ranged request, so the
+    bytes a job reads are exactly what the store's observer counts (Arrow's Parquet reader
+    asks only for the footer and the column chunks it decodes)."""
+
+    _KEEP = 1 << 20
+    """The last read is kept when at most this long: Arrow reads a Parquet file's last 64 KiB
+    for its footer, and a text reader a file's first KiBs for its header; for a small file
+    those hold the data asked for next, which is then not fetched twice."""
+
+    def __init__(self, store: Store, key: str, size: int) -> None:
+        super().__init__()
+        self.store, self.key, self.length = store, key, size
+        self._pos = 0
+        self._kept_at, self._kept = 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        stop = min(self._pos + len(view), self.length)
+        if stop <= self._pos:
+            return 0
+        data = self.read_range(self._pos, stop)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        # Arrow's Python-file adapter calls read() and wraps the bytes it gets without a copy;
+        # RawIOBase's read() would copy them twice (into a bytearray, then into bytes).
+        stop = self.length if size is None or size < 0 else min(self._pos + size, self.length)
+        data = self.read_range(self._pos, stop)
+        self._pos += len(data)
+        return data
+
+    def read_range(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` without moving the position (from the kept last read when
+        it holds them)."""
+        stop = min(stop, self.length)
+        if stop <= start:
+            return b""
+        if self._kept_at <= start and stop <= self._kept_at + len(self._kept):
+            return self._kept[start - self._kept_at : stop - self._kept_at]
+        data = self.store.read_range(self.key, start, stop)
+        if len(data) <= self._KEEP:
+            self._kept_at, self._kept = start, data
+        return data
+
+
+class Output:
+    """A write in progress: ``write`` bytes, then ``commit()`` (the object appears, whole) or
+    ``abort()`` (nothing appears). ``close`` is a no-op, so a library that closes what it was
+    handed (Arrow's writers) cannot publish a half-written file."""
+
+    uri: str
+
+    @property
+    def file(self) -> Any:
+        """What a writer should write to: this object, or (local) Arrow's native file for the
+        temporary file, whose writes run without Python's lock while the model computes."""
+        return self
+
+    def write(self, data: Any) -> int:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        raise NotImplementedError
+
+
+def local_temp_path(final: Path) -> Path:
+    """A hidden name beside ``final`` (same folder, so the rename is atomic); globs skip it."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def discard_local_temp_files(final: Path) -> None:
+    """Remove every temporary file this process made for ``final`` (one whose output object
+    was never handed back: Ctrl-C or SIGTERM while it was being opened)."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-{os.getpid()}-*"):
+        tmp.unlink(missing_ok=True)
+
+
+class _LocalOutput(Output):
+    """A hidden temp file beside the target, renamed onto it on commit."""
+
+    def __init__(self, path: Path, uri: str) -> None:
+        self.uri = uri
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = local_temp_path(path)
+        import pyarrow as pa
+
+        self._file = pa.OSFile(str(self.tmp), "wb")
+        self._committed = False
+
+    @property
+    def file(self) -> Any:
+        return self._file
+
+    def write(self, data: Any) -> int:
+        return int(self._file.write(data))
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
+    def commit(self) -> None:
+        self._file.close()
+        os.chmod(self.tmp, 0o644 & ~_umask())
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        self._committed = True
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+        # Aborted after its own commit (the job failed publishing a sibling output): outputs
+        # appear together or not at all.
+        if self._committed:
+            self.path.unlink(missing_ok=True)
+
+
+class _ObjectOutput(Output):
+    """obstore's buffered writer: one PUT when small, else a multipart upload, which is
+    completed on commit and aborted (``DELETE ?uploadId``) on abort."""
+
+    def __init__(self, store: ObjectStore, key: str, writer: Any) -> None:
+        self.uri = store.child(key)
+        self._store, self._key, self._writer = store, key, writer
+        self._written = 0
+        self._committed = False
+
+    def write(self, data: Any) -> int:
+        try:
+            # Unsigned bytes whatever the source: obstore refuses Arrow's signed-char buffers.
+            n = int(self._writer.write(memoryview(data).cast("B")))
+        except Exception as exc:
+            raise self._store._fail("put", self._key, exc) from None
+        self._written += n
+        return n
+
+    def tell(self) -> int:
+        return self._written
+
+    def commit(self) -> None:
+        try:
+            self._writer.close()
+        except Exception as exc:
+            raise self._store._fail("put", self._key, exc) from None
+        self._store.observer("put", "ok", 0)
+        self._committed = True
+
+    def abort(self) -> None:
+        if self._committed:
+            self._store.delete(self._key)
+            return
+        # Leaving the writer's context with an exception aborts the multipart upload.
+        with contextlib.suppress(Exception):
+            self._writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``(parent, name)``: ``s3://b/p/a.csv`` -> ``("s3://b/p", "a.csv")``, ``a.csv`` ->
+    ``("", "a.csv")``."""
+    text = os.fspath(uri).rstrip("/")
+    if "://" in text:
+        rest = text.split("://", 1)[1]
+        if "/" not in rest.lstrip("/"):
+            return text, ""
+        head, _, name = text.rpartition("/")
+        return head, name
+    head, name = os.path.split(text)
+    return head, name
+
+
+def canonical(uri: str | os.PathLike[str]) -> str:
+    """One spelling per file or object, to tell whether two names are the same thing."""
+    store = open_store(uri)
+    if store.local_root is not None:
+        return os.path.realpath(store.local_root)
+    return store.uri
 
 
 _ERROR_CODE = re.compile(r"<Code>([A-Za-z]+)")

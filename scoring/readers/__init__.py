@@ -12,27 +12,31 @@ picks one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from scoring.errors import InputError
 from scoring.formats import Format
 from scoring.readers.base import Batch, Malformed, Source
 from scoring.readers.csv_source import CsvSource
 from scoring.readers.jsonl_source import JsonlSource
 from scoring.readers.parquet_source import ParquetSource
 from scoring.shards import Shard
+from xor_dnn.storage import RangeReader
 
 __all__ = ["Batch", "Malformed", "Source", "open_source"]
 
 
 def open_source(
-    path: Path, fmt: Format, shard: Shard, chunk_size: int, coordinates: tuple[str, str]
+    blob: RangeReader,
+    name: str,
+    fmt: Format,
+    shard: Shard,
+    chunk_size: int,
+    coordinates: tuple[str, str],
+    row_groups: tuple[int, int] | None = None,
 ) -> Source:
-    """Open the shard ``shard`` of ``path``; raises InputError naming the file when unreadable."""
-    if not path.is_file():
-        raise InputError(f"input {path}: no such file")
+    """Open the shard ``shard`` (or the Parquet ``row_groups`` [a, b)) of the file ``blob``
+    (from :meth:`xor_dnn.storage.Store.open_input`); raises InputError naming ``name`` when
+    it cannot be read."""
     if fmt is Format.CSV:
-        return CsvSource(path, shard, chunk_size)
+        return CsvSource(blob, name, shard, chunk_size)
     if fmt is Format.PARQUET:
-        return ParquetSource(path, shard, chunk_size)
-    return JsonlSource(path, shard, chunk_size, coordinates)
+        return ParquetSource(blob, name, shard, chunk_size, row_groups)
+    return JsonlSource(blob, name, shard, chunk_size, coordinates)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -13,8 +12,6 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from scoring.errors import InputError
-
-_SAMPLE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -41,31 +38,38 @@ class Batch:
 
 
 class Source(Protocol):
-    path: Path
+    name: str
+    """The input's path or URI, for messages."""
     schema: pa.Schema
     total: int
     """Progress units in this shard: bytes for text files, rows for Parquet."""
     unit: str
+
+    row_base: int
+    """The line number before the shard's first line that its row numbers count from: the
+    header's for the first text shard, 0 for a later one (numbered from its own start, and
+    made global by ``--merge``), 0 for Parquet (row indexes are global)."""
+    relative_rows: bool
+    """True when row numbers count from the shard's start rather than the file's."""
+
+    def lines(self) -> int:
+        """Lines in the shard's byte range once read (0 for Parquet)."""
+        ...
 
     def batches(self) -> Iterator[Batch]: ...
 
     def close(self) -> None: ...
 
 
-def open_error(path: Path, exc: Exception) -> InputError:
-    return InputError(f"input {path}: cannot read: {exc}")
+def open_error(name: str, exc: Exception) -> InputError:
+    return InputError(f"input {name}: cannot read: {exc}")
 
 
-def bytes_per_line(path: Path, start: int, stop: int) -> float:
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        sample = fh.read(min(_SAMPLE, stop - start))
-    return max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
-
-
-def block_size(path: Path, start: int, stop: int, chunk_size: int) -> int:
-    """Bytes per read block so a block holds about ``chunk_size`` rows."""
-    guess = int(bytes_per_line(path, start, stop) * chunk_size * 1.05)
+def block_size(sample: bytes, chunk_size: int) -> int:
+    """Bytes per read block so a block holds about ``chunk_size`` rows, from a sample of the
+    file's lines (the bytes read for its header or types: no read of its own)."""
+    per_line = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+    guess = int(per_line * chunk_size * 1.05)
     return max(1 << 16, min(guess, 1 << 28))
 
 

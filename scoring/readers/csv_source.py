@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +16,28 @@ from numpy.typing import NDArray
 from scoring.errors import InputError
 from scoring.readers.base import Batch, Malformed, block_size, empty_batch, no_rows, open_error
 from scoring.readers.rangefile import RangeFile
-from scoring.shards import Shard, byte_range, count_newlines
+from scoring.shards import Shard, byte_range
+from xor_dnn.storage import RangeReader
 
 _CSV_BLOCKS_AHEAD = 2
+_HEADER_READ = 1 << 14
+"""The first read for the header: small files are read whole by it (and not again)."""
+
+
+def _first_line(blob: RangeReader) -> tuple[bytes, bytes]:
+    """The header line, newline included (the whole file when it has no newline), and the
+    bytes read after it (a sample of the lines, for the block size)."""
+    at = 0
+    head = b""
+    while True:
+        block = blob.read_range(at, at + _HEADER_READ)
+        head += block
+        nl = head.find(b"\n")
+        if nl >= 0:
+            return head[: nl + 1], head[nl + 1 :]
+        if len(block) < _HEADER_READ:
+            return head, b""
+        at += len(block)
 
 
 def _csv_numbers(
@@ -44,29 +62,33 @@ class CsvSource:
 
     unit = "bytes"
 
-    def __init__(self, path: Path, shard: Shard, chunk_size: int) -> None:
-        self.path = path
+    def __init__(self, blob: RangeReader, name: str, shard: Shard, chunk_size: int) -> None:
+        self.name = name
+        self._blob = blob
         try:
-            with open(path, "rb") as fh:
-                first = fh.readline()
+            first, self._sample = _first_line(blob)
         except OSError as exc:
-            raise open_error(path, exc) from exc
+            raise open_error(name, exc) from exc
         if not first.strip():
-            raise InputError(f"input {path}: empty file or blank first line (no CSV header)")
+            raise InputError(f"input {name}: empty file or blank first line (no CSV header)")
         data_start = len(first)
         try:
             header = first.decode("utf-8-sig").rstrip("\r\n")
         except UnicodeDecodeError:
-            raise InputError(f"input {path}: the CSV header is not UTF-8") from None
+            raise InputError(f"input {name}: the CSV header is not UTF-8") from None
         names = next(csv.reader([header]))
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise InputError(f"input {path}: duplicate column names in the header: {dupes}")
+            raise InputError(f"input {name}: duplicate column names in the header: {dupes}")
         self.names = names
         self.schema = pa.schema([(n, pa.string()) for n in names])
-        self.start, self.stop = byte_range(str(path), data_start, shard)
+        self.start, self.stop = byte_range(blob, data_start, shard)
         self.total = self.stop - self.start
-        self._lines_before = count_newlines(str(path), self.start)
+        # The first shard numbers from the header; a later one from its own start (never
+        # reading the bytes before it), made global by --merge from the earlier shards' lines.
+        self.relative_rows = self.start > data_start
+        self.row_base = 0 if self.relative_rows else 1
+        self._lines_before = self.row_base
         self._chunk_size = chunk_size
         self._file: RangeFile | None = None
         self._bad: list[Malformed] = []
@@ -88,7 +110,7 @@ class CsvSource:
     def batches(self) -> Iterator[Batch]:
         if self.total == 0:
             return
-        self._file = RangeFile(self.path, self.start, self.stop, ahead=_CSV_BLOCKS_AHEAD)
+        self._file = RangeFile(self._blob, self.start, self.stop, ahead=_CSV_BLOCKS_AHEAD)
         try:
             self._file.want(True)
             try:
@@ -96,7 +118,7 @@ class CsvSource:
                     self._file,
                     read_options=pcsv.ReadOptions(
                         column_names=self.names,
-                        block_size=block_size(self.path, self.start, self.stop, self._chunk_size),
+                        block_size=block_size(self._sample, self._chunk_size),
                         # One thread keeps the invalid-row callback's line numbers exact.
                         use_threads=False,
                     ),
@@ -109,7 +131,7 @@ class CsvSource:
                     ),
                 )
             except (pa.ArrowInvalid, OSError) as exc:
-                raise open_error(self.path, exc) from exc
+                raise open_error(self.name, exc) from exc
             ordinal = 0
             while True:
                 self._file.want(True)
@@ -118,7 +140,7 @@ class CsvSource:
                 except StopIteration:
                     break
                 except (pa.ArrowInvalid, OSError) as exc:
-                    raise open_error(self.path, exc) from exc
+                    raise open_error(self.name, exc) from exc
                 finally:
                     self._file.want(False)
                 numbers = _csv_numbers(
@@ -136,6 +158,9 @@ class CsvSource:
         finally:
             # Dropping Arrow's reader waits for its background read: never leave one held back.
             self._file.stop_pacing()
+
+    def lines(self) -> int:
+        return self._file.lines if self._file is not None else 0
 
     def close(self) -> None:
         if self._file is not None:

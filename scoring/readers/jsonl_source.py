@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,8 @@ from numpy.typing import NDArray
 from scoring.errors import InputError
 from scoring.readers.base import Batch, Malformed, block_size, empty_batch, open_error
 from scoring.readers.rangefile import RangeFile
-from scoring.shards import Shard, byte_range, count_newlines
+from scoring.shards import Shard, byte_range
+from xor_dnn.storage import RangeReader
 
 _SCHEMA_SAMPLE = 1 << 20
 
@@ -76,32 +76,44 @@ class JsonlSource:
     unit = "bytes"
 
     def __init__(
-        self, path: Path, shard: Shard, chunk_size: int, coordinates: tuple[str, str]
+        self,
+        blob: RangeReader,
+        name: str,
+        shard: Shard,
+        chunk_size: int,
+        coordinates: tuple[str, str],
     ) -> None:
-        self.path = path
+        self.name = name
+        self._blob = blob
         self._coordinates = coordinates
-        self.schema = self._infer_schema(path, coordinates)
-        self.start, self.stop = byte_range(str(path), 0, shard)
+        self.schema, sample = self._infer_schema(blob, name, coordinates)
+        self.start, self.stop = byte_range(blob, 0, shard)
         self.total = self.stop - self.start
-        self._lines_before = count_newlines(str(path), self.start)
-        self._block = block_size(path, self.start, self.stop, chunk_size)
+        # As for CSV: a later shard numbers lines from its own start; --merge makes them global.
+        self.relative_rows = self.start > 0
+        self.row_base = 0
+        self._lines_before = 0
+        self._block = block_size(sample, chunk_size)
         self._file: RangeFile | None = None
         self._parse = pjson.ParseOptions(
             explicit_schema=self.schema, unexpected_field_behavior="ignore"
         )
 
     @staticmethod
-    def _infer_schema(path: Path, coordinates: tuple[str, str]) -> pa.Schema:
+    def _infer_schema(
+        blob: RangeReader, name: str, coordinates: tuple[str, str]
+    ) -> tuple[pa.Schema, bytes]:
+        # Every shard reads the same first MiB, so all agree on the types (the one read
+        # before a later shard's range, bounded whatever the file's size).
         try:
-            with open(path, "rb") as fh:
-                sample = fh.read(_SCHEMA_SAMPLE)
-                more = fh.read(1)
+            sample = blob.read_range(0, _SCHEMA_SAMPLE)
+            more = blob.length > len(sample)
         except OSError as exc:
-            raise open_error(path, exc) from exc
+            raise open_error(name, exc) from exc
         if more:
             sample = sample[: sample.rfind(b"\n") + 1] or sample
         if not sample.strip():
-            raise InputError(f"input {path}: empty file (no JSON lines)")
+            raise InputError(f"input {name}: empty file (no JSON lines)")
         opts = pjson.ReadOptions(use_threads=False, block_size=len(sample) + 1)
         try:
             schema = pjson.read_json(pa.BufferReader(sample), read_options=opts).schema
@@ -117,7 +129,7 @@ class JsonlSource:
                     except pa.ArrowInvalid:
                         continue
             if not schemas:
-                raise InputError(f"input {path}: no valid JSON object in the first lines") from None
+                raise InputError(f"input {name}: no valid JSON object in the first lines") from None
             schema = _merge_schemas(schemas)
         fields = []
         for f in schema:
@@ -127,7 +139,7 @@ class JsonlSource:
                 fields.append(pa.field(f.name, pa.string()))
             else:
                 fields.append(f)
-        return pa.schema(fields)
+        return pa.schema(fields), sample
 
     def _read_blocks(self) -> Iterator[tuple[bytes, int]]:
         """Blocks of whole lines and the file line number before each."""
@@ -184,7 +196,7 @@ class JsonlSource:
     def batches(self) -> Iterator[Batch]:
         if self.total == 0:
             return
-        self._file = RangeFile(self.path, self.start, self.stop)
+        self._file = RangeFile(self._blob, self.start, self.stop)
         for block, line0 in self._read_blocks():
             starts, ends, nonblank = _line_bounds(block)
             tables, rows, bad = self._parse_range(
@@ -205,6 +217,9 @@ class JsonlSource:
                 return lines[np.asarray(idx, dtype=np.int64)]
 
             yield Batch(batch, numbers, malformed, self._file.consumed)
+
+    def lines(self) -> int:
+        return self._file.lines if self._file is not None else 0
 
     def close(self) -> None:
         if self._file is not None:

@@ -1,9 +1,9 @@
-"""Parquet shards: an equal row-index range, read through the row groups it overlaps."""
+"""Parquet shards: an equal row-index range (or a run of whole row groups), read through the
+row groups it overlaps; only the footer and those row groups' column chunks are fetched."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,22 +12,37 @@ from numpy.typing import NDArray
 
 from scoring.readers.base import Batch, open_error
 from scoring.shards import Shard, row_range
+from xor_dnn.storage import RangeReader
 
 
 class ParquetSource:
     """A Parquet shard: an equal row-index range, read through the row groups it overlaps."""
 
     unit = "rows"
+    relative_rows = False
+    row_base = 0
 
-    def __init__(self, path: Path, shard: Shard, chunk_size: int) -> None:
-        self.path = path
+    def __init__(
+        self,
+        blob: RangeReader,
+        name: str,
+        shard: Shard,
+        chunk_size: int,
+        row_groups: tuple[int, int] | None = None,
+    ) -> None:
+        self.name = name
         try:
-            self._file = pq.ParquetFile(path)
+            self._file = pq.ParquetFile(blob)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise open_error(path, exc) from exc
+            raise open_error(name, exc) from exc
         self.schema = self._file.schema_arrow
         meta = self._file.metadata
-        self.start, self.stop = row_range(meta.num_rows, shard)
+        if row_groups is None:
+            self.start, self.stop = row_range(meta.num_rows, shard)
+        else:  # row groups [a, b) of the file: a dataset piece
+            a, b = row_groups
+            self.start = sum(meta.row_group(g).num_rows for g in range(a))
+            self.stop = self.start + sum(meta.row_group(g).num_rows for g in range(a, b))
         self.total = self.stop - self.start
         self._chunk_size = chunk_size
         self._groups: list[int] = []
@@ -74,7 +89,10 @@ class ParquetSource:
                 if pos >= self.stop:
                     break
         except (pa.ArrowInvalid, OSError) as exc:
-            raise open_error(self.path, exc) from exc
+            raise open_error(self.name, exc) from exc
+
+    def lines(self) -> int:
+        return 0
 
     def close(self) -> None:
         self._file.close()

@@ -4,16 +4,17 @@ read a text shard through."""
 from __future__ import annotations
 
 import io
-import os
 import threading
-from pathlib import Path
 from typing import Any
+
+from xor_dnn.storage import RangeReader
 
 _STALL = 0.02
 
 
 class RangeFile(io.RawIOBase):
-    """A read-only view of bytes ``[start, stop)`` of a file, counting what was read.
+    """A read-only view of bytes ``[start, stop)`` of a file, counting what was read and the
+    newlines in it (a shard's line count, which ``--merge`` uses to number rejects globally).
 
     With ``ahead`` set, reads are paced by the consumer: Arrow's streaming CSV reader reads
     blocks on a background thread up to 32 ahead of the batches taken, so a big file's peak
@@ -23,12 +24,14 @@ class RangeFile(io.RawIOBase):
     a block needs more blocks), the read goes ahead.
     """
 
-    def __init__(self, path: Path, start: int, stop: int, ahead: int | None = None) -> None:
+    def __init__(self, blob: RangeReader, start: int, stop: int, ahead: int | None = None) -> None:
         super().__init__()
-        self._fd = os.open(path, os.O_RDONLY)
+        self._blob = blob
         self._pos = start
         self._stop = stop
         self.consumed = 0
+        self.newlines = 0
+        self.last_byte = b""
         self._ahead = ahead
         self._pace = threading.Condition()
         self._reads = self._taken = 0
@@ -69,16 +72,28 @@ class RangeFile(io.RawIOBase):
         want = min(len(view), self._stop - self._pos)
         if want <= 0:
             return 0
-        data = os.pread(self._fd, want, self._pos)
+        data = self._blob.read_range(self._pos, self._pos + want)
         view[: len(data)] = data
         self._pos += len(data)
         self.consumed += len(data)
+        self.newlines += data.count(b"\n")
+        if data:
+            self.last_byte = data[-1:]
         return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        buffer = bytearray(max(size, 0) if size >= 0 else self._stop - self._pos)
+        n = self.readinto(buffer)
+        return bytes(buffer[:n])
+
+    @property
+    def lines(self) -> int:
+        """Lines read so far: newlines, plus an unterminated last line."""
+        tail = 1 if self.last_byte not in (b"", b"\n") and self._pos >= self._stop else 0
+        return self.newlines + tail
 
     def close(self) -> None:
         with self._pace:
             self._closing = True
             self._pace.notify_all()
-        if not self.closed:
-            os.close(self._fd)
         super().close()

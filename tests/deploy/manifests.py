@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod", "monitoring", "minio")
-JOBS = ("train", "train-bucket", "score")
+JOBS = ("train", "train-bucket", "score", "score-bucket")
 TINI = "/usr/bin/tini"
 
 

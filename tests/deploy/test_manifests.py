@@ -64,11 +64,15 @@ def test_every_overlay_and_job_renders(rendered: dict[str, list[dict[str, Any]]]
     kinds = {o["kind"] for o in rendered["overlays/prod"]}
     assert {
         "Namespace", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-        "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim", "CronJob",
+        "PodDisruptionBudget", "NetworkPolicy", "CronJob",
     } <= kinds  # fmt: skip
+    # Models and batch files both live in buckets in prod: no volume claim at all.
+    assert "PersistentVolumeClaim" not in kinds
+    assert "PersistentVolumeClaim" in {o["kind"] for o in rendered["overlays/dev"]}
     assert find(rendered["overlays/monitoring"], "ServiceMonitor")
     assert find(rendered["jobs/train"], "Job")["metadata"]["namespace"] == "xor-dnn"
     assert find(rendered["jobs/score"], "Job")["metadata"]["namespace"] == "xor-dnn"
+    assert find(rendered["jobs/score-bucket"], "Job")["metadata"]["namespace"] == "xor-dnn"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -225,12 +229,25 @@ def test_indexed_job_and_cronjob_shard_the_same_way(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     job = find(rendered["jobs/score"], "Job")
+    bucket_job = find(rendered["jobs/score-bucket"], "Job")
     cron = find(rendered["overlays/dev"], "CronJob")
     prod_cron = find(rendered["overlays/prod"], "CronJob")
-    (prod_c,) = prod_cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    (job_c,) = job["spec"]["template"]["spec"]["containers"]
-    assert prod_c["args"] == job_c["args"], "prod scores like the one-off Job (model: bucket)"
-    for spec in (job["spec"], cron["spec"]["jobTemplate"]["spec"]):
+    prod_spec = prod_cron["spec"]["jobTemplate"]["spec"]
+    (prod_c,) = prod_spec["template"]["spec"]["containers"]
+    (bucket_c,) = bucket_job["spec"]["template"]["spec"]["containers"]
+    assert prod_c == bucket_c, "prod scores like the one-off bucket Job"
+    # In prod, files, results and the model are in buckets: no batch or model volume.
+    for spec in (prod_spec, bucket_job["spec"]):
+        volumes = spec["template"]["spec"]["volumes"]
+        assert not [v for v in volumes if "persistentVolumeClaim" in v]
+        args = parse_cli(spec["template"]["spec"]["containers"][0]["args"])
+        assert is_remote(args.input) and is_remote(args.output) and args.resume
+    assert "xor-dnn-batch" not in {
+        o["metadata"]["name"]
+        for o in rendered["overlays/prod"]
+        if o["kind"] == "PersistentVolumeClaim"
+    }
+    for spec in (job["spec"], bucket_job["spec"], cron["spec"]["jobTemplate"]["spec"], prod_spec):
         assert spec["completionMode"] == "Indexed"
         (c,) = spec["template"]["spec"]["containers"]
         env = {e["name"]: e["value"] for e in c.get("env", [])}

@@ -67,3 +67,7 @@ def reference(model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
         return np.asarray(fn(points=points)["probability"].numpy().reshape(-1))
 
     return call
+
+
+# The storage tests' S3 API server (moto behind a counting proxy), shared, not copied.
+from tests.storage.conftest import bucket, s3  # noqa: E402, F401

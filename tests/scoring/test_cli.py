@@ -143,13 +143,15 @@ def test_merge_mode(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_progress_only_on_a_terminal() -> None:
     quiet = io.StringIO()
-    Progress(100, stream=quiet).update(50, 1000, force=True)
+    Progress(4, stream=quiet).update(0.5, 1000, force=True)
     assert quiet.getvalue() == ""  # a StringIO is not a TTY
     shown = io.StringIO()
-    bar = Progress(100, enabled=True, stream=shown)
-    bar.update(50, 1000, force=True)
+    bar = Progress(4, enabled=True, stream=shown)
+    bar.start_file(1)
+    bar.update(0.5, 1000, force=True)
     bar.close()
-    assert "50.0%" in shown.getvalue() and "rows/s" in shown.getvalue()
+    line = shown.getvalue().rsplit("\r", 1)[-1]
+    assert "37.5%" in line and "files 1/4" in line and "1.0k rows" in line and "rows/s" in line
 
 
 def test_help_does_not_import_tensorflow() -> None:
@@ -263,3 +265,26 @@ def test_kill_mid_run_leaves_no_output(
     assert not out.exists() and not (out.parent / "o.rejects.csv").exists()
     if sig != signal.SIGKILL:  # a handled signal also removes the temporary files
         assert list(out.parent.iterdir()) == []
+
+
+def test_dataset_through_the_cli_reports_files_rows_rejects_and_bytes(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_points(points_table(100, seed=i), tmp_path / "in" / f"p{i}.csv", Format.CSV)
+    (tmp_path / "in" / "p1.csv").write_text("id,x,y,label\n1,abc,2,z\n")  # one bad row
+    args = ["score", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    args += ["--model-dir", str(model_dir), "--output-format", "parquet", "--progress"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    s = json.loads(captured.out.strip().splitlines()[-1])
+    size = sum(p.stat().st_size for p in (tmp_path / "in").iterdir())
+    assert (s["files"], s["rows_scored"], s["rows_rejected"]) == (3, 200, 1)
+    assert s["bytes_read"] == s["input_bytes"] == size
+    assert s["manifest"] == str(tmp_path / "out" / "_xor_dnn_manifest.json")
+    assert "files 3/3" in captured.err and "rows/s" in captured.err
+    assert (tmp_path / "out" / "p1.rejects.parquet").exists()
+    assert main([*args, "--resume"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (s["files_skipped"], s["rows_scored"]) == (3, 0)

@@ -11,8 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scoring.formats import Format
-from scoring.readers import open_source
+from scoring.readers import Source, open_source
 from scoring.shards import Shard
+from xor_dnn.storage import open_store
+
+
+def _open(path: Path, fmt: Format, chunk_size: int) -> Source:
+    blob = open_store(path.parent).open_input(path.name)
+    return open_source(blob, str(path), fmt, Shard(), chunk_size, ("x", "y"))
 
 
 def test_parquet_reader_holds_one_row_group_not_the_file(tmp_path: Path) -> None:
@@ -23,7 +29,7 @@ def test_parquet_reader_holds_one_row_group_not_the_file(tmp_path: Path) -> None
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"x": xy[:, 0], "y": xy[:, 1]}), path, row_group_size=group)
     file_bytes = path.stat().st_size
-    source = open_source(path, Format.PARQUET, Shard(), 8192, ("x", "y"))
+    source = _open(path, Format.PARQUET, 8192)
     base = pa.total_allocated_bytes()
     peak = seen = 0
     for batch in source.batches():
@@ -48,7 +54,7 @@ def test_csv_reader_reads_a_few_blocks_ahead_not_the_file(tmp_path: Path) -> Non
     # Arrow's streaming CSV reader reads up to 32 blocks ahead on its own thread; the reader
     # must hold it to a few, or a big file costs tens of MB more than a small one.
     path = _csv(tmp_path / "in.csv", 150_000)  # about 6 MB: 90 blocks of 64 KiB
-    source = open_source(path, Format.CSV, Shard(), 1000, ("x", "y"))
+    source = _open(path, Format.CSV, 1000)
     tracemalloc.start()
     try:
         seen = 0
@@ -67,7 +73,7 @@ def test_csv_lines_near_a_block_long_are_all_read(tmp_path: Path) -> None:
     # 60 kB lines in 64 KiB blocks: most batches need the next block to finish their last
     # line, so pacing the reads must still let those through (a deadlock would hang here).
     path = _csv(tmp_path / "in.csv", 3000, long_every=20)
-    source = open_source(path, Format.CSV, Shard(), 100, ("x", "y"))
+    source = _open(path, Format.CSV, 100)
     labels = [v for b in source.batches() for v in b.data.column("label").to_pylist()]
     source.close()
     assert len(labels) == 3000

@@ -10,6 +10,11 @@ import pytest
 from scoring.errors import InputError
 from scoring.formats import Format, default_rejects_path, detect_format, find_parts, part_path
 from scoring.shards import Shard, byte_range, resolve_shard, row_range
+from xor_dnn.storage import RangeReader, open_store
+
+
+def _blob(path: Path) -> RangeReader:
+    return open_store(path.parent).open_input(path.name)
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 40])
@@ -21,7 +26,7 @@ def test_byte_ranges_cover_each_line_once(tmp_path: Path, count: int) -> None:
     seen: list[bytes] = []
     previous_stop = len(header)
     for k in range(count):
-        start, stop = byte_range(str(path), len(header), Shard(k, count))
+        start, stop = byte_range(_blob(path), len(header), Shard(k, count))
         assert start == previous_stop  # contiguous, no gap, no overlap
         previous_stop = stop
         seen += path.read_bytes()[start:stop].splitlines(keepends=True)
@@ -32,7 +37,7 @@ def test_byte_ranges_cover_each_line_once(tmp_path: Path, count: int) -> None:
 def test_byte_range_without_final_newline(tmp_path: Path) -> None:
     path = tmp_path / "f.jsonl"
     path.write_bytes(b'{"x":1}\n{"x":2}\n{"x":3}')
-    parts = [path.read_bytes()[slice(*byte_range(str(path), 0, Shard(k, 2)))] for k in range(2)]
+    parts = [path.read_bytes()[slice(*byte_range(_blob(path), 0, Shard(k, 2)))] for k in range(2)]
     assert b"".join(parts) == path.read_bytes()
 
 
@@ -82,7 +87,7 @@ def test_find_parts(tmp_path: Path) -> None:
         part_path(out, k, 3).write_text("x\n")
     part_path(tmp_path / "s.rejects.csv", 0, 3).write_text("row\n")  # not a part of s.csv
     with pytest.raises(InputError, match="1 of 3 parts missing"):
-        find_parts(out)
+        find_parts(out, [p.name for p in tmp_path.iterdir()])
     part_path(out, 1, 3).write_text("x\n")
-    parts, count = find_parts(out)
+    parts, count = find_parts(out, [p.name for p in tmp_path.iterdir()])
     assert count == 3 and parts == [part_path(out, k, 3) for k in range(3)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,6 +75,10 @@ def test_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[st
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "--max-batch-size" in err and "XOR_DNN_MAX_BATCH_SIZE" in err
+    args = parse(["--admin-token", "tooshort-secret"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "--admin-token" in err and "got (hidden)" in err and "tooshort" not in err
 
 
 def test_inflight_cap_is_sized_from_the_queue_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,3 +142,49 @@ def test_every_flag_is_generated_from_settings_and_documented() -> None:
     table = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
     undocumented = [f for f in sorted(expected) if f"`{f}" not in table]
     assert not undocumented, f"docs/service.md has no row for {undocumented}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model_repository": "m", "model_dir": "m/xor"}, "model_dir and model_repository"),
+        ({"model_control": "explicit"}, "model_control: only with model_repository"),
+        ({"max_loaded_models": 2}, "max_loaded_models: only with model_repository"),
+        ({"model_repository": "m", "load_model": "a"}, "load_model: only with model_control"),
+        ({"model_repository": "m", "model_control": "explicit", "load_model": "a,.x"},
+         "'.x' is not a model name"),
+        ({"model_repository": "m", "model_control": "explicit", "workers": 2},
+         "model_control explicit: needs workers 1"),
+        ({"admin_token": "short"}, "the token must be 16 to 4096 characters, got 5"),
+        ({"max_loaded_models": -1, "model_repository": "m"}, "max_loaded_models"),
+        ({"admin_rate_limit": 0}, "admin_rate_limit"),
+    ],
+)  # fmt: skip
+def test_repository_settings_are_checked(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings(**settings)
+
+
+def test_the_admin_token_comes_from_a_file_and_reaches_workers_unmasked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli import _export_settings
+
+    token_file = tmp_path / "token"
+    token_file.write_text("  a-token-of-20-chars\n")
+    s = Settings(model_repository="m", admin_token_file=token_file)
+    assert s.admin_secret == b"a-token-of-20-chars" and s.admin_token is None
+    token_file.write_text("short")
+    with pytest.raises(ValidationError, match="admin_token_file: the token must be 16 to 4096"):
+        Settings(admin_token_file=token_file)
+    with pytest.raises(ValidationError, match="admin_token and admin_token_file: give one"):
+        Settings(admin_token="x" * 16, admin_token_file=token_file)
+    explicit = Settings(
+        model_repository="m", model_control="explicit", load_model="a, b", admin_token="t" * 20
+    )
+    assert explicit.load_model == ["a", "b"] and Settings().admin_secret is None
+    for name in Settings.model_fields:  # monkeypatch then restores every one after the test
+        monkeypatch.setenv(f"XOR_DNN_{name.upper()}", "")
+    _export_settings(explicit)
+    assert os.environ["XOR_DNN_ADMIN_TOKEN"] == "t" * 20
+    assert os.environ["XOR_DNN_LOAD_MODEL"] == "a,b"

@@ -134,6 +134,9 @@ def test_admin_routes_do_not_exist_without_a_token(client: TestClient) -> None:
     r = client.post("/v2/repository/index", headers=auth)
     assert r.status_code == 404
     assert client.post("/v2/repository/models/xor/load", headers=auth).status_code == 404
+    assert not any(
+        p.startswith("/v2/repository") for p in client.get("/openapi.json").json()["paths"]
+    )
 
 
 def test_admin_routes_answer_401_403_as_json_and_take_only_bearer(
@@ -154,6 +157,7 @@ def test_admin_routes_answer_401_403_as_json_and_take_only_bearer(
             assert r.headers["www-authenticate"].startswith("Bearer")
     r = repo_client.post("/v2/repository/index", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
+    assert "/v2/repository/index" in repo_client.get("/openapi.json").json()["paths"]
     assert r.json() == [
         {"name": "lesson", "state": "READY", "reason": "", "version": "2"},
         {"name": "xor", "state": "READY", "reason": "", "version": "2"},
@@ -389,3 +393,43 @@ async def test_a_stuck_overloaded_model_does_not_delay_or_fail_another(
         answers = [r.status_code for r in await asyncio.gather(held, *flood)]
         assert answers[0] == 200 and sorted(set(answers)) == [200, 429]
         assert answers.count(200) == 1 + 4, answers  # the held one and a full queue
+
+
+async def test_explicit_control_refuses_to_unload_a_busy_model_for_another(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "repo"
+    for name in ("a", "b"):
+        copy_models(model_dir, root / name)
+    gate, stuck = threading.Event(), threading.Event()
+    predict = ModelRegistry.predict
+
+    def gated(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
+        stuck.set()
+        gate.wait(WAIT_S)
+        return predict(self, version, points)
+
+    monkeypatch.setattr(ModelRegistry, "predict", gated)
+    settings = Settings(
+        model_repository=str(root),
+        model_control="explicit",
+        load_model=["a"],
+        max_loaded_models=1,
+        admin_token=TOKEN,
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with serving(settings) as http:
+        try:
+            running = asyncio.ensure_future(http.post("/models/a/predict", json=POINT))
+            await asyncio.to_thread(stuck.wait, WAIT_S)
+            # a's batch runs: a is busy, so it is not unloaded to make room for b.
+            refused = await http.post("/v2/repository/models/b/load", headers=auth)
+            assert refused.status_code == 503
+            assert "every loaded model is busy" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1"
+        finally:
+            gate.set()
+        assert (await running).status_code == 200
+        loaded = await http.post("/v2/repository/models/b/load", headers=auth)
+        assert loaded.status_code == 200  # a is idle now: unloaded for b
+        assert [m["name"] for m in (await http.get("/models")).json()["models"]] == ["b"]

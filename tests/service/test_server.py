@@ -115,7 +115,11 @@ def test_two_workers_report_metrics_together(
             sent += 1
         if sum(1 for c in per_worker() if c > 0) >= 2:
             break
-    counts = per_worker()
+    # A worker counts a request once its answer is sent, so the client can read the answer a
+    # moment before the count lands: wait for it (each worker's count only ever grows).
+    deadline = time.monotonic() + 30
+    while sum(counts := per_worker()) < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert sum(1 for c in counts if c > 0) >= 2, f"one worker took every request: {counts}"
     assert sum(counts) == sent
     for _ in range(4):  # whichever worker answers the scrape reports everyone's requests

@@ -263,3 +263,28 @@ def test_repository_without_index_is_served_through_the_list_fallback(
         assert client.get("/readyz").json()["default_version"] == 1
         assert metric(client, "xor_dnn_model_index_fallbacks_total") >= 1
         assert client.post("/predict", json=POINTS).status_code == 200
+
+
+def test_a_repository_in_a_bucket_serves_each_model_and_picks_up_a_new_one(
+    s3: S3, bucket: str, model_dir: Path, tmp_path: Path
+) -> None:
+    root = f"s3://{bucket}/repository"
+    publish_version(f"{root}/xor", copy_of(model_dir / "1"))
+    publish_version(f"{root}/lesson", copy_of(model_dir / "2"))
+    settings = Settings(model_repository=root, cache_dir=tmp_path / "cache", poll_interval_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        listing = client.get("/models").json()
+        assert [(m["name"], m["versions"]) for m in listing["models"]] == [
+            ("lesson", [1]),
+            ("xor", [1]),
+        ]
+        lesson = client.post("/models/lesson/predict", json=POINTS)
+        assert lesson.status_code == 200 and lesson.json()["model_name"] == "lesson"
+        # each model downloads into its own cache folder (their version numbers overlap)
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["lesson", "xor"]
+        publish_version(f"{root}/fresh", copy_of(model_dir / "2"))
+        wait_for(
+            lambda: client.post("/models/fresh/predict", json=POINTS).status_code == 200,
+            60,
+            "the model published into the bucket to be served",
+        )
