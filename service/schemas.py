@@ -89,6 +89,38 @@ class ModelListing(BaseModel):
     versions: list[int] = Field(description="Loaded versions, newest last.")
 
 
+class HistoryGrid(BaseModel):
+    size: int = Field(description="Samples per side of the square grid (48).")
+    x: list[float] = Field(description="[min, max] of x: the training points' range.")
+    y: list[float] = Field(description="[min, max] of y: the training points' range.")
+    encoding: str = Field(description="'uint8': byte q stands for P(class 1) = q / 255.")
+    order: str = Field(description="Row-major; row 0 at y max, column 0 at x min.")
+
+
+class HistoryFrame(BaseModel):
+    epoch: int = Field(description="1-based epoch after which this frame was recorded.")
+    train_loss: float | None = Field(description="Binary cross-entropy on the fit points.")
+    train_accuracy: float | None
+    test_loss: float | None = Field(description="Binary cross-entropy on the test split.")
+    test_accuracy: float | None
+    weight_norms: dict[str, float] = Field(description="L2 norm of each layer's weights.")
+    grid: str = Field(description="Base64 of size*size bytes: P(class 1) on the grid.")
+
+
+class TrainingHistory(BaseModel):
+    """The history training recorded beside a version (``history.json``, training/history.py):
+    all quantities with dropout off, for the published model (an ensemble's mean)."""
+
+    format: int = Field(description="Layout version (1).")
+    epochs_trained: int
+    runs: list[int] = Field(description="The training runs (1-based) the model is made of.")
+    grid: HistoryGrid
+    final_equals_published: bool = Field(
+        description="Whether the last frame's weights are the served ones (false with SWA)."
+    )
+    frames: list[HistoryFrame] = Field(description="About 20 log-spaced epochs, ascending.")
+
+
 class ModelSummary(BaseModel):
     name: str
     ready: bool = Field(description="A version is loaded and answering.")

@@ -207,6 +207,14 @@ def _register_train(subparsers: Any) -> None:
         default=None,
         help="per-epoch progress line (default: on in a terminal, off in CI)",
     )
+    p.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record the training history (the surface, losses and weight norms at about 20 "
+        "log-spaced epochs) as history.json beside the SavedModel, replayed by the playground "
+        "(default on; --no-history skips it)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -274,6 +282,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config=config,
             progress=progress,
             on_run=on_run,
+            history=args.history,
         )
     except DataError as exc:
         print(f"xor-dnn train: error: {exc}", file=sys.stderr)
@@ -351,11 +360,23 @@ def _register_experiment(subparsers: Any) -> None:
         default=None,
         help="per-epoch progress line (default: on in a terminal, off in CI)",
     )
+    p.add_argument(
+        "--publish",
+        metavar="REPO",
+        default=None,
+        help="also publish the lesson's architectures trained on the clean data (no hidden "
+        "layer, 6,4 + dropout, the default) as models REPO/linear, REPO/lesson, REPO/default "
+        "(next version each, with history and the measured accuracy in metadata.json), to "
+        "serve side by side with `xor-dnn serve --model-repository REPO`; a folder or "
+        "s3://, gs:// URI",
+    )
     p.set_defaults(func=cmd_experiment)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from training.experiment import run_experiment
+    from xor_dnn.modelstore import ModelStoreError
+    from xor_dnn.storage import StorageError
 
     progress = progress_default() if args.progress is None else args.progress
     try:
@@ -369,16 +390,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             data_seed=args.data_seed,
             progress=progress,
             echo=lambda line: print(line, flush=True),
+            publish=args.publish,
         )
     except DataError as exc:
         print(f"xor-dnn experiment: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as exc:
+    except (OSError, StorageError, ModelStoreError) as exc:
         print(f"xor-dnn experiment: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print()
     print(result.markdown)
     print(f"\nwrote {result.markdown_path}, {result.json_path}, {result.figure_path}")
+    for name, version, where in result.published:
+        print(f"published model '{name}' version {version}: {where}")
     return 0
 
 

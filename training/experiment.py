@@ -3,17 +3,23 @@
 Each architecture is trained over the same seeds on the same split of each dataset, with the
 same code path as ``xor-dnn train`` (:func:`training.train.train_runs`); the figure shows the
 decision surface of the run each architecture would publish (closest to the runs' majority vote).
+
+With ``publish`` (``xor-dnn experiment --publish REPO``), the lesson's three architectures on the
+clean dataset (no hidden layer, the lesson's 6,4 + dropout, the default) are each published as
+their own model ``REPO/<name>/<N>/`` (``linear``, ``lesson``, ``default``), with their training
+history and the experiment's measured row in ``metadata.json`` (``experiment``), ready to be
+served side by side with ``xor-dnn serve --model-repository REPO``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xor_dnn.storage import atomic_write
+from xor_dnn.storage import atomic_write, open_store
 
 DEFAULT_NOISE = 0.08
 
@@ -25,14 +31,18 @@ class Architecture:
     dropout: float
     learning_rate: float = 0.001
     """The lesson's (Keras' default) unless a row says otherwise."""
+    model_name: str = ""
+    """The model it is published as with ``--publish`` (empty: not published)."""
 
 
 ARCHITECTURES = (
-    Architecture("no hidden layer (linear)", (), 0.0),
+    Architecture("no hidden layer (linear)", (), 0.0, model_name="linear"),
     Architecture("6,4 no dropout", (6, 4), 0.0),
-    Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2),
+    Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2, model_name="lesson"),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
-    Architecture("64,64 + dropout 0.2, lr 0.003 (default)", (64, 64), 0.2, 0.003),
+    Architecture(
+        "64,64 + dropout 0.2, lr 0.003 (default)", (64, 64), 0.2, 0.003, model_name="default"
+    ),
 )
 
 
@@ -43,6 +53,8 @@ class ExperimentResult:
     markdown_path: Path
     json_path: Path
     figure_path: Path
+    published: list[tuple[str, int, str]] = field(default_factory=list)
+    """With ``publish``: (model name, version, where) of each published architecture."""
 
 
 def run_experiment(
@@ -57,21 +69,33 @@ def run_experiment(
     architectures: tuple[Architecture, ...] = ARCHITECTURES,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    publish: str | os.PathLike[str] | None = None,
 ) -> ExperimentResult:
     """Train every architecture on the clean and the noisy dataset; write table and figure.
 
     ``data`` replaces the generated clean dataset with a CSV. Returns the rows (one per
     dataset x architecture) and the paths written: ``experiment.md``, ``experiment.json``
-    and ``experiment.png`` in ``out_dir``.
+    and ``experiment.png`` in ``out_dir``. ``publish`` (a folder or object-store URI) also
+    publishes each architecture with a ``model_name`` trained on the clean dataset as the
+    next version of ``publish/<model_name>`` (checked writable before any training).
     """
     import numpy as np
 
     from training import plots
     from training.data import generated_dataset, load_csv
     from training.model import ModelConfig
-    from training.train import package_versions, train_runs
+    from training.train import package_versions, publish_report, train_runs
+    from xor_dnn.modelstore import ModelRepository
 
     say = echo or (lambda _line: None)
+    repos: dict[str, ModelRepository] = {}
+    if publish is not None:
+        root = open_store(publish)
+        for arch in architectures:
+            if arch.model_name:
+                repos[arch.model_name] = ModelRepository(root.child(arch.model_name))
+                repos[arch.model_name].check()
+    published: list[tuple[str, int, str]] = []
     clean = load_csv(data) if data is not None else generated_dataset(n, seed=data_seed)
     noisy = generated_dataset(n, noise=noise, seed=data_seed)
     datasets = (
@@ -86,9 +110,10 @@ def run_experiment(
 
     rows: list[dict[str, Any]] = []
     panels: list[list[plots.Panel]] = []
-    for data_name, dataset in datasets:
+    for data_index, (data_name, dataset) in enumerate(datasets):
         panel_row: list[plots.Panel] = []
         for arch in architectures:
+            repo = repos.get(arch.model_name) if data_index == 0 else None
             config = replace(
                 base,
                 hidden_units=arch.hidden_units,
@@ -96,7 +121,7 @@ def run_experiment(
                 learning_rate=arch.learning_rate,
             )
             say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
-            report = train_runs(dataset, config, runs, progress=progress)
+            report = train_runs(dataset, config, runs, progress=progress, history=repo is not None)
             row = {
                 "dataset": data_name,
                 "architecture": arch.name,
@@ -113,6 +138,10 @@ def run_experiment(
             }
             rows.append(row)
             say(f"  mean {row['mean']:.4f}  std {row['std']:.4f}  min {row['min']:.4f}")
+            if repo is not None:
+                version = publish_report(repo, report, extra_metadata={"experiment": row})
+                published.append((arch.model_name, version.version, str(version.path)))
+                say(f"  published as model '{arch.model_name}' version {version.version}")
             split = report.split
             panel_row.append(
                 plots.Panel(
@@ -135,7 +164,7 @@ def run_experiment(
         out / plots.EXPERIMENT_PNG,
         title=f"Decision surfaces (test points shown), published run of {runs}",
     )
-    return ExperimentResult(rows, markdown, md_path, json_path, fig_path)
+    return ExperimentResult(rows, markdown, md_path, json_path, fig_path, published)
 
 
 def to_markdown(rows: list[dict[str, Any]], *, runs: int, epochs: int) -> str:

@@ -28,8 +28,10 @@ from numpy.typing import NDArray
 
 from training import plots
 from training.data import DataError, Dataset, generated_dataset, load_csv, true_rule
+from training.history import HistoryPlan, RunRecording, build_history, history_callback
 from training.model import ModelConfig, build_model, export_savedmodel
 from xor_dnn.modelstore import (
+    HISTORY_FILE,
     INPUT_NAME,
     METADATA_FILE,
     OUTPUT_NAME,
@@ -110,6 +112,8 @@ class RunResult:
     agreement: float = math.nan
     snapshots: list[list[NDArray[np.float32]]] = field(default_factory=list, repr=False)
     """The weights after each of the last ``keep_weights`` epochs (oldest first), if asked."""
+    recording: RunRecording | None = field(default=None, repr=False)
+    """What the history callback recorded (``train_runs(history=True)``), else None."""
 
     @property
     def usable(self) -> bool:
@@ -144,6 +148,24 @@ class TrainingReport:
     runs: list[RunResult]
     chosen_index: int
     seconds: float
+    history_plan: HistoryPlan | None = None
+    """What each run recorded (``train_runs(history=True)``), else None."""
+
+    def history(self) -> dict[str, Any] | None:
+        """The published model's training history (:mod:`training.history`), or None."""
+        runs = self.published_runs
+        recordings = [r.recording for r in runs if r.recording is not None]
+        if self.history_plan is None or len(recordings) != len(runs):
+            return None
+        return build_history(
+            self.history_plan,
+            recordings,
+            self.split.fit_labels,
+            self.split.test_labels,
+            runs=[r.index + 1 for r in runs],
+            epochs_trained=self.config.epochs,
+            final_equals_published=self.config.swa_epochs == 0,
+        )
 
     @property
     def selection(self) -> str:
@@ -280,6 +302,7 @@ def train_runs(
     progress_stream: IO[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     keep_weights: int = 0,
+    history: bool = False,
 ) -> TrainingReport:
     """Train ``runs`` models (seeds ``config.seed + i``) and choose one without the test split.
 
@@ -291,11 +314,20 @@ def train_runs(
     on ``progress_stream`` (stderr by default); ``on_run`` is called after each run.
     ``keep_weights`` > 0 keeps each run's weights after its last that many epochs in
     ``RunResult.snapshots``, so averaging schemes can be compared on the same runs.
+    ``history`` records each run's surface, losses and weight norms at a log-spaced set of
+    epochs (:mod:`training.history`; :meth:`TrainingReport.history` combines them).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     config = config or ModelConfig()
     split = split_dataset(dataset, validation_size=config.validation_size)
+    plan = (
+        HistoryPlan.for_training(
+            config.epochs, split.train_points, split.fit_points, split.test_points
+        )
+        if history
+        else None
+    )
     started = time.monotonic()
     results: list[RunResult] = []
     for i in range(runs):
@@ -303,7 +335,12 @@ def train_runs(
         callbacks = []
         if progress:
             callbacks.append(_progress_callback(i, runs, run_config, progress_stream or sys.stderr))
+        recording = None
+        if plan is not None:
+            recording = RunRecording()
+            callbacks.append(history_callback(plan, recording))
         result = _train_one(i, run_config, split, callbacks, keep_weights)
+        result.recording = recording
         results.append(result)
         if on_run is not None:
             on_run(result)
@@ -328,6 +365,7 @@ def train_runs(
         runs=results,
         chosen_index=chosen,
         seconds=time.monotonic() - started,
+        history_plan=plan,
     )
 
 
@@ -528,6 +566,7 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
         "test_accuracy_min": _finite(report.test_accuracy_min),
         "true_rule_test_accuracy": _finite(report.true_rule_test_accuracy),
         "history": _mean_history(published),
+        "history_file": None,
         "training_seconds": round(report.seconds, 2),
         "pictures": {
             "data": plots.DATA_PNG,
@@ -586,8 +625,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> dict[str, Any]:
-    """Write the published model, its pictures and metadata into ``folder`` (a temp dir)."""
+def write_version(
+    folder: Path,
+    report: TrainingReport,
+    *,
+    model_name: str,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the published model, its pictures, history and metadata into ``folder`` (a
+    temp dir); ``extra_metadata`` is added to ``metadata.json`` (e.g. an experiment's row)."""
     models = [r.model for r in report.published_runs]
     export_savedmodel(models, folder)
     _check_export(folder, models, report.split.test_points)
@@ -596,7 +642,7 @@ def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> d
         label = f"{model_name} (ensemble of {len(models)} runs)"
     else:
         label = f"{model_name} (run {report.chosen.index + 1}, seed {report.chosen.seed})"
-    metadata = build_metadata(report, model_name=model_name)
+    metadata = {**build_metadata(report, model_name=model_name), **(extra_metadata or {})}
     plots.plot_data(
         report.dataset.points,
         report.dataset.labels,
@@ -615,6 +661,10 @@ def write_version(folder: Path, report: TrainingReport, *, model_name: str) -> d
         folder / plots.CURVES_PNG,
         title=f"{label}: learning curves" + (" (mean of the runs)" if len(models) > 1 else ""),
     )
+    recorded = report.history()
+    if recorded is not None:
+        write_json_atomic(folder / HISTORY_FILE, recorded, indent=None)
+        metadata["history_file"] = HISTORY_FILE
     write_json_atomic(folder / METADATA_FILE, metadata)
     return metadata
 
@@ -647,6 +697,7 @@ def train_and_publish(
     config: ModelConfig | None = None,
     progress: bool = False,
     on_run: Callable[[RunResult], None] | None = None,
+    history: bool = True,
 ) -> PublishedVersion:
     """Train ``runs`` seeded models and publish them (ensemble) or one of them as a new version.
 
@@ -654,19 +705,30 @@ def train_and_publish(
     column) or None for the embedded generated data. ``model_dir`` is a folder or an object
     store URI (``s3://``, ``gs://``): the version ``<N>/`` appears there complete, or not at
     all, with the SavedModel, ``metadata.json`` and three PNG pictures
-    (:mod:`xor_dnn.modelstore`). A repository that cannot be written raises
+    (:mod:`xor_dnn.modelstore`), and, unless ``history`` is False, the training history
+    (``history.json``, :mod:`training.history`). A repository that cannot be written raises
     :class:`~xor_dnn.storage.StorageError` before training starts.
     """
     dataset = resolve_dataset(data)
     repo = ModelRepository(model_dir)
     # Fail on an unusable folder or bucket now, not after minutes of training.
     repo.check()
-    report = train_runs(dataset, config, runs, progress=progress, on_run=on_run)
-    name = model_name_for(model_dir)
+    report = train_runs(dataset, config, runs, progress=progress, on_run=on_run, history=history)
+    return publish_report(repo, report)
+
+
+def publish_report(
+    repo: ModelRepository, report: TrainingReport, *, extra_metadata: dict[str, Any] | None = None
+) -> PublishedVersion:
+    """Publish what ``report`` chose as the next version of ``repo`` (see
+    :func:`train_and_publish`); the model is named after the repository's last segment."""
+    name = model_name_for(repo.uri)
     written: dict[str, Any] = {}
 
     def build(folder: Path) -> None:
-        written.update(write_version(folder, report, model_name=name))
+        written.update(
+            write_version(folder, report, model_name=name, extra_metadata=extra_metadata)
+        )
 
     version, path = repo.publish(build)
     metadata = {**written, "version": version}

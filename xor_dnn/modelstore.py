@@ -5,6 +5,8 @@ Layout (TensorFlow Serving's), in a local folder or under an ``s3://`` / ``gs://
     <model>/<N>/saved_model.pb      N = 1, 2, 3 ... ; any other name is ignored
     <model>/<N>/variables/...
     <model>/<N>/metadata.json
+    <model>/<N>/history.json        optional: the training history (training/history.py),
+                                    named by metadata.json's ``history_file``
     <model>/<N>/manifest.json       completion marker: every file's size and sha256, written last
     <model>/versions.json           object stores: the index pollers read (complete versions)
 
@@ -68,6 +70,7 @@ SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "points"
 OUTPUT_NAME = "probability"
 METADATA_FILE = "metadata.json"
+HISTORY_FILE = "history.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 MANIFEST_FILE = "manifest.json"
 CLAIM_FILE = ".claim"
@@ -481,9 +484,10 @@ def _set_metadata_version(folder: Path, number: int) -> None:
         write_json_atomic(path, meta)
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
+def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> None:
     """Write JSON to ``path`` atomically (:func:`xor_dnn.storage.atomic_write`)."""
-    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    separators = None if indent is not None else (",", ":")
+    text = json.dumps(payload, indent=indent, separators=separators, allow_nan=False) + "\n"
     atomic_write(path, text)
 
 
@@ -499,6 +503,33 @@ def read_metadata(version_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelStoreError(f"{path}: metadata must be a JSON object")
     return data
+
+
+@dataclass(frozen=True)
+class VersionHistory:
+    """A version's training history file as published: its bytes and their sha256."""
+
+    body: bytes
+    sha256: str
+
+
+def read_history(version_path: Path, metadata: dict[str, Any]) -> VersionHistory | None:
+    """The history file ``metadata.json`` names (``history_file``), or None when it names none.
+
+    Raises :class:`ModelStoreError` when it names one that is missing or not a plain file
+    name inside the version (a version must not point outside itself).
+    """
+    name = metadata.get("history_file")
+    if name is None:
+        return None
+    if not isinstance(name, str) or PurePosixPath(name).name != name or name in ("", ".", ".."):
+        raise ModelStoreError(f"{version_path}: history_file must be a file name, got {name!r}")
+    path = version_path / name
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise ModelStoreError(f"{path}: unreadable history: {exc.strerror or exc}") from exc
+    return VersionHistory(body=body, sha256=hashlib.sha256(body).hexdigest())
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int]:
@@ -541,6 +572,9 @@ class LoadedModel:
     version: int
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    history: VersionHistory | None = field(default=None, repr=False)
+    """The training history published with the version, read once at load (the cache
+    folder of a remote version may be pruned later)."""
     _fn: Any = field(default=None, repr=False)
     _keepalive: Any = field(default=None, repr=False)
     _call: Callable[[Any], Any] | None = field(default=None, repr=False)
@@ -700,6 +734,12 @@ def load_folder(path: Path, version: int) -> LoadedModel:
     if not (path / SAVED_MODEL_FILE).is_file():
         raise ModelStoreError(f"{path}: no {SAVED_MODEL_FILE} (version {version} not found)")
     metadata = read_metadata(path)
+    try:
+        history = read_history(path, metadata)
+    except ModelStoreError as exc:
+        # The history is for people looking at the page; a model without it still serves.
+        log.warning("%s; serving version %s without its history", exc, version)
+        history = None
     import tensorflow as tf
 
     try:
@@ -725,6 +765,7 @@ def load_folder(path: Path, version: int) -> LoadedModel:
         version=version,
         path=path,
         metadata=metadata,
+        history=history,
         _fn=fn,
         _keepalive=obj,
         _call=call,

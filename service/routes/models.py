@@ -1,24 +1,31 @@
-"""What the playground page reads (the models, their versions and metadata), and the page."""
+"""What the playground page reads (the models, their versions, metadata and training
+history), and the page itself."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from service.errors import NotFound
-from service.responses import json_response
+from service.registry import ServedVersion
+from service.responses import JSON, json_response
 from service.routes.common import DataPlaneDep, parse_version
-from service.schemas import ErrorResponse, ModelListing, ModelsListing
+from service.schemas import ErrorResponse, ModelListing, ModelsListing, TrainingHistory
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The page's files keep their names across releases, so browsers must revalidate (cheap: ETag
 # and Last-Modified answer 304) rather than cache blindly.
 CACHE_CONTROL = "no-cache"
+# A published version never changes (xor_dnn.modelstore), so its history may be cached for a
+# day without asking again; the default version's history changes when a new version loads,
+# so that URL is revalidated every time (a 304 when it has not).
+VERSION_HISTORY_CACHE = "public, max-age=86400, immutable"
+DEFAULT_HISTORY_CACHE = "no-cache"
 
 router = APIRouter(tags=["models"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -63,6 +70,59 @@ async def version_metadata(model_name: str, version: str, dataplane: DataPlaneDe
     """The version's ``metadata.json`` as written by training (config, accuracy, sample...)."""
     served = dataplane.model(model_name).registry.get(parse_version(version))
     return json_response({**served.metadata, "version": served.version})
+
+
+_HISTORY_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "model": TrainingHistory,
+        "description": "The version's training history (ETag: its sha256)",
+    },
+    304: {"description": "Unchanged: the If-None-Match ETag is the history's"},
+}
+
+
+@router.get(
+    "/models/{model_name}/history", response_model=TrainingHistory, responses=_HISTORY_ANSWERS
+)
+async def default_history(model_name: str, request: Request, dataplane: DataPlaneDep) -> Response:
+    """The default version's training history; 404 when that version has none."""
+    return _history(dataplane.model(model_name).registry.get(None), request, DEFAULT_HISTORY_CACHE)
+
+
+@router.get(
+    "/models/{model_name}/versions/{version}/history",
+    response_model=TrainingHistory,
+    responses=_HISTORY_ANSWERS,
+)
+async def version_history(
+    model_name: str, version: str, request: Request, dataplane: DataPlaneDep
+) -> Response:
+    """The version's training history (a version never changes: cached a day, ETag); 404
+    when it was trained with ``--no-history`` or before histories existed."""
+    served = dataplane.model(model_name).registry.get(parse_version(version))
+    return _history(served, request, VERSION_HISTORY_CACHE)
+
+
+def _history(served: ServedVersion, request: Request, cache_control: str) -> Response:
+    history = served.model.history
+    if history is None:
+        raise NotFound(
+            f"version {served.version} has no training history (trained with --no-history, "
+            "or before histories were recorded)",
+            field="version",
+        )
+    etag = f'"{history.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if _matches(request.headers.get("if-none-match", ""), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(history.body, media_type=JSON, headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (weak comparison, RFC 9110) or ``*``."""
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 def _page() -> Response:

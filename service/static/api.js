@@ -24,11 +24,11 @@ function errorText(res, data, text) {
   return `HTTP ${res.status}: ${msg || text.slice(0, 200) || res.statusText}`;
 }
 
-export async function api(path, { body, signal } = {}) {
+export async function api(path, { body, signal, cache = "no-store" } = {}) {
   const init = {
     method: "GET",
     signal,
-    cache: "no-store",
+    cache,
     headers: { Accept: "application/json" },
   };
   if (body !== undefined) {
@@ -80,13 +80,20 @@ export function sleep(ms, signal) {
   });
 }
 
+/** The predict path of `model` at `version` (null: its default): models/{name}/predict when
+ * the server lists its models, else the single-model server's predict. */
+export function predictPath(model, version) {
+  const base = state.multi ? `models/${encodeURIComponent(model)}/predict` : "predict";
+  return version === null || version === undefined ? base : `${base}?version=${version}`;
+}
+
 /** P(class 1) and class ids for n points (flat [x0, y0, x1, y1, ...]) on one version.
  *
  * Split into calls of at most state.chunk points, CONCURRENCY in flight so the service's
  * micro-batcher sees concurrent work. A 413 teaches us the service's per-request limit; a
  * 429 or 503 is retried after the Retry-After the service sent.
  */
-export async function predictPoints(flat, version, signal, stats) {
+export async function predictPoints(flat, version, signal, stats, model = state.model) {
   const n = flat.length / 2;
   const probs = new Float64Array(n);
   const classes = new Int8Array(n);
@@ -96,7 +103,7 @@ export async function predictPoints(flat, version, signal, stats) {
       const start = next;
       const end = Math.min(n, start + state.chunk);
       next = end;
-      await predictRange(flat, start, end, version, signal, stats, probs, classes);
+      await predictRange(flat, start, end, model, version, signal, stats, probs, classes);
     }
   };
   const workers = Math.max(1, Math.min(CONCURRENCY, Math.ceil(n / state.chunk)));
@@ -104,12 +111,12 @@ export async function predictPoints(flat, version, signal, stats) {
   return { probs, classes };
 }
 
-async function predictRange(flat, start, end, version, signal, stats, probs, classes) {
+async function predictRange(flat, start, end, model, version, signal, stats, probs, classes) {
   const points = [];
   for (let i = start; i < end; i++) points.push({ x: flat[2 * i], y: flat[2 * i + 1] });
   for (let attempt = 0; ; attempt++) {
     try {
-      const data = await api(`predict?version=${version}`, { body: { points }, signal });
+      const data = await api(predictPath(model, version), { body: { points }, signal });
       stats.calls += 1;
       const preds = data.predictions;
       if (!Array.isArray(preds) || preds.length !== end - start) {
@@ -118,7 +125,8 @@ async function predictRange(flat, start, end, version, signal, stats, probs, cla
           `predict answered ${preds && preds.length} predictions for ${end - start} points`,
         );
       }
-      if (data.model_version !== undefined && Number(data.model_version) !== version) {
+      const pinned = version !== null && version !== undefined;
+      if (pinned && data.model_version !== undefined && Number(data.model_version) !== version) {
         throw new ApiError(
           200,
           `asked version ${version}, predict answered version ${data.model_version}`,
@@ -135,8 +143,9 @@ async function predictRange(flat, start, end, version, signal, stats, probs, cla
       if (err instanceof ApiError && err.status === 413 && end - start > 1) {
         const half = Math.ceil((end - start) / 2);
         state.chunk = Math.min(state.chunk, half);
-        await predictRange(flat, start, start + half, version, signal, stats, probs, classes);
-        await predictRange(flat, start + half, end, version, signal, stats, probs, classes);
+        const args = [model, version, signal, stats, probs, classes];
+        await predictRange(flat, start, start + half, ...args);
+        await predictRange(flat, start + half, end, ...args);
         return;
       }
       if (

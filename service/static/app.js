@@ -9,14 +9,16 @@
  * error), data-version (the version drawn), data-points and data-calls (grid points and the
  * predict calls that computed them), data-ms (how long those calls took). #probe-result
  * carries the last probe: data-x, data-y, data-probability, data-class-id, data-version,
- * data-ms.
+ * data-ms. The timeline (timeline.js) adds data-source, data-frame and data-epoch.
  */
 
 import { draw, eventPoint, gridValue } from "./plot.js";
 import { probeAt } from "./probe.js";
 import { renderProbes } from "./panel.js";
 import { el, state } from "./state.js";
-import { refreshVersions, showVersion } from "./versions.js";
+import { installTimeline } from "./timeline.js";
+import { installCompare } from "./compare.js";
+import { refreshVersions, showVersion, switchModel } from "./versions.js";
 
 function fitCanvas() {
   const dpr = window.devicePixelRatio || 1;
@@ -81,6 +83,8 @@ el.select.addEventListener("change", () => {
   if (Number.isInteger(v) && v !== state.version) showVersion(v);
 });
 
+el.modelSelect.addEventListener("change", () => switchModel(el.modelSelect.value));
+
 el.follow.addEventListener("change", () => {
   state.follow = el.follow.checked;
   if (state.follow && state.defaultVersion !== null && state.defaultVersion !== state.version) {
@@ -95,6 +99,8 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refreshVersions();
 });
 
+installTimeline();
+installCompare();
 if (typeof ResizeObserver === "function") new ResizeObserver(fitCanvas).observe(el.canvas);
 fitCanvas();
 refreshVersions();

@@ -1,7 +1,7 @@
 /* The side panel and status line: model facts, sample mistakes, probe results. Text only
  * (textContent): metadata and answers are data, never markup. */
 
-import { MODEL, el, state } from "./state.js";
+import { el, state } from "./state.js";
 
 export function showStatus(message, isError = false) {
   clearTimeout(state.statusTimer);
@@ -24,7 +24,7 @@ function pct(v) {
   return `${(100 * v).toFixed(1)} %`;
 }
 
-function architecture(cfg) {
+export function architecture(cfg) {
   const hidden = Array.isArray(cfg.hidden_units) ? cfg.hidden_units : null;
   if (hidden === null) return "—";
   if (hidden.length === 0) return "2 → 1 (no hidden layer: one straight boundary)";
@@ -33,7 +33,7 @@ function architecture(cfg) {
 
 export function renderInfo(meta, version) {
   const cfg = meta && typeof meta.config === "object" && meta.config !== null ? meta.config : {};
-  const rows = [["Name", meta.model_name || MODEL]];
+  const rows = [["Name", meta.model_name || state.model]];
   let created = "";
   if (typeof meta.created_at === "string") {
     const d = new Date(meta.created_at);

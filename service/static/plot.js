@@ -46,16 +46,17 @@ export function draw() {
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(state.surface, 0.5, 0.5, GRID - 1, GRID - 1, 0, 0, w, h);
-  drawAxes(ctx, w, h);
-  drawContour(ctx, w, h);
+  drawAxes(ctx, w, h, scale());
+  drawContour(ctx, w, h, state.grid, scale());
   drawSample(ctx);
   drawProbes(ctx);
 }
 
-function drawAxes(ctx, w, h) {
+export function drawAxes(ctx, w, h, s) {
   // A vertical and a horizontal line through the plot point (v, v), full width and height.
   const cross = (v) => {
-    const [cx, cy] = toCanvas(v, v);
+    const cx = ((v + DOMAIN) / (2 * DOMAIN)) * w;
+    const cy = ((DOMAIN - v) / (2 * DOMAIN)) * h;
     ctx.beginPath();
     ctx.moveTo(cx, 0);
     ctx.lineTo(cx, h);
@@ -64,7 +65,7 @@ function drawAxes(ctx, w, h) {
     ctx.stroke();
   };
   ctx.save();
-  ctx.lineWidth = scale();
+  ctx.lineWidth = s;
   ctx.strokeStyle = "rgba(31, 35, 40, 0.12)";
   for (let v = -DOMAIN + 1; v < DOMAIN; v++) cross(v);
   ctx.strokeStyle = "rgba(31, 35, 40, 0.35)";
@@ -72,9 +73,9 @@ function drawAxes(ctx, w, h) {
   ctx.restore();
 }
 
-/** The P = 0.5 contour by marching squares over the grid, crossings linearly interpolated. */
-function drawContour(ctx, w, h) {
-  const g = state.grid;
+/** The P = 0.5 contour of `g` (GRID x GRID) by marching squares, crossings linearly
+ * interpolated, on a w x h canvas; `s` scales the line widths. */
+export function drawContour(ctx, w, h, g, s) {
   const t = 0.5;
   const sx = w / (GRID - 1);
   const sy = h / (GRID - 1);
@@ -103,7 +104,6 @@ function drawContour(ctx, w, h) {
       }
     }
   }
-  const s = scale();
   ctx.save();
   ctx.lineCap = "round";
   for (const [style, width] of [

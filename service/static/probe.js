@@ -1,6 +1,6 @@
 /* Probes: ask the model about one point, exactly, on the version drawn. */
 
-import { ApiError, api } from "./api.js";
+import { ApiError, api, predictPath } from "./api.js";
 import { fmtNum, probeLine, renderProbes } from "./panel.js";
 import { draw } from "./plot.js";
 import { MAX_PROBES, el, state } from "./state.js";
@@ -17,8 +17,10 @@ export async function probeAt(rawX, rawY) {
   el.probeResult.dataset.state = "loading";
   const t0 = performance.now();
   try {
-    const data = await api(`predict?version=${version}`, { body: { points: [{ x, y }] } });
-    if (version !== state.version) return probeAt(x, y); // the version changed meanwhile
+    const model = state.model;
+    const data = await api(predictPath(model, version), { body: { points: [{ x, y }] } });
+    // The version or model changed meanwhile: ask the one now drawn.
+    if (version !== state.version || model !== state.model) return probeAt(x, y);
     if (data.model_version !== undefined && Number(data.model_version) !== version) {
       throw new ApiError(200, `asked version ${version}, predict answered ${data.model_version}`);
     }

@@ -15,7 +15,10 @@ export const INK = "#1f2328";
 export const MISTAKE = "#d62728";
 
 const params = new URLSearchParams(window.location.search);
-export const MODEL = params.get("model") || "xor";
+// ?model= picks the model first shown; otherwise the server's default model (GET models), or
+// "xor" from a server that lists no models (single-model, before GET models existed).
+export const MODEL_PARAM = params.get("model");
+export const FALLBACK_MODEL = "xor";
 // ?poll_ms= lets tests and demos watch a hot-load without waiting the default 3 s.
 export const POLL_MS = clamp(Number(params.get("poll_ms")) || 3000, 250, 60000);
 
@@ -38,9 +41,27 @@ export const el = {
   clearProbes: $("clear-probes"),
   stats: $("surface-stats"),
   status: $("status"),
+  timeline: $("timeline"),
+  play: $("play"),
+  epoch: $("epoch"),
+  epochLabel: $("epoch-label"),
+  live: $("live"),
+  curves: $("curves"),
+  frameStats: $("frame-stats"),
+  modelCard: $("model-choice"),
+  modelSelect: $("model"),
+  compare: $("compare"),
+  compareToggle: $("compare-toggle"),
+  compareModels: $("compare-models"),
+  comparePanels: $("compare-panels"),
+  compareSummary: $("compare-summary"),
 };
 
 export const state = {
+  model: MODEL_PARAM || FALLBACK_MODEL, // the model drawn
+  models: null, // [{name, ready, default_version, versions}] from GET models, or null
+  multi: false, // the server lists its models: predictions go to models/{name}/predict
+  modelsRoute: null, // whether the server has GET models (null: not asked yet)
   versions: [],
   defaultVersion: null,
   version: null, // the version drawn or being drawn; every request is pinned to it
@@ -56,6 +77,10 @@ export const state = {
   abort: null,
   statusTimer: 0,
   pollTimer: 0,
+  history: null, // the drawn version's training history (timeline.js), or null
+  frame: null, // index of the recorded frame drawn, or null: the served model's surface
+  live: null, // the served model's {grid, surface, samplePred} while a frame is drawn
+  playTimer: 0,
 };
 
 // Grid coordinates never change: build them once.

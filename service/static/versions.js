@@ -1,14 +1,90 @@
-/* Model versions: poll the list, follow the default or a pinned version, and draw one. */
+/* Models and versions: poll the server's models (GET models, when it lists them) and the
+ * drawn model's versions, follow the default or a pinned version, and draw one. */
 
 import { api, predictPoints } from "./api.js";
+import { refreshCompare } from "./compare.js";
 import { clearErrorStatus, renderInfo, renderMistakes, renderProbes, showStatus } from "./panel.js";
 import { draw, surfaceImage } from "./plot.js";
-import { GRID, MODEL, POLL_MS, el, gridPoints, state } from "./state.js";
+import { GRID, MODEL_PARAM, POLL_MS, el, gridPoints, state } from "./state.js";
+import { hide as hideTimeline, loadHistory } from "./timeline.js";
+
+/** GET models: the served models, or single-model mode when the server has no such route (a
+ * server from before multi-model serving answers 404). */
+async function refreshModels() {
+  // Asked once more would only be another 404 in the server's log every poll; a page opened
+  // before the server was upgraded is reloaded anyway.
+  if (state.modelsRoute === false) return;
+  let listing;
+  try {
+    listing = await api("models");
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    state.modelsRoute = false;
+    state.multi = false;
+    state.models = null;
+    el.modelCard.hidden = true;
+    return;
+  }
+  state.modelsRoute = true;
+  const models = (Array.isArray(listing.models) ? listing.models : [])
+    .filter((m) => m && typeof m.name === "string")
+    .sort((a, b) => a.name.localeCompare(b.name));
+  state.multi = true;
+  state.models = models;
+  const names = models.map((m) => m.name);
+  if (!names.includes(state.model)) {
+    const wanted = MODEL_PARAM && names.includes(MODEL_PARAM) ? MODEL_PARAM : null;
+    const fallback = names.includes(listing.default_model) ? listing.default_model : names[0];
+    const next = wanted || fallback;
+    if (next && next !== state.model) switchModel(next, false);
+  }
+  renderModelOptions();
+}
+
+function renderModelOptions() {
+  const names = (state.models || []).map((m) => m.name);
+  const current = [...el.modelSelect.options].map((o) => o.value);
+  if (current.join("|") !== names.join("|")) {
+    el.modelSelect.replaceChildren(
+      ...names.map((name) => {
+        const opt = document.createElement("option");
+        opt.value = name;
+        opt.textContent = name;
+        return opt;
+      }),
+    );
+  }
+  if (names.includes(state.model)) el.modelSelect.value = state.model;
+  // One model needs no choice; the page looks as it did before multi-model serving.
+  el.modelCard.hidden = names.length < 2;
+  el.modelSelect.disabled = names.length < 2;
+}
+
+/** Draw `name` from now on (its default version, followed). */
+export function switchModel(name, refresh = true) {
+  if (name === state.model) return;
+  state.model = name;
+  state.versions = [];
+  state.version = null;
+  state.defaultVersion = null;
+  state.follow = true;
+  el.follow.checked = true;
+  el.select.replaceChildren();
+  if (state.abort) state.abort.abort();
+  state.drawGen += 1;
+  hideTimeline();
+  if (refresh) refreshVersions();
+}
 
 export async function refreshVersions() {
   try {
     if (document.hidden && state.version !== null) return;
-    const info = await api(`models/${encodeURIComponent(MODEL)}`);
+    await refreshModels();
+    refreshCompare();
+    const model = state.model;
+    const info = await api(`models/${encodeURIComponent(model)}`);
+    if (model !== state.model) return; // switched meanwhile; that switch refreshes
+
     const versions = (Array.isArray(info.versions) ? info.versions : [])
       .map(Number)
       .filter(Number.isInteger)
@@ -84,7 +160,8 @@ export async function showVersion(version) {
   if (state.versions.includes(version)) el.select.value = String(version);
   el.canvas.dataset.state = "loading";
   try {
-    const meta = await api(`models/${encodeURIComponent(MODEL)}/versions/${version}`, {
+    const model = state.model;
+    const meta = await api(`models/${encodeURIComponent(model)}/versions/${version}`, {
       signal: abort.signal,
     });
     if (gen !== state.drawGen) return;
@@ -104,9 +181,11 @@ export async function showVersion(version) {
     const t0 = performance.now();
     const none = Promise.resolve(null);
     const [grid, samplePred, probePred] = await Promise.all([
-      predictPoints(gridPoints, version, abort.signal, stats),
-      sample.length ? predictPoints(sampleFlat, version, abort.signal, { calls: 0 }) : none,
-      state.probes.length ? predictPoints(probeFlat, version, abort.signal, { calls: 0 }) : none,
+      predictPoints(gridPoints, version, abort.signal, stats, model),
+      sample.length ? predictPoints(sampleFlat, version, abort.signal, { calls: 0 }, model) : none,
+      state.probes.length
+        ? predictPoints(probeFlat, version, abort.signal, { calls: 0 }, model)
+        : none,
     ]);
     if (gen !== state.drawGen) return;
     const ms = performance.now() - t0;
@@ -133,6 +212,15 @@ export async function showVersion(version) {
     el.canvas.dataset.calls = String(stats.calls);
     el.canvas.dataset.ms = ms.toFixed(1);
     el.canvas.dataset.version = String(version);
+    el.canvas.dataset.model = model;
+    try {
+      await loadHistory(model, meta, version, abort.signal, () => gen === state.drawGen);
+    } catch (err) {
+      if (gen !== state.drawGen || err.name === "AbortError") return;
+      hideTimeline();
+      showStatus(`Version ${version}: its training history could not be read (${err.message}).`);
+    }
+    if (gen !== state.drawGen) return;
     el.canvas.dataset.state = "ready";
     clearErrorStatus();
   } catch (err) {

@@ -56,6 +56,9 @@ ROUTES: dict[str, tuple[str, str, bytes, str]] = {
     "/models/{model_name}": ("GET", "/models/xor", b"", "json"),
     "/models/{model_name}/predict": ("POST", "/models/xor/predict", PREDICT, "prediction"),
     "/models/{model_name}/versions/{version}": ("GET", "/models/xor/versions/1", b"", "json"),
+    "/models/{model_name}/history": ("GET", "/models/xor/history", b"", "history"),
+    "/models/{model_name}/versions/{version}/history":
+        ("GET", "/models/xor/versions/1/history", b"", "history"),
     "/": ("GET", "/", b"", "page"),
     "/playground": ("GET", "/playground", b"", "page"),
     "/metrics": ("GET", "/metrics", b"", "text"),
@@ -116,6 +119,14 @@ def test_every_route_answers_with_the_security_headers(http: httpx.Client, templ
         assert r.headers["cache-control"] in ("no-cache", "no-store"), url
     elif kind == "static" or kind == "versioned":
         check_common(r.headers, url)
+    elif kind == "history":  # cacheable API answers: their own Cache-Control and an ETag
+        check_common(r.headers, url)
+        assert r.headers["content-security-policy"] == API_POLICY, url
+        assert r.headers["cache-control"] != "no-store" and r.headers["etag"], url
+        revalidated = http.get(url, headers={"if-none-match": r.headers["etag"]})
+        assert revalidated.status_code == 304
+        check_common(revalidated.headers, url + " (304)")
+        assert revalidated.headers["content-security-policy"] == API_POLICY, url
     else:
         check_api(r.headers, url)
     if kind == "static":  # revalidated: same name across releases
