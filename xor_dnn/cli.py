@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,8 +37,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if code in _STOPPED and argv is None:
+        # Stopped by a signal mid-job (the job has already removed its temporary files and
+        # printed its status): end now. Interpreter shutdown would run while native threads
+        # (Arrow's, TensorFlow's) may still be working for the abandoned job, and crashed
+        # (PyGILState_Release) or hung there in about one stop in six.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
+
+
+_STOPPED = (130, 143)
+"""Exit codes of a job stopped by Ctrl-C (SIGINT) or SIGTERM."""
 
 
 if __name__ == "__main__":

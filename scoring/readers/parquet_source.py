@@ -32,7 +32,11 @@ class ParquetSource:
     ) -> None:
         self.name = name
         try:
-            self._file = pq.ParquetFile(blob)
+            # pre_buffer off: with it, Arrow reads ahead on its own IO threads, which call back
+            # into this Python file object; a job stopped mid-file (Ctrl-C, SIGTERM) then exits
+            # while they still run, and the interpreter's shutdown crashed (PyGILState_Release)
+            # or hung. Reads happen on the reader thread instead, one row group at a time.
+            self._file = pq.ParquetFile(blob, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise open_error(name, exc) from exc
         self.schema = self._file.schema_arrow

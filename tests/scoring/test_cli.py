@@ -256,12 +256,12 @@ def test_kill_mid_run_leaves_no_output(
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGCONT)
     try:
-        proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         _, stderr = proc.communicate(timeout=60)
         pytest.fail(f"no exit 60 s after {sig.name}; the job's threads:\n{stderr[-8000:]}")
-    assert proc.returncode == code
+    assert proc.returncode == code, stderr[-8000:]
     assert not out.exists() and not (out.parent / "o.rejects.csv").exists()
     if sig != signal.SIGKILL:  # a handled signal also removes the temporary files
         assert list(out.parent.iterdir()) == []
