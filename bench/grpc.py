@@ -72,6 +72,9 @@ def floor(port: int) -> None:
         def ready(self) -> bool:
             return True
 
+        def model(self, name: str) -> Any:
+            return None  # every name is served; infer below needs no model
+
         async def infer(self, points: Any, **_: Any) -> Inference:
             self.check_points(int(points.shape[0]))
             return Inference(0, np.full(points.shape[0], 0.5, np.float32))
