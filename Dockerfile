@@ -52,11 +52,12 @@ RUN --mount=type=secret,id=ca \
 # tables (`strip --strip-unneeded` keeps the dynamic symbols that loading needs; the vendored
 # `*.libs` folders, patched by auditwheel, are left as shipped), TensorFlow's and
 # pyarrow's C++ headers (for compiling extensions), libclang (TensorFlow's op code generator),
-# the packages' own test suites, pip itself and bytecode caches (the root filesystem is
-# read-only at run time anyway).
+# the packages' own test suites, LiteRT's WebGPU accelerator (the service runs LiteRT on the CPU
+# only), pip itself and bytecode caches (the root filesystem is read-only at run time anyway).
 RUN site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
     && pip uninstall --yes libclang \
     && rm -rf "$site/tensorflow/include" "$site/pyarrow/include" "$site/pyarrow/src" \
+       "$site/ai_edge_litert/libLiteRtWebGpuAccelerator.so" \
     && find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
     && find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*.libs/*' \
        -exec strip --strip-unneeded {} + \

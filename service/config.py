@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     """TensorFlow's intra- and inter-op thread pools in each worker. 1 (default): a batch of
     this small model is a few microseconds of arithmetic, and more threads only add hand-offs
     and CPU that the HTTP side needs (docs/batching.md); 0: TensorFlow's default, one per core."""
+    model_runtime: Literal["auto", "tensorflow"] = "auto"
+    """How a batch runs. auto (default): batches of up to 256 points in LiteRT, the
+    SavedModel's graph converted by TensorFlow's converter at load (about a second), used only
+    when it answers probe points like TensorFlow to float32 rounding; larger batches, and
+    every batch if it does not, in TensorFlow. tensorflow: every batch in TensorFlow."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
     max_inflight_requests: int = Field(default=-1, ge=-1, le=1_000_000)

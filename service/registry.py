@@ -144,11 +144,15 @@ class ModelRegistry:
         keep_versions: int = 3,
         retire_grace_s: float = 60.0,
         cache_dir: Path | None = None,
+        small_batches: bool = False,
     ) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         self.repository = ModelRepository(
-            model_dir, cache_dir=cache_dir, observer=functools.partial(_count_request, model_name)
+            model_dir,
+            cache_dir=cache_dir,
+            observer=functools.partial(_count_request, model_name),
+            small_batches=small_batches,
         )
         self._own_cache: tempfile.TemporaryDirectory[str] | None = None
         if self.repository.remote and cache_dir is None:
@@ -336,10 +340,11 @@ class ModelRegistry:
         metrics.MODEL_LOAD_SECONDS.labels(model=self.model_name).observe(seconds)
         result.loaded.append(version)
         log.info(
-            "model '%s' version %d loaded and warmed in %.2f s",
+            "model '%s' version %d loaded and warmed in %.2f s (runs in %s)",
             self.model_name,
             version,
             seconds,
+            model.runtime,
             extra={"model_name": self.model_name, "model_version": version},
         )
         low, high = _feature_bounds(model.metadata)

@@ -401,6 +401,7 @@ class Repository:
             keep_versions=settings.keep_versions,
             retire_grace_s=settings.request_timeout_s + settings.drain_timeout_s,
             cache_dir=self._cache_dir(name),
+            small_batches=settings.model_runtime == "auto",
         )
         result = await asyncio.to_thread(refresh_registry, registry)
         served = ServedModel(name, registry, settings)

@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -146,8 +147,11 @@ class ModelRepository:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         observer: Observer | None = None,
+        small_batches: bool = False,
     ) -> None:
         self.store = open_store(uri, observer)
+        self.small_batches = small_batches
+        """Passed to :func:`load_folder` by :meth:`load`."""
         self.uri = self.store.uri
         self.local_root = self.store.local_root
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -280,7 +284,7 @@ class ModelRepository:
 
     def load(self, version: int) -> LoadedModel:
         """:meth:`fetch` then load and check the SavedModel (see :func:`load_folder`)."""
-        return load_folder(self.fetch(version), version)
+        return load_folder(self.fetch(version), version, small_batches=self.small_batches)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -558,6 +562,10 @@ def _walk(path: Path) -> Iterator[os.DirEntry[str]]:
             yield entry
 
 
+LITE_MAX_POINTS = 256
+"""Largest batch the LiteRT runtime answers (``small_batches``); larger ones run in
+TensorFlow, which is as fast there and uses its thread pools."""
+
 FAST_CALL_RTOL = 1e-5
 FAST_CALL_ATOL = 1e-7
 """How close a faster way of running the signature must answer the probe points to be used:
@@ -583,6 +591,21 @@ class LoadedModel:
     constants), ``flat`` (its graph, variables read per call) or ``signature`` (the public
     call); the first two only when they answered the probe points like the last, to float32
     rounding (:data:`FAST_CALL_RTOL`, :data:`FAST_CALL_ATOL`)."""
+    _lite: LiteRunner | None = field(default=None, repr=False)
+
+    @property
+    def small_batch_path(self) -> str | None:
+        """``litert`` when batches of up to :data:`LITE_MAX_POINTS` points run in LiteRT (see
+        :func:`load_folder`'s ``small_batches``), else None (every batch as ``call_path``)."""
+        return None if self._lite is None else "litert"
+
+    @property
+    def runtime(self) -> str:
+        """How batches run, for logs: e.g. ``LiteRT up to 256 points, TensorFlow (folded)``."""
+        tensorflow = f"TensorFlow ({self.call_path})"
+        if self._lite is None:
+            return tensorflow
+        return f"LiteRT up to {LITE_MAX_POINTS} points, {tensorflow} above"
 
     @property
     def signature(self) -> Any:
@@ -599,6 +622,8 @@ class LoadedModel:
         arr = np.ascontiguousarray(points, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise ValueError(f"points must have shape (n, 2), got {arr.shape}")
+        if self._lite is not None and 0 < arr.shape[0] <= LITE_MAX_POINTS:
+            return self._lite(arr)
         tensor = tf.constant(arr)
         if self._call is not None:
             output = self._call(tensor)
@@ -676,13 +701,7 @@ def _fast_call(fn: Any) -> tuple[Callable[[Any], Any] | None, str]:
     """
     import tensorflow as tf
 
-    grid = np.linspace(-6, 6, 32, dtype=np.float32)
-    probes = [
-        _PROBE_POINTS[:1],
-        _PROBE_POINTS,
-        np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2),
-    ]
-    tensors = [tf.constant(p) for p in probes]
+    tensors = [tf.constant(p) for p in _probes()]
     expected = [fn(**{INPUT_NAME: t})[OUTPUT_NAME].numpy() for t in tensors]
     for name, make in (("folded", _folded_call), ("flat", _flat_signature_call)):
         call = make(fn)
@@ -700,10 +719,89 @@ def _fast_call(fn: Any) -> tuple[Callable[[Any], Any] | None, str]:
     return None, "signature"
 
 
+class LiteRunner:
+    """The signature's graph converted by TensorFlow's own converter to a LiteRT flatbuffer,
+    run by the LiteRT interpreter (``ai-edge-litert``) on batches of up to
+    :data:`LITE_MAX_POINTS` points.
+
+    Why: a small batch is a few microseconds of arithmetic, and TensorFlow's eager call costs
+    ~50-80 µs of Python-side dispatch around it (holding the GIL the event loop needs); the
+    interpreter's call costs 2-7 µs (docs/batching.md has the figures). Used only when it
+    answers the probe points like the public call to float32 rounding (:func:`_lite_runner`).
+
+    An interpreter is not thread-safe and is sized for one batch shape, so each thread keeps
+    its own, one per power-of-two batch size, allocated on first use; a batch is padded with
+    zero rows to its size and the padding's outputs dropped.
+    """
+
+    def __init__(self, flatbuffer: bytes, output_name: str) -> None:
+        self._flatbuffer = flatbuffer
+        self._output_name = output_name
+        self._local = threading.local()
+
+    def __call__(self, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        n = int(points.shape[0])
+        size = 1 << (n - 1).bit_length()
+        slots: dict[int, Any] | None = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = {}
+        slot = slots.get(size)
+        if slot is None:
+            slot = slots[size] = self._interpreter(size)
+        interpreter, input_index, output_index, buffer = slot
+        buffer[:n] = points
+        interpreter.set_tensor(input_index, buffer)
+        interpreter.invoke()
+        out: NDArray[np.float32] = interpreter.get_tensor(output_index)
+        return out.reshape(-1)[:n].copy()
+
+    def _interpreter(self, size: int) -> tuple[Any, int, int, NDArray[np.float32]]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=self._flatbuffer, num_threads=1)
+        runner = interpreter.get_signature_runner(SIGNATURE_NAME)
+        input_index = runner.get_input_details()[INPUT_NAME]["index"]
+        output_index = runner.get_output_details()[self._output_name]["index"]
+        del runner  # it holds the interpreter's buffers, which a resize may not move
+        interpreter.resize_tensor_input(input_index, [size, 2], strict=True)
+        interpreter.allocate_tensors()
+        return interpreter, input_index, output_index, np.zeros((size, 2), np.float32)
+
+
+def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> LiteRunner | None:
+    """A :class:`LiteRunner` for the SavedModel in ``path``, or None when LiteRT is not
+    installed, the graph does not convert, or it answers any probe batch of up to
+    :data:`LITE_MAX_POINTS` points unlike the public call (beyond float32 rounding)."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401  (installed?)
+        import tensorflow as tf
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), [SIGNATURE_NAME])
+        runner = LiteRunner(converter.convert(), OUTPUT_NAME)
+        for points in probes:
+            if points.shape[0] > LITE_MAX_POINTS:
+                continue
+            expected = fn(**{INPUT_NAME: tf.constant(points)})[OUTPUT_NAME].numpy().reshape(-1)
+            if not np.allclose(runner(points), expected, rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL):
+                log.warning("%s: LiteRT answers unlike TensorFlow; not used", path)
+                return None
+    except Exception as exc:  # not installed, or a graph the converter or runtime refuses
+        log.info("%s: LiteRT not used (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    return runner
+
+
 # One point per quadrant, the origin and points beyond the training square.
 _PROBE_POINTS = np.array(
     [[1, 1], [-1, 1], [-1, -1], [1, -1], [0, 0], [4.5, -3], [-20, 7], [0.25, 9]], np.float32
 )
+
+
+def _probes() -> list[NDArray[np.float32]]:
+    """Probe batches of 1, 8, 200 and 1,024 points (sizes that take different kernel paths)."""
+    grid = np.linspace(-6, 6, 32, dtype=np.float32)
+    square = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    return [_PROBE_POINTS[:1], _PROBE_POINTS, square[::5].copy(), square]
 
 
 def load_version(
@@ -725,8 +823,13 @@ def load_version(
     return repo.load(version)
 
 
-def load_folder(path: Path, version: int) -> LoadedModel:
+def load_folder(path: Path, version: int, *, small_batches: bool = False) -> LoadedModel:
     """Load the SavedModel in ``path`` as ``version`` and check its signature (contract above).
+
+    ``small_batches``: also convert the signature for LiteRT and run batches of up to
+    :data:`LITE_MAX_POINTS` points there (:class:`LiteRunner`; the service's many small
+    batches), when it answers like TensorFlow. It costs about a second of conversion per load,
+    so the batch scorer, whose batches are large, leaves it off.
 
     Raises :class:`ModelStoreError` naming the path when the folder is missing, the
     SavedModel does not load, or its ``serving_default`` signature has the wrong shape.
@@ -761,6 +864,7 @@ def load_folder(path: Path, version: int) -> LoadedModel:
             f"{path}: signature output '{OUTPUT_NAME}' must be [None, 1], got {out_spec}"
         )
     call, call_path = _fast_call(fn)
+    lite = _lite_runner(path, fn, _probes()) if small_batches else None
     return LoadedModel(
         version=version,
         path=path,
@@ -770,4 +874,5 @@ def load_folder(path: Path, version: int) -> LoadedModel:
         _keepalive=obj,
         _call=call,
         call_path=call_path,
+        _lite=lite,
     )

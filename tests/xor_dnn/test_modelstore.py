@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from xor_dnn.modelstore import (
     ModelStoreError,
     latest_version,
     list_versions,
+    load_folder,
     load_version,
     publish_version,
     read_metadata,
@@ -202,3 +205,53 @@ def test_load_rejects_wrong_signature(tmp_path: Path) -> None:
 def test_published_version_is_world_readable(tmp_path: Path) -> None:
     _, path = publish_version(tmp_path, _fake_build)
     assert path.stat().st_mode & 0o755 == 0o755
+
+
+def test_small_batches_run_in_litert_and_answer_like_tensorflow(model_dir: Path) -> None:
+    import tensorflow as tf
+
+    model = load_folder(model_dir / "1", 1, small_batches=True)
+    assert model.small_batch_path == "litert"
+    assert "LiteRT up to 256 points" in model.runtime
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 7, 64, 200, 256, 257, 1000):
+        points = rng.uniform(-8, 8, size=(n, 2)).astype(np.float32)
+        public = model.signature(points=tf.constant(points))["probability"].numpy().reshape(-1)
+        got = model.predict(points)
+        assert got.shape == (n,) and got.dtype == np.float32
+        np.testing.assert_allclose(got, public, rtol=modelstore.FAST_CALL_RTOL, atol=1e-7)
+        assert ((got > 0.5) == (public > 0.5)).all()
+
+
+def test_litert_answers_each_thread_on_its_own_interpreters(model_dir: Path) -> None:
+    model = load_folder(model_dir / "1", 1, small_batches=True)
+    plain = load_folder(model_dir / "1", 1)
+    assert plain.small_batch_path is None
+    rng = np.random.default_rng(5)
+    batches = [rng.uniform(-6, 6, size=(n, 2)).astype(np.float32) for n in (1, 3, 9, 30, 100)]
+    expected = [plain.predict(b) for b in batches]
+    errors: list[str] = []
+
+    def work(offset: int) -> None:
+        for i in range(300):  # sizes interleave, so each thread reuses and switches buffers
+            k = (i + offset) % len(batches)
+            got = model.predict(batches[k])
+            if not np.allclose(got, expected[k], rtol=modelstore.FAST_CALL_RTOL, atol=1e-7):
+                errors.append(f"thread {offset}, batch of {len(batches[k])}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_small_batches_fall_back_to_tensorflow_without_litert(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An environment without the ai-edge-litert package: the import fails, TensorFlow answers.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    model = load_folder(model_dir / "1", 1, small_batches=True)
+    assert model.small_batch_path is None and model.runtime == "TensorFlow (folded)"
+    assert model.predict(np.array([[1, -1]], np.float32)).shape == (1,)
