@@ -117,3 +117,18 @@ def test_hot_reload_over_http(model_dir: Path, tmp_path: Path) -> None:
         assert c.get("/models/xor").json()["versions"] == [1, 2, 3]
         metrics = c.get("/metrics").text
         assert 'xor_dnn_model_load_failures_total{model="xor",version="4"}' in metrics
+
+
+def test_model_runtime_auto_runs_small_batches_in_litert_and_answers_like_tensorflow(
+    model_dir: Path,
+) -> None:
+    body = {"points": [{"x": x, "y": y} for x, y in ((1.0, -1.0), (2.5, 2.0), (-0.3, 4.0))]}
+    answers = {}
+    for runtime, expected in (("auto", "litert"), ("tensorflow", None)):
+        with TestClient(create_app(Settings(model_dir=model_dir, model_runtime=runtime))) as c:
+            served = c.app.state.dataplane.default_model.registry.get()  # type: ignore[attr-defined]
+            assert served.model.small_batch_path == expected, runtime
+            r = c.post("/predict", json=body)
+            assert r.status_code == 200
+            answers[runtime] = [p["probability"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(answers["auto"], answers["tensorflow"], rtol=1e-5, atol=1e-7)
