@@ -8,6 +8,8 @@ How a request travels::
                                             queued behind it with the same key, up to
                                             max_batch_size points
       -> model thread                       predict(key, (n, 2) float32) -> (n,) float32
+                                            (on the event loop instead when runs_inline
+                                            says the call is shorter than a hand-off)
       -> results sliced back in order       each waiter's future gets its own slice
 
 Batch semantics (the rest of this module's docstrings rely on them):
@@ -23,6 +25,12 @@ Batch semantics (the rest of this module's docstrings rely on them):
 * **Keys never mix.** A batch only holds requests with the same ``key`` (the model version);
   requests with another key keep their place for a later batch.
 * **Oversized requests** (more points than ``max_batch_size``) run alone in one call.
+* **Short calls run inline.** ``runs_inline(key, n)`` (optional) marks batches whose model
+  call is known to take microseconds (the service: LiteRT, measured at load, see
+  ``LoadedModel.inline_max_points``). Those run on the event loop: handing them to the model
+  thread (queue put, thread wake-up, GIL hand-offs, a call back into the loop) costs several
+  times the call itself. Every other batch, and any model whose call can be slow or hang, runs
+  in the model thread, so it never holds the event loop up.
 * **Errors stay local.** If ``predict`` raises, every request of that batch fails with
   :class:`~service.errors.ModelFailure`; the loop carries on with the next batch.
 * **Clients that left are skipped.** A waiter that is cancelled (client disconnected, deadline
@@ -113,7 +121,8 @@ class Batcher:
         await batcher.stop(timeout=20)     # refuses new work, finishes what is queued
 
     ``predict(key, points)`` gets a float32 ``(n, 2)`` array and must return ``n`` values; it
-    runs in a dedicated thread, one call at a time, never on the event loop. ``on_batch`` runs
+    runs in a dedicated thread, one call at a time, or on the event loop for the batches
+    ``runs_inline(key, n)`` says are short calls. ``on_batch`` runs
     on the event loop after each call; its exceptions are logged and ignored so a metrics bug
     never fails a request.
     """
@@ -127,6 +136,7 @@ class Batcher:
         max_queue_points: int = 65536,
         retry_after_s: float = 1.0,
         on_batch: Callable[[BatchStats], None] | None = None,
+        runs_inline: Callable[[Hashable, int], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -142,6 +152,7 @@ class Batcher:
         self._max_queue_points = max_queue_points
         self._retry_after_s = retry_after_s
         self._on_batch = on_batch
+        self._runs_inline = runs_inline
 
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_points = 0
@@ -401,7 +412,12 @@ class Batcher:
         failed = True
         model_seconds = 0.0
         try:
-            outputs, model_seconds = await self._model_thread.run(loop, key, inputs)
+            if self._runs_inline is not None and self._runs_inline(key, total):
+                t0 = time.perf_counter()
+                outputs = self._predict(key, inputs)
+                model_seconds = time.perf_counter() - t0
+            else:  # a call that may take long: off the event loop
+                outputs, model_seconds = await self._model_thread.run(loop, key, inputs)
             values = np.asarray(outputs, dtype=np.float32).reshape(-1)
             if values.shape[0] != total:
                 raise ValueError(f"predict returned {values.shape[0]} values for {total} points")

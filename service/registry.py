@@ -223,6 +223,13 @@ class ModelRegistry:
             )
         return found
 
+    def runs_inline(self, version: Hashable, points: int) -> bool:
+        """True when a batch of ``points`` on ``version`` is known to be a short call (LiteRT,
+        measured at load: ``LoadedModel.inline_max_points``): the batcher then calls
+        :meth:`predict` on the event loop rather than paying its model thread's hand-off."""
+        served = self._served.get(version) if isinstance(version, int) else None
+        return served is not None and points <= served.model.inline_max_points
+
     def predict(self, version: Hashable, points: NDArray[np.float32]) -> NDArray[np.float32]:
         """One signature call on ``version``; the batcher's ``predict``, run in its thread."""
         if not (version is None or isinstance(version, int)):

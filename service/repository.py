@@ -87,6 +87,7 @@ class ServedModel:
             max_queue_points=settings.max_queue_points,
             retry_after_s=RETRY_AFTER_S,
             on_batch=self._record_batch,
+            runs_inline=registry.runs_inline,
         )
         self.last_used = time.monotonic()
         # Labelled children looked up once: labels() takes a lock and builds a key per call.

@@ -45,6 +45,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -566,6 +567,11 @@ LITE_MAX_POINTS = 256
 """Largest batch the LiteRT runtime answers (``small_batches``); larger ones run in
 TensorFlow, which is as fast there and uses its thread pools."""
 
+INLINE_CALL_MAX_S = 100e-6
+"""A LiteRT call of :data:`LITE_MAX_POINTS` points measured faster than this at load (the best
+of several) makes the model's small batches cheap enough to run without a thread hand-off
+(:attr:`LoadedModel.inline_max_points`): the lesson's networks take 5-20 µs."""
+
 FAST_CALL_RTOL = 1e-5
 FAST_CALL_ATOL = 1e-7
 """How close a faster way of running the signature must answer the probe points to be used:
@@ -600,12 +606,23 @@ class LoadedModel:
         return None if self._lite is None else "litert"
 
     @property
+    def inline_max_points(self) -> int:
+        """Largest batch whose call is known to be short: :data:`LITE_MAX_POINTS` when LiteRT
+        answered that many points in under :data:`INLINE_CALL_MAX_S` at load, else 0. The
+        service runs such batches on its event loop (service/batcher.py)."""
+        lite = self._lite
+        if lite is None or lite.call_seconds > INLINE_CALL_MAX_S:
+            return 0
+        return LITE_MAX_POINTS
+
+    @property
     def runtime(self) -> str:
         """How batches run, for logs: e.g. ``LiteRT up to 256 points, TensorFlow (folded)``."""
         tensorflow = f"TensorFlow ({self.call_path})"
         if self._lite is None:
             return tensorflow
-        return f"LiteRT up to {LITE_MAX_POINTS} points, {tensorflow} above"
+        cost = f"{self._lite.call_seconds * 1e6:.0f} µs per {LITE_MAX_POINTS} points"
+        return f"LiteRT up to {LITE_MAX_POINTS} points ({cost}), {tensorflow} above"
 
     @property
     def signature(self) -> Any:
@@ -738,6 +755,19 @@ class LiteRunner:
         self._flatbuffer = flatbuffer
         self._output_name = output_name
         self._local = threading.local()
+        self.call_seconds = float("inf")
+        """The best of several calls of :data:`LITE_MAX_POINTS` points (:meth:`measure`)."""
+
+    def measure(self, rounds: int = 7) -> None:
+        """Time a call of :data:`LITE_MAX_POINTS` points: the best of ``rounds``, after one
+        call that allocates the interpreter (the best is the call's cost; slower rounds are
+        the machine's)."""
+        points = np.zeros((LITE_MAX_POINTS, 2), np.float32)
+        self(points)
+        for _ in range(rounds):
+            started = time.perf_counter()
+            self(points)
+            self.call_seconds = min(self.call_seconds, time.perf_counter() - started)
 
     def __call__(self, points: NDArray[np.float32]) -> NDArray[np.float32]:
         n = int(points.shape[0])
@@ -785,6 +815,7 @@ def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> Lite
             if not np.allclose(runner(points), expected, rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL):
                 log.warning("%s: LiteRT answers unlike TensorFlow; not used", path)
                 return None
+        runner.measure()
     except Exception as exc:  # not installed, or a graph the converter or runtime refuses
         log.info("%s: LiteRT not used (%s: %s)", path, type(exc).__name__, exc)
         return None

@@ -74,6 +74,8 @@ async def gated_service(
         return predict(self, version, points)
 
     monkeypatch.setattr(ModelRegistry, "predict", gated)
+    # A held model call is a slow one: never a short call run on the event loop.
+    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
     grpc_port = free_port()
     app = create_app(Settings(model_dir=model_dir, grpc_port=grpc_port, **settings))
     server = uvicorn.Server(

@@ -570,3 +570,42 @@ async def test_a_stopped_batcher_cannot_restart(make_batcher: Any) -> None:
 def test_bad_settings_are_rejected_by_name(model: FakeModel, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Batcher(model, **kwargs)
+
+
+# -- short calls inline --------------------------------------------------------------------
+
+
+async def test_batches_marked_short_run_on_the_event_loop_and_the_rest_in_the_thread(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    # Batches of up to 2 points on key 1 are "short calls"; anything else goes to the thread.
+    marked: list[tuple[Hashable, int]] = []
+
+    def runs_inline(key: Hashable, n: int) -> bool:
+        marked.append((key, n))
+        return key == 1 and n <= 2
+
+    batcher = await make_batcher(runs_inline=runs_inline)
+    loop_thread = threading.get_ident()
+    np.testing.assert_array_equal(
+        await batcher.submit(pts(1.0, 2.0), key=1), expected(pts(1, 2), 1)
+    )
+    assert model.threads == {loop_thread}
+    np.testing.assert_array_equal(
+        await batcher.submit(pts(1, 2, 3), key=1), expected(pts(1, 2, 3), 1)
+    )
+    np.testing.assert_array_equal(await batcher.submit(pts(4.0), key=2), expected(pts(4.0), 2))
+    assert len(model.threads) == 2 and loop_thread in model.threads
+    assert marked == [(1, 2), (1, 3), (2, 1)]
+
+
+async def test_an_inline_batch_that_fails_fails_only_its_requests(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: True, on_batch=stats.append)
+    with pytest.raises(ModelFailure, match="RuntimeError"):
+        await batcher.submit(pts(POISON))
+    np.testing.assert_array_equal(await batcher.submit(pts(3.0)), expected(pts(3.0)))
+    assert [s.failed for s in stats] == [True, False]
+    assert all(s.model_seconds >= 0 for s in stats)

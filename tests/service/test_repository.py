@@ -358,6 +358,8 @@ async def test_a_stuck_overloaded_model_does_not_delay_or_fail_another(
         return predict(self, version, points)
 
     monkeypatch.setattr(ModelRegistry, "predict", gated)
+    # A held model call is a slow one: never a short call run on the event loop.
+    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
     settings = Settings(
         model_repository=str(root), max_queue_points=4, max_batch_size=2, model_name="fast"
     )
@@ -410,6 +412,8 @@ async def test_explicit_control_refuses_to_unload_a_busy_model_for_another(
         return predict(self, version, points)
 
     monkeypatch.setattr(ModelRegistry, "predict", gated)
+    # A held model call is a slow one: never a short call run on the event loop.
+    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
     settings = Settings(
         model_repository=str(root),
         model_control="explicit",
