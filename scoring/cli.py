@@ -60,21 +60,12 @@ def register(subparsers: Any) -> None:
         help="result file for a one-file input (a sharded run writes "
         "OUT-part-KKKKK-of-NNNNN.ext); a folder or prefix for a dataset: one output per input",
     )
-    io.add_argument(
-        "--format",
-        choices=["csv", "parquet", "jsonl"],
-        help="format of input and output (default: from each extension)",
-    )
-    io.add_argument(
-        "--input-format",
-        choices=["csv", "parquet", "jsonl"],
-        help="overrides --format for the input",
-    )
-    io.add_argument(
-        "--output-format",
-        choices=["csv", "parquet", "jsonl"],
-        help="overrides --format for the output and rejects",
-    )
+    for flag, what in (
+        ("--format", "format of input and output (default: from each extension)"),
+        ("--input-format", "overrides --format for the input"),
+        ("--output-format", "overrides --format for the output and rejects"),
+    ):
+        io.add_argument(flag, choices=["csv", "parquet", "jsonl"], help=what)
     io.add_argument(
         "--rejects",
         metavar="FILE|FOLDER",
