@@ -23,13 +23,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.score import SCORE_SCRIPT, ensure_model, run_child
+from bench._cli import print_table
+from bench.score import SCORE_SCRIPT, add_workspace_options, run_child, workspace
 
 TARGET_FOLDER_ROWS_PER_S = 3_000_000
 TARGET_S3_ROWS_PER_S = 1_000_000
@@ -87,14 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv-rows", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 server case")
-    parser.add_argument("--model-dir", type=Path, help="default: a fresh model in --workdir")
-    parser.add_argument("--workdir", type=Path, help="default: a temporary folder")
+    add_workspace_options(parser)
     args = parser.parse_args(argv)
 
-    tmp = tempfile.TemporaryDirectory(prefix="xor-dnn-bench-datasets-")
-    work = args.workdir or Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir or ensure_model(work / "models" / "xor")
+    ws = workspace(args, "xor-dnn-bench-datasets-")
+    work, model_dir = ws.folder, ws.model_dir
     score = [sys.executable, "-c", SCORE_SCRIPT, "score", "--model-dir", str(model_dir)]
     score.append("--no-progress")
     few = max(args.files // 5, 1)
@@ -154,14 +151,23 @@ def main(argv: list[str] | None = None) -> int:
         table.append(s3_case(score, folder, args.repeats))
         table[-1]["ratio"] = table[-1]["rows_per_s"] / base["rows_per_s"]
 
-    print("\n| case | files | rows | rows/s (median) | vs one file | seconds | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for row in table:
-        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
-        print(
-            f"| {row['case']} | {row['files']} | {row['rows']:,} | {row['rows_per_s']:,.0f} |"
-            f" {ratio} | {row['seconds']:.2f} | {row['rss_mb']:.0f} |"
-        )
+    print()
+    print_table(
+        ["case", "files", "rows", "rows/s (median)", "vs one file", "seconds", "peak RSS MB"],
+        "lrrrrrr",
+        (
+            [
+                row["case"],
+                str(row["files"]),
+                f"{row['rows']:,}",
+                f"{row['rows_per_s']:,.0f}",
+                f"{row['ratio']:.2f}x" if "ratio" in row else "",
+                f"{row['seconds']:.2f}",
+                f"{row['rss_mb']:.0f}",
+            ]
+            for row in table
+        ),
+    )
     print(
         f"\npeak RSS {part['rss_mb']:.0f} MB ({few} files) -> {full['rss_mb']:.0f} MB"
         f" ({args.files} files): {growth:+.1%} (target within {MAX_RSS_GROWTH:.0%})"

@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from bench._cli import load_parser
 from bench._loadgen import closed_loop, open_loop, run_async
 from bench._process import ServerProcess, start_server
 from bench._resources import cpu_seconds, rss_mb
@@ -79,17 +80,14 @@ async def _phase(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = load_parser(__doc__, duration=5.0, repeats=3, max_repeats=10)
     p.add_argument("--rate", type=float, default=300.0, help="total requests/s R (default 300)")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per phase (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of every phase (default 3)")
     p.add_argument("--flood", type=int, default=32, help="saturated: b's connections (32)")
     p.add_argument("--max-queue-points", type=int, default=16, help="each model's queue (16)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs of the model (20)")
     p.add_argument("--workdir", type=Path, help="keep the models and the log here")
     args = p.parse_args(argv)
-    if not (0 < args.duration <= 60 and 1 <= args.repeats <= 10 and args.rate > 0):
-        p.error("--duration in (0, 60], --repeats in [1, 10], --rate > 0")
+    if not args.rate > 0:
+        p.error(f"--rate must be > 0, got {args.rate}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench._cli import print_table
 
 TARGET_ROWS_PER_S = {"csv": 1_000_000, "parquet": 3_000_000}
 MAX_RSS_MB = 1200.0
@@ -96,6 +99,31 @@ def ensure_model(model_dir: Path) -> Path:
     return model_dir
 
 
+def add_workspace_options(parser: argparse.ArgumentParser) -> None:
+    """``--model-dir`` and ``--workdir``: every scoring benchmark takes them (:func:`workspace`)."""
+    parser.add_argument("--model-dir", type=Path, help="default: a fresh model in --workdir")
+    parser.add_argument("--workdir", type=Path, help="default: a temporary folder")
+
+
+@dataclass
+class Workspace:
+    """Where a scoring benchmark writes, and the model it scores with."""
+
+    folder: Path
+    """``--workdir``, or a temporary folder removed once this object is gone."""
+    model_dir: Path
+    """``--model-dir``, or a fresh model in ``folder``."""
+    _tmp: tempfile.TemporaryDirectory[str]
+
+
+def workspace(args: argparse.Namespace, prefix: str) -> Workspace:
+    """The folder and model of :func:`add_workspace_options`'s parsed ``args``."""
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    folder = args.workdir or Path(tmp.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Workspace(folder, args.model_dir or ensure_model(folder / "models" / "xor"), tmp)
+
+
 def run_child(cmd: list[str]) -> dict[str, Any]:
     """Run ``cmd``, return its JSON summary plus its own peak RSS (MB) and wall seconds."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -124,15 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1_000_000,
         help="points for the pandas + Keras predict comparison (0: skip)",
     )
-    parser.add_argument("--model-dir", type=Path, help="default: a fresh model in --workdir")
-    parser.add_argument("--workdir", type=Path, help="default: a temporary folder")
+    add_workspace_options(parser)
     parser.add_argument("--chunk-size", type=int, default=65536)
     args = parser.parse_args(argv)
 
-    tmp = tempfile.TemporaryDirectory(prefix="xor-dnn-bench-")
-    work = args.workdir or Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir or ensure_model(work / "models" / "xor")
+    ws = workspace(args, "xor-dnn-bench-")
+    work, model_dir = ws.folder, ws.model_dir
     score = [
         sys.executable,
         "-c",
@@ -200,17 +225,26 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
-    print(
-        f"\n| case | rows | way | rows/s (median of {args.repeats}) | seconds | "
-        "startup s (TF import + load + warm-up) | peak RSS MB | CPU s per 1M rows |"
+    header = ["case", "rows", "way", f"rows/s (median of {args.repeats})", "seconds"]
+    header += ["startup s (TF import + load + warm-up)", "peak RSS MB", "CPU s per 1M rows"]
+    print()
+    print_table(
+        header,
+        "lrlrrrrr",
+        (
+            [
+                r["case"],
+                f"{r['rows']:,}",
+                r["way"],
+                f"{r['rows_per_s']:,.0f}",
+                f"{r['seconds']:.2f}",
+                f"{r['startup']:.1f}",
+                f"{r['rss_mb']:.0f}",
+                "" if r["cpu_per_m"] is None else f"{r['cpu_per_m']:.2f}",
+            ]
+            for r in rows
+        ),
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        cpu = "" if r["cpu_per_m"] is None else f"{r['cpu_per_m']:.2f}"
-        print(
-            f"| {r['case']} | {r['rows']:,} | {r['way']} | {r['rows_per_s']:,.0f} | "
-            f"{r['seconds']:.2f} | {r['startup']:.1f} | {r['rss_mb']:.0f} | {cpu} |"
-        )
 
     failures = []
     ours = [r for r in rows if r["way"] == "xor-dnn score"]

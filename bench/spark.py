@@ -21,13 +21,13 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.score import SCORE_SCRIPT, ensure_model, run_child
+from bench._cli import print_table
+from bench.score import SCORE_SCRIPT, add_workspace_options, run_child, workspace
 
 TOLERANCE = 1e-6
 MASTER = "local[2]"
@@ -93,15 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=1, help="runs per way; medians shown")
-    parser.add_argument("--model-dir", type=Path, help="default: a fresh model in --workdir")
-    parser.add_argument("--workdir", type=Path, help="default: a temporary folder")
+    add_workspace_options(parser)
     parser.add_argument("--chunk-size", type=int, default=65536)
     args = parser.parse_args(argv)
 
-    tmp = tempfile.TemporaryDirectory(prefix="xor-dnn-bench-spark-")
-    work = args.workdir or Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    model_dir = (args.model_dir or ensure_model(work / "models" / "xor")).resolve()
+    ws = workspace(args, "xor-dnn-bench-spark-")
+    work, model_dir = ws.folder, ws.model_dir.resolve()
     src = work / f"points-{args.rows}.parquet"
     bad = make_input(src, args.rows)
     # The Spark runs inherit these: local[2] (two Python workers), this interpreter for them.
@@ -150,21 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         ("xor-dnn score --engine spark (cold)", wall["spark"], None),
         ("score_dataframe, 2nd job (warm)", wall["warm"], median("warm", "seconds")),
     ]
-    print(
-        f"\n{args.rows:,} points (Parquet -> Parquet), {MASTER}, median of {args.repeats}:\n"
-        "| way | process wall s | rows/s end to end | vs stream | scoring s | rows/s scoring "
-        "| vs stream |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{args.rows:,} points (Parquet -> Parquet), {MASTER}, median of {args.repeats}:")
+    header = ["way", "process wall s", "rows/s end to end", "vs stream"]
+    header += ["scoring s", "rows/s scoring", "vs stream"]
+    rows = []
     for name, seconds, scoring in table:
         e2e = args.rows / seconds
-        cells = f"| {name} | {seconds:.1f} | {e2e:,.0f} | {e2e / base:.2f}x |"
+        cells = [name, f"{seconds:.1f}", f"{e2e:,.0f}", f"{e2e / base:.2f}x"]
         if scoring is None:
-            cells += " | | |"
+            cells += ["", "", ""]
         else:
             rate = (args.rows - bad) / scoring
-            cells += f" {scoring:.2f} | {rate:,.0f} | {rate / base_run:.2f}x |"
-        print(cells)
+            cells += [f"{scoring:.2f}", f"{rate:,.0f}", f"{rate / base_run:.2f}x"]
+        rows.append(cells)
+    print_table(header, "lrrrrrr", rows)
     loads = [r["model_loads"] for r in runs["spark"]]
     warm_loads = [r["model_loads"] for r in runs["warm"]]
     print(f"--engine spark: model loads per run {loads} (one per Python worker process)")

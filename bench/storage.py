@@ -21,7 +21,6 @@ remote is on the request path); no LIST request while serving; remote cold start
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
 import statistics
@@ -31,10 +30,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench._cli import load_parser
 from bench._loadgen import pick_generator
 from bench._process import start_server
 from bench._s3server import running_s3
 from bench.serve import load
+from xor_dnn.cli import add_bounded
 
 RATIO_TARGET = 0.98
 COLD_START_TARGET_S = 30.0
@@ -57,18 +58,11 @@ def cold_start(source: str, workdir: Path, name: str, extra: list[str]) -> float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per load run (3)")
-    p.add_argument("--repeats", type=int, default=9, help="interleaved repeats (9)")
-    p.add_argument("--cold-repeats", type=int, default=3, help="cold starts per source (3)")
-    p.add_argument("--concurrency", type=int, default=32, help="closed-loop connections (32)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs of the benchmark model (20)")
+    p = load_parser(__doc__, duration=3.0, repeats=9, max_repeats=50)
+    add_bounded(p, "--cold-repeats", int, 1, 20, default=3, help="cold starts per source (3)")
+    add_bounded(p, "--concurrency", int, 1, None, default=32, help="closed-loop connections (32)")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     args = p.parse_args(argv)
-    if not (0 < args.duration <= 60 and 1 <= args.repeats <= 50 and args.concurrency >= 1):
-        p.error("--duration must be in (0, 60], --repeats in [1, 50], --concurrency >= 1")
-    if not 1 <= args.cold_repeats <= 20:
-        p.error("--cold-repeats must be in [1, 20]")
     generator = pick_generator(args.loadgen)
 
     with contextlib.ExitStack() as stack:

@@ -20,6 +20,7 @@ from typing import Any
 
 from scoring.errors import ScoringError
 from scoring.shards import COUNT_ENV, INDEX_ENV
+from xor_dnn.cli import add_bounded, add_progress
 from xor_dnn.storage import StorageError
 
 DEFAULT_MODEL_DIR = "models/xor"
@@ -29,39 +30,6 @@ MAX_CHUNK = 1 << 22
 
 class Terminated(BaseException):
     """SIGTERM (Kubernetes stopping the pod), raised so the temporary files are removed."""
-
-
-def _positive(limit: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not 1 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be between 1 and {limit}, got {value}")
-        return value
-
-    return parse
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -92,21 +60,12 @@ def register(subparsers: Any) -> None:
         help="result file for a one-file input (a sharded run writes "
         "OUT-part-KKKKK-of-NNNNN.ext); a folder or prefix for a dataset: one output per input",
     )
-    io.add_argument(
-        "--format",
-        choices=["csv", "parquet", "jsonl"],
-        help="format of input and output (default: from each extension)",
-    )
-    io.add_argument(
-        "--input-format",
-        choices=["csv", "parquet", "jsonl"],
-        help="overrides --format for the input",
-    )
-    io.add_argument(
-        "--output-format",
-        choices=["csv", "parquet", "jsonl"],
-        help="overrides --format for the output and rejects",
-    )
+    for flag, what in (
+        ("--format", "format of input and output (default: from each extension)"),
+        ("--input-format", "overrides --format for the input"),
+        ("--output-format", "overrides --format for the output and rejects"),
+    ):
+        io.add_argument(flag, choices=["csv", "parquet", "jsonl"], help=what)
     io.add_argument(
         "--rejects",
         metavar="FILE|FOLDER",
@@ -122,15 +81,21 @@ def register(subparsers: Any) -> None:
         help="versions folder or object store URI (s3://bucket/prefix, gs://...) "
         f"(default: ${MODEL_DIR_ENV} or {DEFAULT_MODEL_DIR})",
     )
-    model.add_argument(
+    add_bounded(
+        model,
         "--version",
+        int,
+        1,
+        10**9,
         dest="model_version",
-        type=_positive(10**9),
         help="model version (default: the newest)",
     )
-    model.add_argument(
+    add_bounded(
+        model,
         "--threshold",
-        type=_probability,
+        float,
+        0.0,
+        1.0,
         default=0.5,
         help="class_id is 1 where probability >= threshold",
     )
@@ -144,9 +109,12 @@ def register(subparsers: Any) -> None:
         "the file or folder and writes output folders (pip install 'xor-dnn[spark]'; "
         "docs/spark.md)",
     )
-    run.add_argument(
+    add_bounded(
+        run,
         "--chunk-size",
-        type=_positive(MAX_CHUNK),
+        int,
+        1,
+        MAX_CHUNK,
         default=65536,
         help="rows per model call and about per read/write batch",
     )
@@ -155,22 +123,22 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="fail (exit 3) on the first bad row instead of rejecting it",
     )
-    run.add_argument(
+    add_bounded(
+        run,
         "--num-shards",
-        type=_positive(99999),
+        int,
+        1,
+        99999,
         help=f"split the input in N shards (default: ${COUNT_ENV} or 1)",
     )
-    run.add_argument(
+    add_bounded(
+        run,
         "--shard-index",
-        type=_non_negative,
+        int,
+        0,
         help=f"the shard to score, 0..N-1 (default: ${INDEX_ENV} or 0)",
     )
-    run.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: only when stderr is a terminal)",
-    )
+    add_progress(run, "progress bar on stderr (default: only when stderr is a terminal)")
     run.add_argument(
         "--resume",
         action="store_true",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath, PurePosixPath
 from typing import Any
@@ -33,7 +34,7 @@ from scoring.pipeline import Reader, Writer
 from scoring.progress import Progress
 from scoring.readers import Batch, Source, open_source
 from scoring.shards import Shard
-from scoring.validate import OK, REASONS, describe, is_text, parse_coordinate
+from scoring.validate import OK, describe, is_text, parse_coordinate, reject_reasons
 from scoring.writers import REJECT_SCHEMA, Sink, discard_temp_files, open_sink
 from xor_dnn.storage import StorageError, canonical, open_store, split_uri
 
@@ -181,6 +182,74 @@ def _rejects_batch(
     )
 
 
+@dataclass(frozen=True)
+class ScoredRows:
+    """The rows of a batch whose x and y both parsed, and the model's answer for each."""
+
+    data: pa.RecordBatch
+    """Those rows as read (x and y still in their input type)."""
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+    probability: NDArray[np.float32]
+
+
+def score_batch(
+    data: pa.RecordBatch,
+    xi: int,
+    yi: int,
+    model: Callable[[], Predict],
+    chunk_size: int,
+    on_bad: Callable[[NDArray[np.int8], NDArray[np.int8], NDArray[np.intp]], None] | None = None,
+) -> ScoredRows | None:
+    """Score the rows of ``data`` whose x (column ``xi``) and y (column ``yi``) are valid
+    numbers, at most ``chunk_size`` rows per model call: the one rule of both engines.
+
+    ``on_bad(x_codes, y_codes, bad_indexes)`` sees each batch's parse codes (the indexes may
+    be empty) before the model runs, so ``--strict`` fails first; ``model()`` is called only
+    when some row is valid (a Spark worker given only bad rows loads no model). None when no
+    row is valid. Raises ModelError when the model call fails.
+    """
+    xs, xc = parse_coordinate(data.column(xi))
+    ys, yc = parse_coordinate(data.column(yi))
+    bad = (xc != OK) | (yc != OK)
+    idx = np.flatnonzero(bad)
+    if on_bad is not None:
+        on_bad(xc, yc, idx)
+    if len(idx):
+        keep = ~bad
+        data = data.filter(pa.array(keep))
+        xs, ys = xs[keep], ys[keep]
+    n = data.num_rows
+    if n == 0:
+        return None
+    predict = model()
+    points = np.empty((n, 2), dtype=np.float32)
+    points[:, 0], points[:, 1] = xs, ys
+    prob = np.empty(n, dtype=np.float32)
+    try:
+        for lo in range(0, n, chunk_size):
+            prob[lo : lo + chunk_size] = predict(points[lo : lo + chunk_size])
+    except Exception as exc:  # TensorFlow raises many types; the job reports one
+        raise ModelError(f"model call failed: {type(exc).__name__}: {exc}") from exc
+    return ScoredRows(data, xs, ys, prob)
+
+
+def added_columns(
+    probability: NDArray[np.float32], threshold: float, version: int, *, csv: bool = False
+) -> list[pa.Array]:
+    """``probability``, ``class_id`` and ``model_version`` of scored rows, in the types of
+    :func:`output_schema` (the integers as text for a CSV output)."""
+    n = len(probability)
+    positive = probability >= threshold
+    if csv:
+        class_id = _text_column(positive.astype(np.uint8) + ord("0"))
+        model_version = _repeat(version, n)
+    else:
+        class_id = pa.array(positive.astype(np.int8), pa.int8())
+        model_version = pa.array(np.full(n, version, dtype=np.int32), pa.int32())
+    return [pa.array(probability, pa.float32()), class_id, model_version]
+
+
 class _Job:
     def __init__(
         self,
@@ -216,21 +285,20 @@ class _Job:
         self.read = self.scored = self.rejected = 0
 
     def _bad_rows(
-        self, batch: Batch, xc: NDArray[np.int8], yc: NDArray[np.int8], bad: NDArray[np.bool_]
+        self, batch: Batch, xc: NDArray[np.int8], yc: NDArray[np.int8], idx: NDArray[np.intp]
     ) -> None:
         rows: list[int] = [m.row for m in batch.malformed]
         cols: list[str | None] = [m.column for m in batch.malformed]
         reasons = [m.reason for m in batch.malformed]
         values = [m.text for m in batch.malformed]
-        if bad is not None and bad.any():
-            idx = np.flatnonzero(bad)
+        if len(idx):
             rows += batch.row_numbers(idx).tolist()
-            x_bad = xc[idx] != OK
+            x_bad, why = reject_reasons(xc, yc, idx)
+            reasons += why
             raw_x = batch.data.column(self.xi).take(pa.array(idx)).to_pylist()
             raw_y = batch.data.column(self.yi).take(pa.array(idx)).to_pylist()
             for j, is_x in enumerate(x_bad.tolist()):
                 cols.append(self.o.x_col if is_x else self.o.y_col)
-                reasons.append(REASONS[int(xc[idx[j]] if is_x else yc[idx[j]])])
                 values.append(describe(raw_x[j] if is_x else raw_y[j]))
         if not rows:
             return
@@ -241,52 +309,29 @@ class _Job:
         self.writer.put(self.rejects, _rejects_batch(rows, cols, reasons, values))
 
     def run_batch(self, batch: Batch) -> None:
-        data = batch.data
-        self.read += data.num_rows + len(batch.malformed)
-        xs, xc = parse_coordinate(data.column(self.xi))
-        ys, yc = parse_coordinate(data.column(self.yi))
-        bad = (xc != OK) | (yc != OK)
-        any_bad = bool(bad.any())
-        self._bad_rows(batch, xc, yc, bad if any_bad else None)  # type: ignore[arg-type]
-        if any_bad:
-            keep = ~bad
-            data = data.filter(pa.array(keep))
-            xs, ys = xs[keep], ys[keep]
-        n = data.num_rows
-        if n == 0:
+        self.read += batch.data.num_rows + len(batch.malformed)
+        rows = score_batch(
+            batch.data,
+            self.xi,
+            self.yi,
+            lambda: self.predict,
+            self.o.chunk_size,
+            on_bad=lambda xc, yc, bad: self._bad_rows(batch, xc, yc, bad),
+        )
+        if rows is None:
             return
-        points = np.empty((n, 2), dtype=np.float32)
-        points[:, 0] = xs
-        points[:, 1] = ys
-        prob = np.empty(n, dtype=np.float32)
-        step = self.o.chunk_size
-        try:
-            for lo in range(0, n, step):
-                prob[lo : lo + step] = self.predict(points[lo : lo + step])
-        except Exception as exc:  # TensorFlow raises many types; the job reports one
-            raise ModelError(f"model call failed: {type(exc).__name__}: {exc}") from exc
-        columns = list(data.columns)
-        for i, values in ((self.xi, xs), (self.yi, ys)):
+        n = rows.data.num_rows
+        columns = list(rows.data.columns)
+        for i, values in ((self.xi, rows.x), (self.yi, rows.y)):
             if not is_text(self.schema.field(i).type):
                 columns[i] = pa.array(values, pa.float64())
-        positive = prob >= self.o.threshold
         for name, value in self.partitions:
             t = self.schema.field(name).type
             if pa.types.is_integer(t):
                 columns.append(pa.array(np.full(n, int(value), dtype=np.int32), t))
             else:
                 columns.append(_repeat(value, n))
-        columns.append(pa.array(prob, pa.float32()))
-        if self.csv:
-            columns += [
-                _text_column(positive.astype(np.uint8) + ord("0")),
-                _repeat(self.version, n),
-            ]
-        else:
-            columns += [
-                pa.array(positive.astype(np.int8), pa.int8()),
-                pa.array(np.full(n, self.version, dtype=np.int32), pa.int32()),
-            ]
+        columns += added_columns(rows.probability, self.o.threshold, self.version, csv=self.csv)
         self.writer.put(self.out, pa.RecordBatch.from_arrays(columns, schema=self.schema))
         self.scored += n
 

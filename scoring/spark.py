@@ -37,12 +37,20 @@ import pyarrow as pa
 from scoring.errors import InputError, ModelError, OutputError, ScoringError
 from scoring.formats import Format, default_rejects_path, detect_format
 from scoring.model import Predict, load_model, resolve_version
-from scoring.score import ADDED_COLUMNS, CLASS_ID, MODEL_VERSION, PROBABILITY
-from scoring.validate import OK, REASONS, parse_coordinate
+from scoring.score import (
+    ADDED_COLUMNS,
+    CLASS_ID,
+    MODEL_VERSION,
+    PROBABILITY,
+    added_columns,
+    score_batch,
+)
+from scoring.validate import OK, parse_coordinate, reject_reasons
 
 if TYPE_CHECKING:
     import argparse
 
+    from pyspark import SparkContext
     from pyspark.accumulators import Accumulator, AccumulatorParam
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
@@ -87,14 +95,6 @@ class CountsParam:
         return a
 
 
-def _coordinate_codes(
-    batch: pa.RecordBatch, x_col: str, y_col: str
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    xs, xc = parse_coordinate(batch.column(batch.schema.get_field_index(x_col)))
-    ys, yc = parse_coordinate(batch.column(batch.schema.get_field_index(y_col)))
-    return xs, xc, ys, yc
-
-
 @dataclass(frozen=True)
 class _Scorer:
     """The executor side of the scores: valid rows of each Arrow batch through the model."""
@@ -109,39 +109,25 @@ class _Scorer:
     batches: Accumulator[dict[str, int]]
     rows: Accumulator[int]
 
+    def _model(self) -> Predict:
+        predict, loaded = cached_model(self.model_dir, self.version, self.chunk_size)
+        if loaded:
+            self.loads.add({worker_id(): 1})
+        return predict
+
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        predict: Predict | None = None
         for batch in batches:
-            xs, xc, ys, yc = _coordinate_codes(batch, self.x_col, self.y_col)
-            keep = (xc == OK) & (yc == OK)
-            if not keep.all():
-                batch = batch.filter(pa.array(keep))
-                xs, ys = xs[keep], ys[keep]
-            n = batch.num_rows
-            if n == 0:
+            xi = batch.schema.get_field_index(self.x_col)
+            yi = batch.schema.get_field_index(self.y_col)
+            rows = score_batch(batch, xi, yi, self._model, self.chunk_size)
+            if rows is None:
                 continue
-            if predict is None:  # no model in a process that is given no valid row
-                predict, loaded = cached_model(self.model_dir, self.version, self.chunk_size)
-                if loaded:
-                    self.loads.add({worker_id(): 1})
-            points = np.empty((n, 2), dtype=np.float32)
-            points[:, 0], points[:, 1] = xs, ys
-            prob = np.empty(n, dtype=np.float32)
-            try:
-                for lo in range(0, n, self.chunk_size):
-                    prob[lo : lo + self.chunk_size] = predict(points[lo : lo + self.chunk_size])
-            except Exception as exc:  # TensorFlow raises many types; the job reports one
-                raise ModelError(f"model call failed: {type(exc).__name__}: {exc}") from exc
-            columns = list(batch.columns)
-            columns[batch.schema.get_field_index(self.x_col)] = pa.array(xs, pa.float64())
-            columns[batch.schema.get_field_index(self.y_col)] = pa.array(ys, pa.float64())
-            columns += [
-                pa.array(prob, pa.float32()),
-                pa.array((prob >= self.threshold).astype(np.int8), pa.int8()),
-                pa.array(np.full(n, self.version, dtype=np.int32), pa.int32()),
-            ]
+            columns = list(rows.data.columns)
+            columns[xi] = pa.array(rows.x, pa.float64())
+            columns[yi] = pa.array(rows.y, pa.float64())
+            columns += added_columns(rows.probability, self.threshold, self.version)
             self.batches.add({worker_id(): 1})
-            self.rows.add(n)
+            self.rows.add(rows.data.num_rows)
             yield pa.RecordBatch.from_arrays(columns, names=[*batch.schema.names, *ADDED_COLUMNS])
 
 
@@ -155,20 +141,40 @@ class _Rejecter:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            _, xc, _, yc = _coordinate_codes(batch, self.x_col, self.y_col)
+            _, xc = parse_coordinate(batch.column(batch.schema.get_field_index(self.x_col)))
+            _, yc = parse_coordinate(batch.column(batch.schema.get_field_index(self.y_col)))
             idx = np.flatnonzero((xc != OK) | (yc != OK))
             if len(idx) == 0:
                 continue
-            x_bad = xc[idx] != OK  # x is named first when both are bad, as in the stream engine
-            codes = np.where(x_bad, xc[idx], yc[idx])
+            x_bad, reasons = reject_reasons(xc, yc, idx)
             bad = batch.take(pa.array(idx))
             columns = [
                 *bad.columns,
                 pa.array([self.x_col if b else self.y_col for b in x_bad.tolist()], pa.string()),
-                pa.array([REASONS[int(c)] for c in codes], pa.string()),
+                pa.array(reasons, pa.string()),
             ]
             self.rows.add(len(idx))
             yield pa.RecordBatch.from_arrays(columns, names=[*batch.schema.names, *REJECT_COLUMNS])
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """The accumulators the executors add to, read on the driver."""
+
+    loads: Accumulator[dict[str, int]]
+    batches: Accumulator[dict[str, int]]
+    scored: Accumulator[int]
+    rejected: Accumulator[int]
+
+    @classmethod
+    def start(cls, sc: SparkContext) -> _Counters:
+        counts = cast("AccumulatorParam[dict[str, int]]", CountsParam())
+        return cls(
+            sc.accumulator({}, counts),
+            sc.accumulator({}, counts),
+            sc.accumulator(0),
+            sc.accumulator(0),
+        )
 
 
 @dataclass
@@ -186,28 +192,25 @@ class Scored:
     model_version: int
     model_dir: str
     """As the executors load it (a local folder made absolute)."""
-    _loads: Accumulator[dict[str, int]]
-    _batches: Accumulator[dict[str, int]]
-    _scored: Accumulator[int]
-    _rejected: Accumulator[int]
+    _counters: _Counters
 
     @property
     def model_loads(self) -> dict[str, int]:
         """Model loads by worker process (``host:pid``): 1 for each process that scored."""
-        return dict(self._loads.value)
+        return dict(self._counters.loads.value)
 
     @property
     def batches(self) -> dict[str, int]:
         """Arrow batches scored, by worker process."""
-        return dict(self._batches.value)
+        return dict(self._counters.batches.value)
 
     @property
     def rows_scored(self) -> int:
-        return int(self._scored.value)
+        return int(self._counters.scored.value)
 
     @property
     def rows_rejected(self) -> int:
-        return int(self._rejected.value)
+        return int(self._counters.rejected.value)
 
 
 @contextlib.contextmanager
@@ -282,10 +285,7 @@ def score_dataframe(
     _check_columns(df.schema, x_col, y_col)
     number = resolve_version(model_dir, version)
     where = _executor_model_dir(model_dir)
-    sc = df.sparkSession.sparkContext
-    counts = cast("AccumulatorParam[dict[str, int]]", CountsParam())
-    loads, batches = sc.accumulator({}, counts), sc.accumulator({}, counts)
-    scored, rejected = sc.accumulator(0), sc.accumulator(0)
+    counters = _Counters.start(df.sparkSession.sparkContext)
 
     coords = (x_col, y_col)
     score_fields = [
@@ -302,8 +302,11 @@ def score_dataframe(
         StructField(REJECT_COLUMN, StringType(), False),
         StructField(REJECT_REASON, StringType(), False),
     ]
-    scorer = _Scorer(where, number, x_col, y_col, threshold, chunk_size, loads, batches, scored)
-    rejecter = _Rejecter(x_col, y_col, rejected)
+    c = counters
+    scorer = _Scorer(
+        where, number, x_col, y_col, threshold, chunk_size, c.loads, c.batches, c.scored
+    )
+    rejecter = _Rejecter(x_col, y_col, c.rejected)
     with _no_pandas_warning():
         scores = df.mapInArrow(scorer, StructType(score_fields))
         rejects = df.mapInArrow(rejecter, StructType(reject_fields))
@@ -312,10 +315,7 @@ def score_dataframe(
         rejects=rejects,
         model_version=number,
         model_dir=where,
-        _loads=loads,
-        _batches=batches,
-        _scored=scored,
-        _rejected=rejected,
+        _counters=counters,
     )
 
 

@@ -97,6 +97,16 @@ def parse_coordinate(
     return np.full(len(arr), np.nan), codes
 
 
+def reject_reasons(
+    x_codes: NDArray[np.int8], y_codes: NDArray[np.int8], rows: NDArray[np.intp]
+) -> tuple[NDArray[np.bool_], list[str]]:
+    """For the bad ``rows``: whether x is the column a reject names (x when both are bad), and
+    the reason of the column named."""
+    x_bad = x_codes[rows] != OK
+    codes = np.where(x_bad, x_codes[rows], y_codes[rows])
+    return x_bad, [REASONS[int(c)] for c in codes]
+
+
 def describe(value: Any) -> str:
     """A value as shown in a reject: text as written, anything else as Python prints it."""
     if value is None:

@@ -16,10 +16,12 @@ from typing import Any
 
 from training.data import DEFAULT_N, DEFAULT_SEED, DataError
 from training.model import MAX_VALIDATION_SIZE, ModelConfig
+from xor_dnn.cli import add_bounded, add_progress
 
 DEFAULT_MODEL_DIR = Path("models/xor")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+PROGRESS_HELP = "per-epoch progress line (default: on in a terminal, off in CI)"
 
 
 def register(subparsers: Any) -> None:
@@ -45,22 +47,6 @@ def hidden_units(text: str) -> tuple[int, ...]:
     return units
 
 
-def _bounded(kind: type, name: str, low: float, high: float | None = None) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a {kind.__name__}, got {text!r}"
-            ) from None
-        if not value >= low or (high is not None and not value <= high):
-            limit = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     d = ModelConfig()
     g = parser.add_argument_group("model")
@@ -78,34 +64,34 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="hidden ReLU layer sizes, e.g. 6,4 or 20,20; 'none' for no hidden layer "
         f"(default {','.join(map(str, d.hidden_units))})",
     )
-    g.add_argument(
+    add_bounded(
+        g,
         "--dropout",
-        type=_bounded(float, "--dropout", 0.0, 0.95),
-        default=None,
+        float,
+        0.0,
+        0.95,
         help=f"dropout rate after each hidden layer, 0 disables (default {d.dropout})",
     )
-    g.add_argument(
-        "--epochs",
-        type=_bounded(int, "--epochs", 1, 100_000),
-        default=None,
-        help=f"training epochs per run (default {d.epochs})",
+    add_bounded(
+        g, "--epochs", int, 1, 100_000, help=f"training epochs per run (default {d.epochs})"
     )
-    g.add_argument(
-        "--batch-size",
-        type=_bounded(int, "--batch-size", 1, 1_000_000),
-        default=None,
-        help=f"mini-batch size (default {d.batch_size})",
+    add_bounded(
+        g, "--batch-size", int, 1, 1_000_000, help=f"mini-batch size (default {d.batch_size})"
     )
-    g.add_argument(
+    add_bounded(
+        g,
         "--learning-rate",
-        type=_bounded(float, "--learning-rate", 1e-9, 10.0),
-        default=None,
+        float,
+        1e-9,
+        10.0,
         help=f"Adam learning rate (default {d.learning_rate})",
     )
-    g.add_argument(
+    add_bounded(
+        g,
         "--validation-size",
-        type=_bounded(float, "--validation-size", 0.0, MAX_VALIDATION_SIZE),
-        default=None,
+        float,
+        0.0,
+        MAX_VALIDATION_SIZE,
         metavar="FRACTION",
         help="hold this fraction of the training part out (the runs learn from the rest); "
         "without --ensemble the run with the best validation accuracy is published instead of "
@@ -120,41 +106,54 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "publishes one run (closest to the runs' majority vote, or best on validation) "
         f"(default {'on' if d.ensemble else 'off'}; --lesson: off)",
     )
-    g.add_argument(
+    add_bounded(
+        g,
         "--swa-epochs",
-        type=_bounded(int, "--swa-epochs", 0, 100_000),
-        default=None,
+        int,
+        0,
+        100_000,
         metavar="N",
         help="end each run with the mean of its weights over its last N epochs (stochastic "
         f"weight averaging); 0 keeps the final weights (default {d.swa_epochs})",
     )
-    g.add_argument(
+    add_bounded(
+        g,
         "--seed",
-        type=_bounded(int, "--seed", 0, 2**31 - 1),
-        default=None,
+        int,
+        0,
+        2**31 - 1,
         help=f"seed of run 1; run i uses seed+i-1 (default {d.seed})",
     )
 
 
 def _add_generator_options(parser: argparse._ActionsContainer, *, prefix: str = "") -> None:
-    parser.add_argument(
+    add_bounded(
+        parser,
         f"--{prefix}n",
+        int,
+        1,
+        10_000_000,
         dest="n",
-        type=_bounded(int, f"--{prefix}n", 1, 10_000_000),
         default=DEFAULT_N,
         help=f"number of points (default {DEFAULT_N})",
     )
-    parser.add_argument(
+    add_bounded(
+        parser,
         f"--{prefix}noise",
+        float,
+        0.0,
+        1.0,
         dest="noise",
-        type=_bounded(float, f"--{prefix}noise", 0.0, 1.0),
         default=0.0,
         help="fraction of labels flipped at random (default 0)",
     )
-    parser.add_argument(
+    add_bounded(
+        parser,
         f"--{prefix}seed",
+        int,
+        0,
+        2**63 - 1,
         dest="data_seed",
-        type=_bounded(int, f"--{prefix}seed", 0, 2**63 - 1),
         default=DEFAULT_SEED,
         help=f"generator seed (default {DEFAULT_SEED})",
     )
@@ -192,21 +191,11 @@ def _register_train(subparsers: Any) -> None:
         help="model folder or object store URI (s3://bucket/prefix, gs://..., file://...); "
         f"the version lands in DIR/<N>/ (default {DEFAULT_MODEL_DIR})",
     )
-    p.add_argument(
-        "--runs",
-        type=_bounded(int, "--runs", 1, 1000),
-        default=5,
-        help="seeded runs to train (default 5)",
-    )
+    add_bounded(p, "--runs", int, 1, 1000, default=5, help="seeded runs to train (default 5)")
     _add_model_options(p)
     g = p.add_argument_group("generated data (used when --data is not given)")
     _add_generator_options(g, prefix="gen-")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="per-epoch progress line (default: on in a terminal, off in CI)",
-    )
+    add_progress(p, PROGRESS_HELP)
     p.add_argument(
         "--history",
         action=argparse.BooleanOptionalAction,
@@ -318,16 +307,15 @@ def _register_experiment(subparsers: Any) -> None:
         metavar="DIR",
         help="folder for experiment.md, experiment.json, experiment.png (default ./experiment)",
     )
-    p.add_argument(
-        "--runs",
-        type=_bounded(int, "--runs", 1, 100),
-        default=5,
-        help="seeds per architecture and dataset (default 5)",
+    add_bounded(
+        p, "--runs", int, 1, 100, default=5, help="seeds per architecture and dataset (default 5)"
     )
-    p.add_argument(
+    add_bounded(
+        p,
         "--epochs",
-        type=_bounded(int, "--epochs", 1, 100_000),
-        default=None,
+        int,
+        1,
+        100_000,
         help="override every architecture's epochs (default: the lesson's 100)",
     )
     p.add_argument(
@@ -336,30 +324,34 @@ def _register_experiment(subparsers: Any) -> None:
         metavar="CSV",
         help="use this CSV as the 'clean' dataset instead of generated data",
     )
-    p.add_argument(
+    add_bounded(
+        p,
         "--n",
-        type=_bounded(int, "--n", 20, 10_000_000),
+        int,
+        20,
+        10_000_000,
         default=DEFAULT_N,
         help=f"points per generated dataset (default {DEFAULT_N})",
     )
-    p.add_argument(
+    add_bounded(
+        p,
         "--noise",
-        type=_bounded(float, "--noise", 0.0, 1.0),
+        float,
+        0.0,
+        1.0,
         default=DEFAULT_NOISE,
         help=f"label-noise rate of the noisy dataset (default {DEFAULT_NOISE})",
     )
-    p.add_argument(
+    add_bounded(
+        p,
         "--data-seed",
-        type=_bounded(int, "--data-seed", 0, 2**63 - 1),
+        int,
+        0,
+        2**63 - 1,
         default=DEFAULT_SEED,
         help=f"generator seed (default {DEFAULT_SEED})",
     )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="per-epoch progress line (default: on in a terminal, off in CI)",
-    )
+    add_progress(p, PROGRESS_HELP)
     p.add_argument(
         "--publish",
         metavar="REPO",

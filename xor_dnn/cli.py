@@ -12,10 +12,49 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from xor_dnn import __version__
 
 JOB_MODULES = ("training.cli", "service.cli", "scoring.cli")
+
+
+def bounded(kind: type, name: str, low: float, high: float | None = None) -> Any:
+    """An argparse ``type`` that parses a ``kind`` (int or float) in [low, high] (no upper
+    limit when ``high`` is None); the error names the option ``name`` and the limits."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a {kind.__name__}, got {text!r}"
+            ) from None
+        if not value >= low or (high is not None and not value <= high):
+            limit = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_bounded(
+    parser: argparse._ActionsContainer,
+    flag: str,
+    kind: type,
+    low: float,
+    high: float | None = None,
+    **kwargs: Any,
+) -> None:
+    """Add the option ``flag`` whose value is a ``kind`` in [low, high] (:func:`bounded`)."""
+    parser.add_argument(flag, type=bounded(kind, flag, low, high), **kwargs)
+
+
+def add_progress(parser: argparse._ActionsContainer, help: str) -> None:
+    """``--progress`` / ``--no-progress``; None when neither is given (the job picks)."""
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help=help
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 STARTUP_TIMEOUT_S = 90.0
+TIMEOUT_MS = 30_000
+"""Playwright's wait for any one thing on a page."""
 
 
 def _browser_unavailable(reason: str) -> None:
@@ -242,3 +244,42 @@ class PageWatch:
     def assert_clean(self) -> None:
         found = self.problems()
         assert not found, f"the page was not clean: {found}"
+
+
+PageOpener = Callable[..., AbstractContextManager[tuple[Any, PageWatch]]]
+
+
+@pytest.fixture
+def open_page(browser: Any) -> PageOpener:
+    """``with open_page(url) as (page, watch):`` ``url`` in a fresh browser context (1200 wide,
+    ``height`` high), watched by a :class:`PageWatch` for the url's origin from before the
+    first request; the context closes when the block ends (before a server the test started
+    itself stops). ``route=(pattern, handler)`` is a context route set up before the page
+    opens; ``models_route_missing_ok`` as in :class:`PageWatch`."""
+
+    @contextmanager
+    def opened(
+        url: str,
+        *,
+        height: int = 900,
+        route: tuple[Any, Callable[[Any], None]] | None = None,
+        models_route_missing_ok: bool = False,
+    ) -> Iterator[tuple[Any, PageWatch]]:
+        parts = urlsplit(url)
+        context = browser.new_context(viewport={"width": 1200, "height": height})
+        try:
+            if route is not None:
+                context.route(*route)
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            watch = PageWatch(
+                origin=f"{parts.scheme}://{parts.netloc}",
+                models_route_missing_ok=models_route_missing_ok,
+            )
+            watch.attach(page)
+            page.goto(url)
+            yield page, watch
+        finally:
+            context.close()
+
+    return opened

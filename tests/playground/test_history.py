@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.playground.conftest import LiveServer, run_server
+from tests.playground.conftest import LiveServer, PageOpener, run_server
 from tests.playground.test_playground import (
     PIXELS_AT_JS,
     SNAPSHOT_JS,
-    open_page,
     quadrant,
     wait_drawn,
 )
@@ -106,12 +105,11 @@ def hide_points(page: Any) -> None:
 
 
 def test_the_slider_redraws_the_surface_from_the_recorded_epochs(
-    browser: Any, history_server: LiveServer
+    open_page: PageOpener, history_server: LiveServer
 ) -> None:
     doc = history_of(history_server, 2)
     x, y, first_class, last_class = flipped_point(doc)
-    context, page, watch = open_page(browser, f"{history_server.url}/", history_server.url)
-    try:
+    with open_page(f"{history_server.url}/") as (page, watch):
         page.select_option("#version", "2")
         wait_drawn(page, 2, watch)
         page.wait_for_selector("#timeline:not([hidden])")
@@ -145,16 +143,13 @@ def test_the_slider_redraws_the_surface_from_the_recorded_epochs(
         page.wait_for_selector('#surface[data-source="model"]')
         assert page.get_attribute("#surface", "data-frame") is None
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_play_advances_through_the_epochs_and_stops_at_the_last(
-    browser: Any, history_server: LiveServer
+    open_page: PageOpener, history_server: LiveServer
 ) -> None:
     frames = len(history_of(history_server, 1)["frames"])
-    context, page, watch = open_page(browser, f"{history_server.url}/", history_server.url)
-    try:
+    with open_page(f"{history_server.url}/") as (page, watch):
         page.select_option("#version", "1")
         wait_drawn(page, 1, watch)
         page.wait_for_selector("#timeline:not([hidden])")
@@ -178,15 +173,12 @@ def test_play_advances_through_the_epochs_and_stops_at_the_last(
         assert page.get_attribute("#play", "aria-pressed") == "false"
         assert page.inner_text("#play") == "Play"
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_no_history_hides_the_timeline_and_versions_switch_histories(
-    browser: Any, history_server: LiveServer
+    open_page: PageOpener, history_server: LiveServer
 ) -> None:
-    context, page, watch = open_page(browser, f"{history_server.url}/", history_server.url)
-    try:
+    with open_page(f"{history_server.url}/") as (page, watch):
         wait_drawn(page, 3, watch)  # the default, trained with history off
         assert page.is_hidden("#timeline")
         assert not [r for r in watch.requests if r.url.endswith("/history")]
@@ -214,5 +206,3 @@ def test_no_history_hides_the_timeline_and_versions_switch_histories(
         assert page.is_hidden("#timeline")
         assert page.get_attribute("#surface", "data-source") == "model"
         watch.assert_clean()
-    finally:
-        context.close()

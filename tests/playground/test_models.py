@@ -12,16 +12,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.playground.conftest import LiveServer, PageWatch, run_server
-from tests.playground.test_playground import TIMEOUT_MS, quadrant, wait_drawn
+from tests.playground.conftest import LiveServer, PageOpener, run_server
+from tests.playground.test_playground import quadrant, wait_drawn
 
 pytestmark = pytest.mark.browser
 
 
 def test_without_a_models_route_the_page_falls_back_to_one_model(
-    browser: Any, server: LiveServer
+    open_page: PageOpener, server: LiveServer
 ) -> None:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
     asked: list[str] = []
 
     def old_server(route: Any) -> None:
@@ -29,13 +28,8 @@ def test_without_a_models_route_the_page_falls_back_to_one_model(
         asked.append(route.request.url)
         route.fulfill(status=404, json={"error": {"code": "not_found", "message": "no route"}})
 
-    try:
-        context.route(lambda url: urlsplit(url).path == "/models", old_server)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        watch = PageWatch(origin=server.url, models_route_missing_ok=True)
-        watch.attach(page)
-        page.goto(f"{server.url}/")
+    route = (lambda url: urlsplit(url).path == "/models", old_server)
+    with open_page(f"{server.url}/", route=route, models_route_missing_ok=True) as (page, watch):
         wait_drawn(page, 2, watch)
         assert asked, "the page must ask the server for its models"
         # ... once: polling on would only fill the server's log with 404s.
@@ -55,8 +49,6 @@ def test_without_a_models_route_the_page_falls_back_to_one_model(
         assert paths == {"/predict"}, paths
         assert page.get_attribute("#surface", "data-model") == "xor"
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 # -- against a server serving several models (service/repository.py, CONTRACT.md) ------------
@@ -108,15 +100,9 @@ def _sample_predictions(live: LiveServer, model: str, version: int, sample: list
 
 
 def test_side_by_side_shows_each_models_surface_accuracy_and_disagreements(
-    browser: Any, multi_server: LiveServer
+    open_page: PageOpener, multi_server: LiveServer
 ) -> None:
-    context = browser.new_context(viewport={"width": 1200, "height": 1400})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        watch = PageWatch(origin=multi_server.url, models_route_missing_ok=False)
-        watch.attach(page)
-        page.goto(f"{multi_server.url}/?model=xor")
+    with open_page(f"{multi_server.url}/?model=xor", height=1400) as (page, watch):
         wait_drawn(page, 2, watch)
         assert page.get_attribute("#surface", "data-model") == "xor"
         assert page.is_visible("#model-choice")
@@ -159,20 +145,12 @@ def test_side_by_side_shows_each_models_surface_accuracy_and_disagreements(
             name = urlsplit(r.url).path.split("/")[2]
             assert parse_qs(urlsplit(r.url).query) == {"version": [str(versions[name])]}
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_choosing_a_model_draws_it_through_its_own_route_with_its_history(
-    browser: Any, multi_server: LiveServer
+    open_page: PageOpener, multi_server: LiveServer
 ) -> None:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        watch = PageWatch(origin=multi_server.url, models_route_missing_ok=False)
-        watch.attach(page)
-        page.goto(f"{multi_server.url}/?model=xor")
+    with open_page(f"{multi_server.url}/?model=xor") as (page, watch):
         wait_drawn(page, 2, watch)
         before = len(watch.requests)
         page.select_option("#model", "linear")
@@ -192,24 +170,14 @@ def test_choosing_a_model_draws_it_through_its_own_route_with_its_history(
         )
         assert right < 0.6 * 4 * 256, right
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_a_single_model_server_lists_one_model_and_the_page_is_as_before(
-    browser: Any, server: LiveServer
+    open_page: PageOpener, server: LiveServer
 ) -> None:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        watch = PageWatch(origin=server.url, models_route_missing_ok=False)
-        watch.attach(page)
-        page.goto(f"{server.url}/")
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         assert page.is_hidden("#model-choice") and page.is_hidden("#compare")
         paths = {urlsplit(r.url).path for r in watch.predict_requests()}
         assert paths == {"/models/xor/predict"}, paths
         watch.assert_clean()
-    finally:
-        context.close()

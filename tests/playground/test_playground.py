@@ -17,13 +17,12 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 
-from tests.playground.conftest import LiveServer, PageWatch, ServerFactory
+from tests.playground.conftest import LiveServer, PageOpener, PageWatch, ServerFactory
 from xor_dnn.modelstore import publish_version
 
 pytestmark = pytest.mark.browser
 
 STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
-TIMEOUT_MS = 30_000
 
 # Counts surface pixels on an n x n lattice inside a rectangle of the plane.
 QUADRANT_JS = """
@@ -88,16 +87,6 @@ RED_PIXELS_JS = """
   return n;
 }
 """
-
-
-def open_page(browser: Any, url: str, origin: str) -> tuple[Any, Any, PageWatch]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    watch = PageWatch(origin=origin)
-    watch.attach(page)
-    page.goto(url)
-    return context, page, watch
 
 
 def wait_drawn(page: Any, version: int, watch: PageWatch) -> None:
@@ -194,10 +183,9 @@ def test_static_files_reference_nothing_outside_the_service() -> None:
 
 
 def test_page_draws_the_surface_through_the_batch_api_without_errors(
-    browser: Any, server: LiveServer
+    open_page: PageOpener, server: LiveServer
 ) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/", server.url)
-    try:
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         plus_plus, plus_minus = quadrant(page, +1, +1), quadrant(page, +1, -1)
         minus_plus, minus_minus = quadrant(page, -1, +1), quadrant(page, -1, -1)
@@ -238,26 +226,20 @@ def test_page_draws_the_surface_through_the_batch_api_without_errors(
         assert re.search(r"Test accuracy\s+\d+\.\d %", info), info
         assert page.input_value("#version") == "2"
         watch.assert_clean()
-    finally:
-        context.close()
 
 
-def test_playground_path_serves_the_same_page(browser: Any, server: LiveServer) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/playground", server.url)
-    try:
+def test_playground_path_serves_the_same_page(open_page: PageOpener, server: LiveServer) -> None:
+    with open_page(f"{server.url}/playground") as (page, watch):
         wait_drawn(page, 2, watch)
         assert quadrant(page, +1, -1)["class1"] >= 0.85 * 256
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize(("x", "y"), [(2.5, 2.5), (2.5, -2.5), (-2.5, 2.5), (-2.5, -2.5)])
 def test_a_click_shows_the_probability_a_direct_predict_call_gives(
-    browser: Any, server: LiveServer, x: float, y: float
+    open_page: PageOpener, server: LiveServer, x: float, y: float
 ) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/", server.url)
-    try:
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         before = len(watch.requests)
         click_at(page, x, y)
@@ -287,13 +269,10 @@ def test_a_click_shows_the_probability_a_direct_predict_call_gives(
         fill = css_colours(badge.evaluate("e => getComputedStyle(e).backgroundColor"))
         assert [colour_class(c) for c in fill] == [shown_class], fill
         watch.assert_clean()
-    finally:
-        context.close()
 
 
-def test_the_probe_form_validates_and_probes(browser: Any, server: LiveServer) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/", server.url)
-    try:
+def test_the_probe_form_validates_and_probes(open_page: PageOpener, server: LiveServer) -> None:
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         before = len(watch.requests)
         page.fill("#probe-x", "")
@@ -310,13 +289,12 @@ def test_the_probe_form_validates_and_probes(browser: Any, server: LiveServer) -
         shown = float(page.get_attribute("#probe-result", "data-probability") or "nan")
         assert shown == pytest.approx(answer["probability"], abs=1e-6)
         watch.assert_clean()
-    finally:
-        context.close()
 
 
-def test_switching_version_redraws_with_pinned_requests(browser: Any, server: LiveServer) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/", server.url)
-    try:
+def test_switching_version_redraws_with_pinned_requests(
+    open_page: PageOpener, server: LiveServer
+) -> None:
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         click_at(page, 1.0, -1.0)
         page.wait_for_selector('#probe-result[data-state="ready"]')
@@ -347,16 +325,13 @@ def test_switching_version_redraws_with_pinned_requests(browser: Any, server: Li
             answer["probability"], abs=1e-6
         )
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_mistakes_toggle_rings_the_points_the_model_gets_wrong(
-    browser: Any, server: LiveServer
+    open_page: PageOpener, server: LiveServer
 ) -> None:
     """Serve a sample with deliberately wrong labels; the page must find exactly those the
     model disagrees with (checked against the service) and ring them only when asked."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
     sample: list[list[Any]] = []
 
     def relabel(route: Any) -> None:
@@ -370,13 +345,8 @@ def test_mistakes_toggle_rings_the_points_the_model_gets_wrong(
         sample.extend(rows)
         route.fulfill(response=response, json=meta)
 
-    try:
-        context.route("**/models/xor/versions/*", relabel)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        watch = PageWatch(origin=server.url)
-        watch.attach(page)
-        page.goto(f"{server.url}/")
+    route = ("**/models/xor/versions/*", relabel)
+    with open_page(f"{server.url}/", route=route) as (page, watch):
         wait_drawn(page, 2, watch)
 
         points = [{"x": row[0], "y": row[1]} for row in sample]
@@ -392,8 +362,6 @@ def test_mistakes_toggle_rings_the_points_the_model_gets_wrong(
         page.uncheck("#show-mistakes")
         assert page.evaluate(RED_PIXELS_JS) == 0
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def _publish_copy_of(model_dir: Path, version: int) -> int:
@@ -405,12 +373,11 @@ def _publish_copy_of(model_dir: Path, version: int) -> int:
 
 
 def test_a_hot_loaded_version_appears_while_the_page_is_open(
-    browser: Any, model_copy: Path, start_server: ServerFactory
+    open_page: PageOpener, model_copy: Path, start_server: ServerFactory
 ) -> None:
     with start_server(model_copy, poll_interval_s=0.2) as live:
-        following_ctx, following, watch = open_page(browser, f"{live.url}/?poll_ms=300", live.url)
-        pinned_ctx, pinned, pinned_watch = open_page(browser, f"{live.url}/?poll_ms=300", live.url)
-        try:
+        url = f"{live.url}/?poll_ms=300"
+        with open_page(url) as (following, watch), open_page(url) as (pinned, pinned_watch):
             wait_drawn(following, 2, watch)
             wait_drawn(pinned, 2, pinned_watch)
             pinned.select_option("#version", "1")
@@ -428,9 +395,6 @@ def test_a_hot_loaded_version_appears_while_the_page_is_open(
             assert pinned.input_value("#version") == "1", "a pinned page stays on its version"
             watch.assert_clean()
             pinned_watch.assert_clean()
-        finally:
-            following_ctx.close()
-            pinned_ctx.close()
 
 
 PREFIX = "/ml/xor-dnn"
@@ -440,7 +404,7 @@ PREFIX = "/ml/xor-dnn"
     "strip", [True, False], ids=["ingress-strips-prefix", "ingress-keeps-prefix"]
 )
 def test_the_page_works_behind_a_path_prefix(
-    browser: Any, model_copy: Path, start_server: ServerFactory, strip: bool
+    open_page: PageOpener, model_copy: Path, start_server: ServerFactory, strip: bool
 ) -> None:
     """An ingress serves the app under PREFIX (root_path) and routes nothing else; the page
     must only ever ask for URLs under PREFIX, whichever of / and /playground it was opened at.
@@ -458,14 +422,7 @@ def test_the_page_works_behind_a_path_prefix(
                 route.fulfill(status=404, body="not routed by the ingress")
 
         for entry in (f"{PREFIX}/", f"{PREFIX}/playground"):
-            context = browser.new_context(viewport={"width": 1200, "height": 900})
-            try:
-                context.route("**/*", ingress)
-                page = context.new_page()
-                page.set_default_timeout(TIMEOUT_MS)
-                watch = PageWatch(origin=live.url)
-                watch.attach(page)
-                page.goto(live.url + entry)
+            with open_page(live.url + entry, route=("**/*", ingress)) as (page, watch):
                 wait_drawn(page, 2, watch)
                 assert quadrant(page, +1, +1)["class0"] >= 0.85 * 256
                 click_at(page, 2.0, -3.0)
@@ -474,5 +431,3 @@ def test_the_page_works_behind_a_path_prefix(
                 assert outside == []
                 assert all(urlsplit(r.url).path.startswith(PREFIX + "/") for r in watch.requests)
                 watch.assert_clean()
-            finally:
-                context.close()

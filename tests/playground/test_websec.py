@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.playground.conftest import LiveServer, ServerFactory
-from tests.playground.test_playground import open_page, wait_drawn
+from tests.playground.conftest import LiveServer, PageOpener, ServerFactory
+from tests.playground.test_playground import wait_drawn
 
 pytestmark = pytest.mark.browser
 
@@ -20,9 +19,10 @@ pytestmark = pytest.mark.browser
 INJECTED = '<img src=x onerror="window.__pwned=1"><svg onload="window.__pwned=2">.csv'
 
 
-def test_docs_render_and_try_it_out_predicts_offline(browser: Any, server: LiveServer) -> None:
-    context, page, watch = open_page(browser, f"{server.url}/docs", server.url)
-    try:
+def test_docs_render_and_try_it_out_predicts_offline(
+    open_page: PageOpener, server: LiveServer
+) -> None:
+    with open_page(f"{server.url}/docs") as (page, watch):
         page.wait_for_selector(".opblock")
         paths = page.locator(".opblock-summary-path").all_inner_texts()
         assert "/predict" in [p.strip() for p in paths], paths
@@ -38,17 +38,14 @@ def test_docs_render_and_try_it_out_predicts_offline(browser: Any, server: LiveS
         assert shown.inner_text().strip() == "200"
         assert '"probability"' in operation.locator(".live-responses-table pre").first.inner_text()
         watch.assert_clean()
-    finally:
-        context.close()
 
 
 def test_the_policy_blocks_inline_script_and_the_watch_sees_it(
-    browser: Any, server: LiveServer
+    open_page: PageOpener, server: LiveServer
 ) -> None:
     """The control for every clean-page check: an injected inline script is refused by the
     page's CSP, and the refusal is what the watch reports."""
-    context, page, watch = open_page(browser, f"{server.url}/", server.url)
-    try:
+    with open_page(f"{server.url}/") as (page, watch):
         wait_drawn(page, 2, watch)
         assert watch.problems() == {}
         # Resolves when the page sees its policy refuse the script.
@@ -68,25 +65,19 @@ def test_the_policy_blocks_inline_script_and_the_watch_sees_it(
         while not watch.csp_violations and time.monotonic() < deadline:
             page.wait_for_timeout(20)
         assert any(v.startswith("script-src") for v in watch.csp_violations), watch.problems()
-    finally:
-        context.close()
 
 
 def test_script_in_model_metadata_is_shown_as_text(
-    browser: Any, model_copy: Path, start_server: ServerFactory
+    open_page: PageOpener, model_copy: Path, start_server: ServerFactory
 ) -> None:
     meta_file = model_copy / "2" / "metadata.json"
     meta = json.loads(meta_file.read_text())
     meta["data"] = {"rows": 400, "path": INJECTED}
     meta_file.write_text(json.dumps(meta))
-    with start_server(model_copy) as live:
-        context, page, watch = open_page(browser, f"{live.url}/", live.url)
-        try:
-            wait_drawn(page, 2, watch)
-            shown = page.inner_text('#model-info dd[data-field="data"]')
-            assert shown == f"400 rows from {INJECTED}", shown
-            assert page.locator("#model-info img, #model-info svg").count() == 0
-            assert page.evaluate("() => window.__pwned") is None
-            watch.assert_clean()
-        finally:
-            context.close()
+    with start_server(model_copy) as live, open_page(f"{live.url}/") as (page, watch):
+        wait_drawn(page, 2, watch)
+        shown = page.inner_text('#model-info dd[data-field="data"]')
+        assert shown == f"400 rows from {INJECTED}", shown
+        assert page.locator("#model-info img, #model-info svg").count() == 0
+        assert page.evaluate("() => window.__pwned") is None
+        watch.assert_clean()

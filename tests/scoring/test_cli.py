@@ -100,13 +100,22 @@ def test_failures_exit_non_zero_with_a_message(
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--chunk-size", "0"], ["--threshold", "2"], ["--format", "xls"], ["--shard-index", "-1"]],
+    ("args", "message"),
+    [
+        (["--chunk-size", "0"], "--chunk-size must be in [1, 4194304], got '0'"),
+        (["--threshold", "2"], "--threshold must be in [0.0, 1.0], got '2'"),
+        (["--format", "xls"], "--format: invalid choice: 'xls'"),
+        (["--shard-index", "-1"], "--shard-index must be >= 0, got '-1'"),
+        (["--version", "0"], "--version must be in [1, 1000000000], got '0'"),
+    ],
 )
-def test_bad_flags_exit_2(tmp_path: Path, args: list[str]) -> None:
+def test_bad_flags_exit_2_naming_the_flag_and_limit(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as err:
         main(["score", "-i", "a.csv", "-o", "b.csv", *args])
     assert err.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_merge_mode(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
