@@ -268,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write every run's figures to this file")
     p.add_argument("--workdir", type=Path, help="keep models and logs here (default: a temp dir)")
     args = p.parse_args(argv)
-    if args.baseline_root is not None:
-        args.targets = args.targets.replace("service", "service,baseline", 1)
-
     levels = [int(c) for c in args.concurrency.split(",") if c]
     targets = [t for t in args.targets.split(",") if t]
+    if args.baseline_root is not None and "baseline" not in targets:
+        # Right after the service, whether or not --targets names it (once, either way).
+        at = targets.index("service") + 1 if "service" in targets else 0
+        targets.insert(at, "baseline")
     unknown = set(targets) - set(TARGETS) - ({"baseline"} if args.baseline_root else set())
     if unknown or not targets:
         p.error(f"--targets: unknown {sorted(unknown)}; choose from {', '.join(TARGETS)}")
