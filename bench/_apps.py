@@ -263,31 +263,42 @@ def naive_app(keras_path: Path) -> FastAPI:
 
 
 def model_calls(model_dir: Path) -> None:
-    """Median wall and CPU time of one signature call, by batch size."""
+    """Median wall and CPU time of one model call, by batch size: TensorFlow (the folded
+    signature) and LiteRT (what the service runs small batches in), alternated."""
     import time
 
-    from xor_dnn.modelstore import latest_version, load_version
+    from xor_dnn.modelstore import LITE_MAX_POINTS, latest_version, load_version
 
     version = latest_version(model_dir)
     if version is None:
         raise SystemExit(f"no model version under {model_dir}")
-    model = load_version(model_dir, version)
+    tensorflow = load_version(model_dir, version)
+    lite = load_version(model_dir, version, small_batches=True)
+    if lite.small_batch_path is None:
+        raise SystemExit("LiteRT did not load (see the log); only TensorFlow could be timed")
     rng = np.random.default_rng(0)
-    print("| points per call | median ms | p90 ms | CPU ms per call |")
-    print("|---:|---:|---:|---:|")
-    for n in (1, 8, 32, 128, 1024):
+    print("| points per call | runtime | median µs | p90 µs | CPU µs per call |")
+    print("|---:|---|---:|---:|---:|")
+    for n in (1, 8, 32, 128, 256, 1024):
         x = rng.uniform(-5, 5, size=(n, 2)).astype(np.float32)
-        for _ in range(100):
-            model.predict(x)
-        walls = []
-        c0 = time.process_time()
-        for _ in range(500):
-            t0 = time.perf_counter()
-            model.predict(x)
-            walls.append(time.perf_counter() - t0)
-        cpu = (time.process_time() - c0) / 500
-        walls.sort()
-        print(f"| {n} | {walls[250] * 1e3:.3f} | {walls[450] * 1e3:.3f} | {cpu * 1e3:.3f} |")
+        runtimes = [("TensorFlow", tensorflow)]
+        if n <= LITE_MAX_POINTS:
+            runtimes.append(("LiteRT", lite))
+        for name, model in runtimes:
+            for _ in range(100):
+                model.predict(x)
+            walls = []
+            c0 = time.thread_time()
+            for _ in range(1000):
+                t0 = time.perf_counter()
+                model.predict(x)
+                walls.append(time.perf_counter() - t0)
+            cpu = (time.thread_time() - c0) / 1000
+            walls.sort()
+            print(
+                f"| {n} | {name} | {walls[500] * 1e6:.1f} | {walls[900] * 1e6:.1f} "
+                f"| {cpu * 1e6:.1f} |"
+            )
 
 
 def batcher_overhead(seconds: float = 2.0) -> None:

@@ -840,13 +840,15 @@ def load_version(
     version: int,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
+    small_batches: bool = False,
 ) -> LoadedModel:
-    """Load version ``version`` of ``model_dir`` (a path or URI); see :func:`load_folder`.
+    """Load version ``version`` of ``model_dir`` (a path or URI); see :func:`load_folder`
+    (``small_batches`` too).
 
     A remote version is downloaded into ``cache_dir``, or into a temporary folder removed
     once loaded (TensorFlow holds the variables in memory; the files are not read again).
     """
-    repo = ModelRepository(model_dir, cache_dir=cache_dir)
+    repo = ModelRepository(model_dir, cache_dir=cache_dir, small_batches=small_batches)
     if repo.remote and cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="xor-dnn-cache-") as tmp:
             repo.cache_dir = Path(tmp)
