@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     model_runtime: Literal["auto", "tensorflow"] = "auto"
     """How a batch runs. auto (default): batches of up to 256 points in LiteRT, the
     SavedModel's graph converted by TensorFlow's converter at load (about a second), used only
-    when it answers probe points like TensorFlow to float32 rounding; larger batches, and
+    when the graph has no assertion or numeric-check ops (the converter drops them) and it
+    answers probe points like TensorFlow to float32 rounding; larger batches, and
     every batch if it does not, in TensorFlow. tensorflow: every batch in TensorFlow."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""

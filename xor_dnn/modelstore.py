@@ -798,10 +798,35 @@ class LiteRunner:
         return interpreter, input_index, output_index, np.zeros((size, 2), np.float32)
 
 
+# Ops the LiteRT converter drops rather than converts: a graph's assertions and numeric checks
+# would silently stop failing, and its prints stop printing. A graph with any of them stays in
+# TensorFlow.
+_CONVERTER_DROPS = frozenset(
+    {"Assert", "CheckNumerics", "CheckNumericsV2", "EnsureShape", "Print", "PrintV2"}
+)
+
+
+def _op_types(fn: Any) -> set[str]:
+    """Every op type in ``fn``'s graph, the functions it calls included."""
+    graph_def = fn.graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types.update(node.op for node in function.node_def)
+    return types
+
+
 def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> LiteRunner | None:
     """A :class:`LiteRunner` for the SavedModel in ``path``, or None when LiteRT is not
-    installed, the graph does not convert, or it answers any probe batch of up to
-    :data:`LITE_MAX_POINTS` points unlike the public call (beyond float32 rounding)."""
+    installed, the graph holds ops the converter drops (:data:`_CONVERTER_DROPS`), it does not
+    convert, or it answers any probe batch of up to :data:`LITE_MAX_POINTS` points unlike the
+    public call (beyond float32 rounding)."""
+    try:
+        dropped = _op_types(fn) & _CONVERTER_DROPS
+    except Exception:  # a graph TensorFlow cannot show us: do not guess
+        dropped = {"(unreadable graph)"}
+    if dropped:
+        log.info("%s: LiteRT not used (the graph has %s)", path, ", ".join(sorted(dropped)))
+        return None
     try:
         import ai_edge_litert.interpreter  # noqa: F401  (installed?)
         import tensorflow as tf

@@ -255,3 +255,23 @@ def test_small_batches_fall_back_to_tensorflow_without_litert(
     model = load_folder(model_dir / "1", 1, small_batches=True)
     assert model.small_batch_path is None and model.runtime == "TensorFlow (folded)"
     assert model.predict(np.array([[1, -1]], np.float32)).shape == (1,)
+
+
+def test_a_graph_with_assertions_stays_in_tensorflow(tmp_path: Path) -> None:
+    # LiteRT's converter drops Assert ops: the converted graph would answer where the
+    # SavedModel fails. Such a graph must not run in LiteRT.
+    import tensorflow as tf
+
+    class Guarded(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="points")])
+        def serve(self, points: tf.Tensor) -> dict[str, tf.Tensor]:
+            tf.debugging.assert_less(tf.abs(points), 1000.0, message="guard")
+            return {"probability": tf.sigmoid(-points[:, 0:1] * points[:, 1:2])}
+
+    module = Guarded()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+    model = load_folder(tmp_path / "1", 1, small_batches=True)
+    assert model.small_batch_path is None and model.inline_max_points == 0
+    assert model.predict(np.array([[1.0, -1.0]], np.float32))[0] > 0.5
+    with pytest.raises(tf.errors.InvalidArgumentError, match="guard"):
+        model.predict(np.array([[5000.0, 1.0]], np.float32))
