@@ -746,24 +746,30 @@ class LiteRunner:
     interpreter's call costs 2-7 µs (docs/batching.md has the figures). Used only when it
     answers the probe points like the public call to float32 rounding (:func:`_lite_runner`).
 
-    An interpreter is not thread-safe and is sized for one batch shape, so each thread keeps
-    its own, one per power-of-two batch size, allocated on first use; a batch is padded with
-    zero rows to its size and the padding's outputs dropped.
+    An interpreter is sized for one batch shape: there is one per power-of-two batch size, all
+    allocated at load (:meth:`prepare`, in the loading thread, so no request pays for one);
+    a batch is padded with zero rows to its size and the padding's outputs dropped. An
+    interpreter is not thread-safe, so calls hold a lock (uncontended in the service, whose
+    small batches all run on the event loop).
     """
 
     def __init__(self, flatbuffer: bytes, output_name: str) -> None:
         self._flatbuffer = flatbuffer
         self._output_name = output_name
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._slots: dict[int, tuple[Any, int, int, NDArray[np.float32]]] = {}
         self.call_seconds = float("inf")
-        """The best of several calls of :data:`LITE_MAX_POINTS` points (:meth:`measure`)."""
+        """The best of several calls of :data:`LITE_MAX_POINTS` points (:meth:`prepare`)."""
 
-    def measure(self, rounds: int = 7) -> None:
-        """Time a call of :data:`LITE_MAX_POINTS` points: the best of ``rounds``, after one
-        call that allocates the interpreter (the best is the call's cost; slower rounds are
-        the machine's)."""
+    def prepare(self, rounds: int = 7) -> None:
+        """Allocate every batch size's interpreter, then time a call of
+        :data:`LITE_MAX_POINTS` points: the best of ``rounds`` (the best is the call's cost;
+        slower rounds are the machine's)."""
+        size = 1
+        while size <= LITE_MAX_POINTS:
+            self(np.zeros((size, 2), np.float32))
+            size *= 2
         points = np.zeros((LITE_MAX_POINTS, 2), np.float32)
-        self(points)
         for _ in range(rounds):
             started = time.perf_counter()
             self(points)
@@ -772,18 +778,16 @@ class LiteRunner:
     def __call__(self, points: NDArray[np.float32]) -> NDArray[np.float32]:
         n = int(points.shape[0])
         size = 1 << (n - 1).bit_length()
-        slots: dict[int, Any] | None = getattr(self._local, "slots", None)
-        if slots is None:
-            slots = self._local.slots = {}
-        slot = slots.get(size)
-        if slot is None:
-            slot = slots[size] = self._interpreter(size)
-        interpreter, input_index, output_index, buffer = slot
-        buffer[:n] = points
-        interpreter.set_tensor(input_index, buffer)
-        interpreter.invoke()
-        out: NDArray[np.float32] = interpreter.get_tensor(output_index)
-        return out.reshape(-1)[:n].copy()
+        with self._lock:
+            slot = self._slots.get(size)
+            if slot is None:
+                slot = self._slots[size] = self._interpreter(size)
+            interpreter, input_index, output_index, buffer = slot
+            buffer[:n] = points
+            interpreter.set_tensor(input_index, buffer)
+            interpreter.invoke()
+            out: NDArray[np.float32] = interpreter.get_tensor(output_index)
+            return out.reshape(-1)[:n].copy()
 
     def _interpreter(self, size: int) -> tuple[Any, int, int, NDArray[np.float32]]:
         from ai_edge_litert.interpreter import Interpreter
@@ -840,7 +844,7 @@ def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> Lite
             if not np.allclose(runner(points), expected, rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL):
                 log.warning("%s: LiteRT answers unlike TensorFlow; not used", path)
                 return None
-        runner.measure()
+        runner.prepare()
     except Exception as exc:  # not installed, or a graph the converter or runtime refuses
         log.info("%s: LiteRT not used (%s: %s)", path, type(exc).__name__, exc)
         return None

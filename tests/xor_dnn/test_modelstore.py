@@ -223,7 +223,7 @@ def test_small_batches_run_in_litert_and_answer_like_tensorflow(model_dir: Path)
         assert ((got > 0.5) == (public > 0.5)).all()
 
 
-def test_litert_answers_each_thread_on_its_own_interpreters(model_dir: Path) -> None:
+def test_litert_answers_threads_calling_at_once(model_dir: Path) -> None:
     model = load_folder(model_dir / "1", 1, small_batches=True)
     plain = load_folder(model_dir / "1", 1)
     assert plain.small_batch_path is None
@@ -233,7 +233,7 @@ def test_litert_answers_each_thread_on_its_own_interpreters(model_dir: Path) -> 
     errors: list[str] = []
 
     def work(offset: int) -> None:
-        for i in range(300):  # sizes interleave, so each thread reuses and switches buffers
+        for i in range(300):  # sizes interleave, so the threads share every interpreter
             k = (i + offset) % len(batches)
             got = model.predict(batches[k])
             if not np.allclose(got, expected[k], rtol=modelstore.FAST_CALL_RTOL, atol=1e-7):
