@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     and CPU that the HTTP side needs (docs/batching.md); 0: TensorFlow's default, one per core."""
     model_runtime: Literal["auto", "tensorflow"] = "auto"
     """How a batch runs. auto (default): batches of up to 256 points in LiteRT, the
-    SavedModel's graph converted by TensorFlow's converter at load (about a second), used only
+    SavedModel's graph converted by TensorFlow's converter at load (0.2-0.4 s), used only
     when the graph has no assertion or numeric-check ops (the converter drops them) and it
     answers probe points like TensorFlow to float32 rounding; larger batches, and
     every batch if it does not, in TensorFlow. tensorflow: every batch in TensorFlow."""

@@ -1,10 +1,17 @@
-"""Helpers shared by tests: a tiny real model published in the production layout, and POST
-requests held in flight over a raw socket."""
+"""Helpers shared by tests: a tiny real model published in the production layout, POST
+requests held in flight over a raw socket, and model calls held at a gate."""
 
 from __future__ import annotations
 
 import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
 
 from training.data import generated_dataset
 from training.model import ModelConfig
@@ -53,3 +60,40 @@ def finish_upload(sock: socket.socket, body: bytes) -> int:
     status_line = sock.recv(65536).split(b"\r\n", 1)[0]
     sock.close()
     return int(status_line.split()[1])
+
+
+@dataclass
+class HeldModelCalls:
+    """What :func:`hold_model_calls` gives a test."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    """Set it to release every held call (and the ones still to come)."""
+    entered: threading.Event = field(default_factory=threading.Event)
+    """Set once a call is held at the gate."""
+    batches: list[int] = field(default_factory=list)
+    """The points of every model call, in order."""
+
+
+def hold_model_calls(
+    monkeypatch: pytest.MonkeyPatch,
+    hold: Callable[[Any, int], bool],
+    wait_s: float,
+) -> HeldModelCalls:
+    """Make ``ModelRegistry.predict`` wait at a gate (at most ``wait_s``) in the calls that
+    ``hold(registry, call_number)`` picks (numbered from 1): a model call that hangs. A held
+    call is a slow one, so no batch runs inline on the event loop (``runs_inline``)."""
+    from service.registry import ModelRegistry
+
+    held = HeldModelCalls()
+    predict = ModelRegistry.predict
+
+    def gated(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
+        held.batches.append(len(points))
+        if hold(self, len(held.batches)):
+            held.entered.set()
+            held.gate.wait(wait_s)
+        return predict(self, version, points)
+
+    monkeypatch.setattr(ModelRegistry, "predict", gated)
+    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
+    return held

@@ -66,6 +66,8 @@ from xor_dnn.storage import (
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    ProbeAnswer = tuple[NDArray[np.float32], NDArray[Any]]  # a probe batch, the public answer
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
@@ -708,18 +710,22 @@ def _folded_call(fn: Any) -> Callable[[Any], Any] | None:
     return call
 
 
-def _fast_call(fn: Any) -> tuple[Callable[[Any], Any] | None, str]:
+def _fast_call(
+    fn: Any, answers: list[ProbeAnswer] | None = None
+) -> tuple[Callable[[Any], Any] | None, str]:
     """The fastest way to run ``fn`` that answers like ``fn(points=...)``, and its name.
 
     Tries the folded graph, then the flat call; each must give the public call's outputs to
     float32 rounding (relative :data:`FAST_CALL_RTOL`, absolute :data:`FAST_CALL_ATOL`) on the
-    probe points at three batch sizes (1, 8 and 1024 points, which take different oneDNN
-    paths), else the public call is used (``None``).
+    probe batches (``answers``, :func:`_probe_answers` when None: 1, 8, 205 and 1,024 points,
+    which take different oneDNN paths), else the public call is used (``None``).
     """
     import tensorflow as tf
 
-    tensors = [tf.constant(p) for p in _probes()]
-    expected = [fn(**{INPUT_NAME: t})[OUTPUT_NAME].numpy() for t in tensors]
+    if answers is None:
+        answers = _probe_answers(fn)
+    tensors = [tf.constant(points) for points, _ in answers]
+    expected = [answer for _, answer in answers]
     for name, make in (("folded", _folded_call), ("flat", _flat_signature_call)):
         call = make(fn)
         if call is None:
@@ -819,11 +825,14 @@ def _op_types(fn: Any) -> set[str]:
     return types
 
 
-def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> LiteRunner | None:
-    """A :class:`LiteRunner` for the SavedModel in ``path``, or None when LiteRT is not
-    installed, the graph holds ops the converter drops (:data:`_CONVERTER_DROPS`), it does not
-    convert, or it answers any probe batch of up to :data:`LITE_MAX_POINTS` points unlike the
-    public call (beyond float32 rounding)."""
+def _lite_runner(
+    path: Path, fn: Any, keepalive: Any, answers: list[ProbeAnswer]
+) -> LiteRunner | None:
+    """A :class:`LiteRunner` for ``fn`` (the signature of the SavedModel in ``path``, whose
+    variables ``keepalive`` holds), or None when LiteRT is not installed, the graph holds ops
+    the converter drops (:data:`_CONVERTER_DROPS`), it does not convert, or it answers any
+    probe batch of up to :data:`LITE_MAX_POINTS` points unlike the public call (``answers``,
+    beyond float32 rounding)."""
     try:
         dropped = _op_types(fn) & _CONVERTER_DROPS
     except Exception:  # a graph TensorFlow cannot show us: do not guess
@@ -835,13 +844,15 @@ def _lite_runner(path: Path, fn: Any, probes: list[NDArray[np.float32]]) -> Lite
         import ai_edge_litert.interpreter  # noqa: F401  (installed?)
         import tensorflow as tf
 
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), [SIGNATURE_NAME])
+        # From the function already loaded: no second read of the SavedModel from disk.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], keepalive)
         runner = LiteRunner(converter.convert(), OUTPUT_NAME)
-        for points in probes:
+        for points, expected in answers:
             if points.shape[0] > LITE_MAX_POINTS:
                 continue
-            expected = fn(**{INPUT_NAME: tf.constant(points)})[OUTPUT_NAME].numpy().reshape(-1)
-            if not np.allclose(runner(points), expected, rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL):
+            if not np.allclose(
+                runner(points), expected.reshape(-1), rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL
+            ):
                 log.warning("%s: LiteRT answers unlike TensorFlow; not used", path)
                 return None
         runner.prepare()
@@ -857,11 +868,15 @@ _PROBE_POINTS = np.array(
 )
 
 
-def _probes() -> list[NDArray[np.float32]]:
-    """Probe batches of 1, 8, 200 and 1,024 points (sizes that take different kernel paths)."""
+def _probe_answers(fn: Any) -> list[ProbeAnswer]:
+    """Probe batches of 1, 8, 205 and 1,024 points (sizes that take different kernel paths),
+    each with ``fn(points=...)``'s answer: what every faster way of running ``fn`` must match."""
+    import tensorflow as tf
+
     grid = np.linspace(-6, 6, 32, dtype=np.float32)
     square = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
-    return [_PROBE_POINTS[:1], _PROBE_POINTS, square[::5].copy(), square]
+    batches = [_PROBE_POINTS[:1], _PROBE_POINTS, square[::5].copy(), square]
+    return [(b, fn(**{INPUT_NAME: tf.constant(b)})[OUTPUT_NAME].numpy()) for b in batches]
 
 
 def load_version(
@@ -890,7 +905,7 @@ def load_folder(path: Path, version: int, *, small_batches: bool = False) -> Loa
 
     ``small_batches``: also convert the signature for LiteRT and run batches of up to
     :data:`LITE_MAX_POINTS` points there (:class:`LiteRunner`; the service's many small
-    batches), when it answers like TensorFlow. It costs about a second of conversion per load,
+    batches), when it answers like TensorFlow. It costs 0.2-0.4 s of conversion per load,
     so the batch scorer, whose batches are large, leaves it off.
 
     Raises :class:`ModelStoreError` naming the path when the folder is missing, the
@@ -925,8 +940,9 @@ def load_folder(path: Path, version: int, *, small_batches: bool = False) -> Loa
         raise ModelStoreError(
             f"{path}: signature output '{OUTPUT_NAME}' must be [None, 1], got {out_spec}"
         )
-    call, call_path = _fast_call(fn)
-    lite = _lite_runner(path, fn, _probes()) if small_batches else None
+    answers = _probe_answers(fn)
+    call, call_path = _fast_call(fn, answers)
+    lite = _lite_runner(path, fn, obj, answers) if small_batches else None
     return LoadedModel(
         version=version,
         path=path,

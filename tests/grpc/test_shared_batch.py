@@ -27,7 +27,7 @@ from bench._process import free_port
 from service.app import create_app
 from service.batcher import Batcher
 from service.config import Settings
-from service.registry import ModelRegistry
+from tests.support import hold_model_calls
 
 pytestmark = pytest.mark.slow
 
@@ -63,19 +63,7 @@ class Gated:
 async def gated_service(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
 ) -> AsyncIterator[Gated]:
-    batches: list[int] = []
-    gate = threading.Event()
-    predict = ModelRegistry.predict
-
-    def gated(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
-        batches.append(len(points))
-        if len(batches) == 1:
-            gate.wait(WAIT_S)
-        return predict(self, version, points)
-
-    monkeypatch.setattr(ModelRegistry, "predict", gated)
-    # A held model call is a slow one: never a short call run on the event loop.
-    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
+    held = hold_model_calls(monkeypatch, lambda _, call: call == 1, WAIT_S)
     grpc_port = free_port()
     app = create_app(Settings(model_dir=model_dir, grpc_port=grpc_port, **settings))
     server = uvicorn.Server(
@@ -92,9 +80,9 @@ async def gated_service(
             grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
         ):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            yield Gated(batches, gate, app.state.dataplane.batcher, http, stub)
+            yield Gated(held.batches, held.gate, app.state.dataplane.batcher, http, stub)
     finally:
-        gate.set()
+        held.gate.set()
         server.should_exit = True
         await serving
 

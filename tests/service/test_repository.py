@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ from prometheus_client import REGISTRY
 from bench._process import free_port, start_server
 from service.app import create_app
 from service.config import Settings
-from service.registry import ModelRegistry
 from tests.service.conftest import copy_models
+from tests.support import hold_model_calls
 
 TOKEN = "s3cret-admin-token-for-tests"
 POINT = {"points": [{"x": 0.5, "y": -0.5}]}
@@ -347,19 +346,8 @@ async def test_a_stuck_overloaded_model_does_not_delay_or_fail_another(
     for name in ("fast", "slow"):
         copy_models(model_dir, root / name)
     break_model(copy_models(model_dir, root / "broken"))
-    gate = threading.Event()
-    stuck = threading.Event()
-    predict = ModelRegistry.predict
-
-    def gated(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
-        if self.model_name == "slow":
-            stuck.set()
-            gate.wait(WAIT_S)
-        return predict(self, version, points)
-
-    monkeypatch.setattr(ModelRegistry, "predict", gated)
-    # A held model call is a slow one: never a short call run on the event loop.
-    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
+    held = hold_model_calls(monkeypatch, lambda registry, _: registry.model_name == "slow", WAIT_S)
+    gate, stuck = held.gate, held.entered
     settings = Settings(
         model_repository=str(root), max_queue_points=4, max_batch_size=2, model_name="fast"
     )
@@ -403,17 +391,8 @@ async def test_explicit_control_refuses_to_unload_a_busy_model_for_another(
     root = tmp_path / "repo"
     for name in ("a", "b"):
         copy_models(model_dir, root / name)
-    gate, stuck = threading.Event(), threading.Event()
-    predict = ModelRegistry.predict
-
-    def gated(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
-        stuck.set()
-        gate.wait(WAIT_S)
-        return predict(self, version, points)
-
-    monkeypatch.setattr(ModelRegistry, "predict", gated)
-    # A held model call is a slow one: never a short call run on the event loop.
-    monkeypatch.setattr(ModelRegistry, "runs_inline", lambda self, version, points: False)
+    held = hold_model_calls(monkeypatch, lambda registry, _: True, WAIT_S)
+    gate, stuck = held.gate, held.entered
     settings = Settings(
         model_repository=str(root),
         model_control="explicit",
