@@ -8,6 +8,7 @@ within ``drain_timeout_s``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     dataplane = DataPlane(settings, models)
     app.state.dataplane = dataplane
     grpc_server = None
+    flusher = asyncio.create_task(metrics.flush_every(), name="metrics-flush")
     try:
         if settings.grpc_port:
             from service.grpc import server as grpc_server_module  # grpc only when asked for
@@ -69,6 +71,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await grpc_server.stop(settings.drain_timeout_s)
         dataplane.stopping = True
         await models.stop()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        metrics.flush()
         gc.unfreeze()  # a process that builds many apps (tests) frees each one's models
         metrics.mark_worker_dead(os.getpid())
         log.info("stopped")

@@ -31,6 +31,12 @@ Batch semantics (the rest of this module's docstrings rely on them):
   thread (queue put, thread wake-up, GIL hand-offs, a call back into the loop) costs several
   times the call itself. Every other batch, and any model whose call can be slow or hang, runs
   in the model thread, so it never holds the event loop up.
+* **An idle batcher answers a short call at once.** When nothing is queued or running and
+  the request's call is short, ``submit`` runs it right away as a batch of one, in the
+  caller: no queue entry, no future, no turn of the collect loop (which would cost the
+  request more than its call). Requests arriving while a batch runs in the model thread, or
+  for calls that are not short, queue and merge as above. gRPC needs this most: grpc.aio
+  hands the server one call per event-loop turn, so its batches hold about one request.
 * **Errors stay local.** If ``predict`` raises, every request of that batch fails with
   :class:`~service.errors.ModelFailure`; the loop carries on with the next batch.
 * **Clients that left are skipped.** A waiter that is cancelled (client disconnected, deadline
@@ -48,8 +54,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,8 +78,7 @@ DEADLINE_TICK_S = 0.01
 """How often the waiting requests' deadlines are checked: a request fails at most this late."""
 
 
-@dataclass(frozen=True)
-class BatchStats:
+class BatchStats(NamedTuple):
     """What one model call did; reported once per call through ``on_batch``."""
 
     key: Hashable
@@ -168,6 +172,10 @@ class Batcher:
         # Lingering pays off only when requests arrive concurrently; the size of the previous
         # batch is the cheapest signal of that, and it starts low so a first request never waits.
         self._last_batch_requests = 1
+        # Set by a call answered at once, until the event loop's next turn: the requests that
+        # arrive in the same turn (a burst read from many connections at once) queue instead
+        # and merge into one batch.
+        self._ran_now_this_turn = False
         # Deadlines of the waiting requests: one timer for all of them, not one per request;
         # a request fails at most DEADLINE_TICK_S late (see _expire).
         self._deadlines: DeadlineSweeper[_Request] = DeadlineSweeper(DEADLINE_TICK_S, self._expire)
@@ -240,6 +248,15 @@ class Batcher:
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded("the request deadline passed before it was queued")
+
+        if (
+            self._runs_inline is not None
+            and not self._queue
+            and not self._batch_running
+            and not self._ran_now_this_turn
+            and self._runs_inline(key, n)
+        ):
+            return self._run_now(key, arr)
 
         loop = asyncio.get_running_loop()
         request = _Request(points=arr, key=key, future=loop.create_future(), enqueued=now)
@@ -425,20 +442,7 @@ class Batcher:
             _fail(batch, Unavailable("the service shut down while this request's batch ran"))
             raise
         except Exception as exc:
-            log.error(
-                "batcher: model call failed (key=%r, %d requests, %d points)",
-                key,
-                len(batch),
-                total,
-                exc_info=exc,
-            )
-            _fail(
-                batch,
-                ModelFailure(
-                    f"the model (version {key}) failed on a batch of {total} points: "
-                    f"{type(exc).__name__}"
-                ),
-            )
+            _fail(batch, _model_failure(key, [r.size for r in batch], exc))
         else:
             failed = False
             offset = 0
@@ -449,6 +453,32 @@ class Batcher:
                 offset = end
         finally:
             self._report(BatchStats(key, len(batch), total, waits, model_seconds, failed))
+
+    def _run_now(self, key: Hashable, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        """One short call for one request, in the caller, when nothing is queued or running:
+        a batch of one without the queue, the future and the collect loop's turn."""
+        self._last_batch_requests = 1
+        self._ran_now_this_turn = True
+        asyncio.get_running_loop().call_soon(self._end_turn)
+        n = int(points.shape[0])
+        model_seconds = 0.0
+        failed = True
+        try:
+            started = time.perf_counter()
+            outputs = self._predict(key, points)
+            model_seconds = time.perf_counter() - started
+            values = np.asarray(outputs, dtype=np.float32).reshape(-1)
+            if values.shape[0] != n:
+                raise ValueError(f"predict returned {values.shape[0]} values for {n} points")
+            failed = False
+            return values
+        except Exception as exc:
+            raise _model_failure(key, [n], exc) from None
+        finally:
+            self._report(BatchStats(key, 1, n, (0.0,), model_seconds, failed))
+
+    def _end_turn(self) -> None:
+        self._ran_now_this_turn = False
 
     def _report(self, stats: BatchStats) -> None:
         if self._on_batch is None:
@@ -525,6 +555,21 @@ def _set_result(future: asyncio.Future[Any], value: Any) -> None:
 def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _model_failure(key: Hashable, sizes: list[int], exc: Exception) -> ModelFailure:
+    """Log a failed model call; the error each of its requests gets."""
+    total = sum(sizes)
+    log.error(
+        "batcher: model call failed (key=%r, %d requests, %d points)",
+        key,
+        len(sizes),
+        total,
+        exc_info=exc,
+    )
+    return ModelFailure(
+        f"the model (version {key}) failed on a batch of {total} points: {type(exc).__name__}"
+    )
 
 
 def _fail(batch: list[_Request], error: ServiceError) -> None:

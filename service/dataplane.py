@@ -177,4 +177,6 @@ def _overflow(points: NDArray[np.float32], probabilities: NDArray[np.float32]) -
 # every request. Prometheus keeps each child for the life of the process anyway.
 @functools.cache
 def _points_counter(model: str, protocol: str, version: int) -> Any:
-    return metrics.PREDICTED_POINTS.labels(model=model, protocol=protocol, version=str(version))
+    return metrics.deferred_counter(
+        metrics.PREDICTED_POINTS.labels(model=model, protocol=protocol, version=str(version))
+    )

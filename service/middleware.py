@@ -338,8 +338,10 @@ def _http_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
     """The labelled children for one (route, method, status), looked up once, not per request:
     ``labels()`` takes a lock and builds a tuple each call."""
     return (
-        metrics.HTTP_REQUESTS.labels(route=route, method=method, status=str(status)),
-        metrics.HTTP_LATENCY.labels(route=route, method=method),
+        metrics.deferred_counter(
+            metrics.HTTP_REQUESTS.labels(route=route, method=method, status=str(status))
+        ),
+        metrics.deferred_histogram(metrics.HTTP_LATENCY.labels(route=route, method=method)),
     )
 
 

@@ -93,10 +93,10 @@ class ServedModel:
         # Labelled children looked up once: labels() takes a lock and builds a key per call.
         self.overload_refusals = metrics.OVERLOAD_REFUSALS.labels(model=name)
         self.deadline_misses = metrics.DEADLINE_EXCEEDED.labels(model=name)
-        self._batch_points = metrics.BATCH_POINTS.labels(model=name)
-        self._batch_requests = metrics.BATCH_REQUESTS.labels(model=name)
-        self._queue_wait = metrics.QUEUE_WAIT.labels(model=name)
-        self._model_call = metrics.MODEL_CALL.labels(model=name)
+        self._batch_points = metrics.deferred_histogram(metrics.BATCH_POINTS.labels(model=name))
+        self._batch_requests = metrics.deferred_histogram(metrics.BATCH_REQUESTS.labels(model=name))
+        self._queue_wait = metrics.deferred_histogram(metrics.QUEUE_WAIT.labels(model=name))
+        self._model_call = metrics.deferred_histogram(metrics.MODEL_CALL.labels(model=name))
         self._poller: asyncio.Task[None] | None = None
 
     @property

@@ -169,12 +169,14 @@ def rpc(
     """Wrap a servicer method: request id (metadata ``x-request-id``, echoed in the trailing
     metadata), the in-flight cap (``capped``: inference calls, as HTTP caps POSTs), errors
     mapped to status codes, per-method metrics and the access log."""
-    counters: dict[grpc.StatusCode, Any] = {}
-    latency = metrics.GRPC_LATENCY.labels(method=method)
+    counters: dict[grpc.StatusCode, metrics.Count] = {}
+    latency = metrics.deferred_histogram(metrics.GRPC_LATENCY.labels(method=method))
 
-    def count(code: grpc.StatusCode) -> Any:
+    def count(code: grpc.StatusCode) -> metrics.Count:
         if code not in counters:
-            counters[code] = metrics.GRPC_REQUESTS.labels(method=method, code=code.name)
+            counters[code] = metrics.deferred_counter(
+                metrics.GRPC_REQUESTS.labels(method=method, code=code.name)
+            )
         return counters[code]
 
     def wrap(handler: Handler[Servicer, Req, Resp]) -> Handler[Servicer, Req, Resp]:

@@ -596,7 +596,60 @@ async def test_batches_marked_short_run_on_the_event_loop_and_the_rest_in_the_th
     )
     np.testing.assert_array_equal(await batcher.submit(pts(4.0), key=2), expected(pts(4.0), 2))
     assert len(model.threads) == 2 and loop_thread in model.threads
-    assert marked == [(1, 2), (1, 3), (2, 1)]
+    # Asked when a request is submitted (an idle batcher answers a short call at once) and
+    # again for the batch a queued one lands in.
+    assert set(marked) == {(1, 2), (1, 3), (2, 1)}
+
+
+async def test_an_idle_batcher_answers_a_short_call_at_once(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: True, on_batch=stats.append)
+    # No await point is reached: the call ran in submit itself, not in the collect loop.
+    coro = batcher.submit(pts(1.0, 2.0))
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    np.testing.assert_array_equal(done.value.value, expected(pts(1.0, 2.0)))
+    assert [(s.requests, s.points, s.queue_wait_seconds) for s in stats] == [(1, 2, (0.0,))]
+    assert batcher.idle and batcher.queued_requests == 0
+
+
+async def test_a_burst_in_one_loop_turn_still_merges_into_one_batch(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: True, on_batch=stats.append)
+    # Five requests started in the same turn of the event loop (as uvicorn starts the requests
+    # read from many connections at once): the first is answered at once, the rest queue and
+    # run as one batch in the next turn.
+    results = await asyncio.gather(*(batcher.submit(pts(float(i))) for i in range(5)))
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result, expected(pts(float(i))))
+    assert [s.requests for s in stats] == [1, 4]
+    # The next turn starts afresh: a lone request is answered at once again.
+    await asyncio.sleep(0)
+    await batcher.submit(pts(9.0))
+    assert [s.requests for s in stats] == [1, 4, 1]
+
+
+async def test_a_short_call_waits_its_turn_behind_a_batch_in_the_thread(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    # Key 2 is slow (the thread), key 1 short: a key-1 request submitted while a key-2 batch
+    # runs queues behind it instead of overtaking the queue.
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: key == 1, on_batch=stats.append)
+    model.hold()
+    slow = asyncio.ensure_future(batcher.submit(pts(5.0), key=2))
+    await model.wait_entered()
+    quick = asyncio.ensure_future(batcher.submit(pts(6.0), key=1))
+    await asyncio.sleep(0.05)
+    assert not quick.done() and batcher.queued_requests == 1
+    model.release()
+    np.testing.assert_array_equal(await quick, expected(pts(6.0), 1))
+    np.testing.assert_array_equal(await slow, expected(pts(5.0), 2))
+    assert [(s.key, s.requests) for s in stats] == [(2, 1), (1, 1)]
 
 
 async def test_an_inline_batch_that_fails_fails_only_its_requests(
