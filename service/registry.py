@@ -90,6 +90,19 @@ class ServedVersion:
     def metadata(self) -> dict[str, Any]:
         return self.model.metadata
 
+    @functools.cached_property
+    def inline_max_points(self) -> int:
+        """``LoadedModel.inline_max_points``, fixed at load: read on every request."""
+        return self.model.inline_max_points
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[float, float, float, float]:
+        """The training range as Python floats: low x, low y, high x, high y."""
+        assert self.feature_min is not None and self.feature_max is not None
+        low_x, low_y = self.feature_min.tolist()
+        high_x, high_y = self.feature_max.tolist()
+        return low_x, low_y, high_x, high_y
+
     def count_drift(self, points: NDArray[np.float32]) -> None:
         """Add the points outside the training range to the drift metric, per feature.
 
@@ -107,7 +120,7 @@ class ServedVersion:
         if points.shape[0] <= _FEW_POINTS:
             # Most batches hold a request or two, and numpy's four calls below cost more
             # than comparing a few Python floats.
-            (low_x, low_y), (high_x, high_y) = low.tolist(), high.tolist()
+            low_x, low_y, high_x, high_y = self._bounds
             count_x = count_y = 0
             for x, y in points.tolist():
                 count_x += x < low_x or x > high_x
@@ -239,7 +252,7 @@ class ModelRegistry:
         measured at load: ``LoadedModel.inline_max_points``): the batcher then calls
         :meth:`predict` on the event loop rather than paying its model thread's hand-off."""
         served = self._served.get(version) if isinstance(version, int) else None
-        return served is not None and points <= served.model.inline_max_points
+        return served is not None and points <= served.inline_max_points
 
     def predict(self, version: Hashable, points: NDArray[np.float32]) -> NDArray[np.float32]:
         """One signature call on ``version``; the batcher's ``predict``, run in its thread."""

@@ -789,11 +789,14 @@ class LiteRunner:
             if slot is None:
                 slot = self._slots[size] = self._interpreter(size)
             interpreter, input_index, output_index, buffer = slot
-            buffer[:n] = points
-            interpreter.set_tensor(input_index, buffer)
+            if n == size:  # e.g. one point: no padding, so no copy into the buffer
+                interpreter.set_tensor(input_index, np.ascontiguousarray(points))
+            else:
+                buffer[:n] = points
+                interpreter.set_tensor(input_index, buffer)
             interpreter.invoke()
-            out: NDArray[np.float32] = interpreter.get_tensor(output_index)
-            return out.reshape(-1)[:n].copy()
+            out: NDArray[np.float32] = interpreter.get_tensor(output_index)  # a copy
+            return out.reshape(-1) if n == size else out.reshape(-1)[:n]
 
     def _interpreter(self, size: int) -> tuple[Any, int, int, NDArray[np.float32]]:
         from ai_edge_litert.interpreter import Interpreter
