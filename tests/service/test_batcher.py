@@ -633,6 +633,38 @@ async def test_a_burst_in_one_loop_turn_still_merges_into_one_batch(
     assert [s.requests for s in stats] == [1, 4, 1]
 
 
+async def test_while_requests_keep_arriving_together_short_calls_queue_and_merge(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: True, on_batch=stats.append)
+
+    async def burst() -> None:
+        await asyncio.gather(*(batcher.submit(pts(float(i))) for i in range(5)))
+        await asyncio.sleep(0)
+
+    # Bursts merge 4 requests behind the one answered at once, until queueing has shown it
+    # merges requests: then the whole burst queues and runs as one batch.
+    for _ in range(10):
+        await burst()
+        if stats[-1].requests == 5:
+            break
+    assert stats[-1].requests == 5, [s.requests for s in stats]
+    # Lone requests then queue too, and merge nothing: once the recent batches average near
+    # one request, a short call is answered at once again.
+    for _ in range(100):
+        coro = batcher.submit(pts(1.0))
+        try:
+            coro.send(None)
+        except StopIteration:
+            break  # answered without waiting for the collect loop
+        coro.close()
+        await batcher.submit(pts(1.0))
+        await asyncio.sleep(0)
+    else:
+        raise AssertionError("short calls never went back to being answered at once")
+
+
 async def test_a_short_call_waits_its_turn_behind_a_batch_in_the_thread(
     model: FakeModel, make_batcher: Any
 ) -> None:
