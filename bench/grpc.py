@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,10 @@ def floor(port: int) -> None:
             return True
 
         def model(self, name: str) -> Any:
-            return None  # every name is served; infer below needs no model
+            return SimpleNamespace(name=name)  # every name is served; infer needs no model
+
+        async def admit(self, name: str | None) -> None:
+            return None  # one model, as the service serves it here: never held
 
         async def infer(self, points: Any, **_: Any) -> Inference:
             self.check_points(int(points.shape[0]))

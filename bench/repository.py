@@ -16,7 +16,8 @@ solo        each model alone at the total rate R
 mixed       the three at R/3 each (total R)
 quiet       ``a`` alone at R/3
 saturated   ``a`` at R/3 while ``b`` is driven closed loop at ``--flood`` connections with a
-            small queue (``--max-queue-points``), so ``b`` sheds load with 429s
+            small queue (``--max-queue-points``), so ``b`` sheds load with 429s; the flood
+            runs in a load-generator process of its own (``python -m bench._loadgen``)
 ==========  ==================================================================================
 
 Phases are interleaved over ``--repeats`` and the median p99 is reported. Targets (exit 1 on a
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import sys
@@ -39,7 +41,7 @@ from typing import Any
 import httpx
 
 from bench._cli import load_parser
-from bench._loadgen import closed_loop, open_loop, run_async
+from bench._loadgen import open_loop, run_async
 from bench._process import ServerProcess, start_server
 from bench._resources import cpu_seconds, rss_mb
 from bench.serve import child_env, prepare_model
@@ -48,6 +50,8 @@ MODELS = ("a", "b", "c")
 TOKEN = "bench-repository-admin-token"
 MIXED_MAX_RATIO = 2.0
 SATURATED_MAX_RATIO = 1.2
+FLOOD_MARGIN_S = 1.0
+"""The flood starts this long before the measured load and ends this long after it."""
 
 
 def _path(name: str) -> str:
@@ -64,16 +68,31 @@ async def _phase(
     """
     port = server.port
     jobs = [open_loop(port, rate, duration, path=_path(name)) for name, rate in rates.items()]
+    flooding = None
     if flood:
-        jobs.append(closed_loop(port, flood, duration, path=_path("b")))
+        # The flood comes from a process of its own, started first and stopped last: in this
+        # process its event loop would delay the measured model's requests and answers
+        # itself (the client, not the server, would set their latency).
+        flooding = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench._loadgen", "--port", str(port), "--path", _path("b"),
+            "--concurrency", str(flood), "--duration", str(duration + 2 * FLOOD_MARGIN_S),
+            stdout=asyncio.subprocess.PIPE, env=child_env(),
+        )  # fmt: skip
+        await asyncio.sleep(FLOOD_MARGIN_S)
     cpu = cpu_seconds(server.proc.pid)
     results = await asyncio.gather(*jobs)
     cpu = cpu_seconds(server.proc.pid) - cpu
+    out = {name: out.summary(seconds) for name, (out, seconds) in zip(rates, results, strict=True)}
     answered = sum(sum(o.statuses.values()) for o, _ in results)
-    out = {name: out.summary(seconds) for name, (out, seconds) in zip(rates, results, strict=False)}
-    if flood:
-        flood_out, seconds = results[-1]
-        out["b (flood)"] = flood_out.summary(seconds)
+    if flooding is not None:
+        stdout, _ = await flooding.communicate()
+        if flooding.returncode != 0:
+            raise SystemExit(f"the flood's load generator failed ({flooding.returncode})")
+        summary = json.loads(stdout.decode().strip().splitlines()[-1])
+        out["b (flood)"] = summary
+        # Its answers (200s and 429s) during the measured part, at its average rate.
+        flood_seconds = duration + 2 * FLOOD_MARGIN_S
+        answered += round((summary["rps"] + summary["refused"] / flood_seconds) * duration)
     for summary in out.values():
         summary["cpu_us"] = cpu / max(1, answered) * 1e6
     return out

@@ -83,6 +83,12 @@ class DataPlane:
     def ready(self) -> bool:
         return self.models.ready and not self.stopping
 
+    async def admit(self, name: str | None) -> None:
+        """Wait for model ``name``'s fair share of this event-loop turn (None: the default
+        model); at once unless several models are busy (``service.repository.FairShare``).
+        Every adapter calls it before its request's real work."""
+        await self.models.admit(self.model_name if name is None else name)
+
     def model(self, name: str) -> ServedModel:
         """The model served as ``name``; :class:`NotFound` (404 in every protocol) if none."""
         return self.models.get(name)

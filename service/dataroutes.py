@@ -140,7 +140,9 @@ def data_route(
 
     def register(handler: DataHandler) -> DataHandler:
         async def endpoint(request: Request, **params: str) -> Response:
-            call = DataCall(request.scope, request.receive, dataplane_of(request.app), params)
+            dataplane = dataplane_of(request.app)
+            await dataplane.admit(params.get("model_name"))
+            call = DataCall(request.scope, request.receive, dataplane, params)
             reply = await handler(call)
             return Response(reply.body, media_type=reply.media_type, headers=dict(reply.headers))
 
@@ -210,7 +212,9 @@ class Dispatcher:
     ) -> None:
         app = scope["app"]
         try:
-            reply = await handler(DataCall(scope, receive, dataplane_of(app), params))
+            dataplane = dataplane_of(app)
+            await dataplane.admit(params.get("model_name"))
+            reply = await handler(DataCall(scope, receive, dataplane, params))
         except ClientDisconnect:
             raise  # nobody to answer; the outer layer records it
         except Exception as exc:

@@ -23,6 +23,7 @@ model to make room, poll control leaves the models beyond the bound unloaded and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -168,6 +169,84 @@ class IndexEntry:
         return entry
 
 
+FAIR_SHARE_WINDOW_S = 0.1
+"""Models with a request in the last this many seconds count as having requests."""
+
+
+class FairShare:
+    """Fair shares of the one event loop between models.
+
+    Every request of every model is parsed, validated and answered on one event loop, which
+    runs, each turn, every task that became ready. A flooded model (many connections sending
+    as fast as they are answered) fills every turn with its requests, and another model's
+    request waits behind all of them: per-model batch queues cannot help, that work happens
+    before the queue. So a data-plane request first asks :meth:`admit`: while more than one
+    model has had requests in the last :data:`FAIR_SHARE_WINDOW_S`, a model starts at most
+    ``per_turn`` requests per turn (``Settings.fair_share_per_turn``), and the rest wait, in
+    arrival order, to be released ``per_turn`` per turn. A quiet model's request then waits
+    for a few requests of each busy model, not for a whole turn of them. Waiting costs
+    nothing per turn (a future released by the turn's first callback, not a poll), and a
+    model alone is never held.
+    """
+
+    def __init__(self, per_turn: int, window_s: float = FAIR_SHARE_WINDOW_S) -> None:
+        if per_turn < 1:
+            raise ValueError(f"per_turn must be >= 1, got {per_turn}")
+        self.per_turn = per_turn
+        self.window_s = window_s
+        self._started: dict[str, int] = {}
+        self._waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._last_seen: dict[str, float] = {}
+        self._turn_scheduled = False
+
+    async def admit(self, name: str) -> None:
+        """Return when the request for model ``name`` may start (at once, nearly always)."""
+        now = time.monotonic()
+        self._last_seen[name] = now
+        if not self._turn_scheduled:
+            asyncio.get_running_loop().call_soon(self._new_turn)
+            self._turn_scheduled = True
+        started = self._started.get(name, 0)
+        if not self._waiting.get(name) and (started < self.per_turn or not self._shared(name, now)):
+            self._started[name] = started + 1
+            return
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(name, collections.deque()).append(ticket)
+        try:
+            await ticket
+        finally:
+            if not ticket.done():  # cancelled while waiting (client gone): leave the line
+                with contextlib.suppress(ValueError):
+                    self._waiting[name].remove(ticket)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a turn, over every model."""
+        return sum(len(line) for line in self._waiting.values())
+
+    def _shared(self, name: str, now: float) -> bool:
+        since = now - self.window_s
+        return any(t > since for other, t in self._last_seen.items() if other != name)
+
+    def _new_turn(self) -> None:
+        self._started.clear()
+        self._turn_scheduled = False
+        now = time.monotonic()
+        for name, line in self._waiting.items():
+            limit = self.per_turn if self._shared(name, now) else len(line)
+            released = 0
+            while line and released < limit:
+                ticket = line.popleft()
+                if not ticket.done():
+                    ticket.set_result(None)
+                    released += 1
+            if released:
+                self._started[name] = released
+        if any(self._waiting.values()):
+            asyncio.get_running_loop().call_soon(self._new_turn)
+            self._turn_scheduled = True
+
+
 class Repository:
     """The models this server serves, by name.
 
@@ -191,10 +270,20 @@ class Repository:
         self._not_loaded: dict[str, str] = {}
         """Model folders seen but not loaded, with the reason (for the index and the log)."""
         self._lock = asyncio.Lock()
+        self.share = (
+            FairShare(settings.fair_share_per_turn) if settings.fair_share_per_turn else None
+        )
+        """The event loop's fair shares between models (None: off)."""
         self._scanner: asyncio.Task[None] | None = None
         self.store_error: str | None = None
 
     # -- reads (request path) ----------------------------------------------------------------
+
+    async def admit(self, name: str) -> None:
+        """Wait for model ``name``'s fair share of this event-loop turn (:class:`FairShare`);
+        at once when fair shares are off or one model is loaded."""
+        if self.share is not None and len(self._models) > 1:
+            await self.share.admit(name)
 
     def get(self, name: str) -> ServedModel:
         """The loaded model called ``name``; :class:`NotFound` naming the ones served."""

@@ -132,6 +132,7 @@ async def infer(
     model: ServedModel,
 ) -> Inference:
     """The one call from a gRPC adapter into the data plane, with the client's deadline."""
+    await dataplane.admit(model.name)
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     return await dataplane.infer(
