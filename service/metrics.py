@@ -236,24 +236,22 @@ def deferred_counter(child: Any) -> Count:
     """The request path's recorder of a counter child (one per child, kept for the process,
     as prometheus-client keeps the child). In multiprocess mode the child itself: a scrape
     answered by one worker reads the other workers' files, which must be current."""
-    if multiprocess_enabled():
-        return cast(Count, child)
-    with _deferred_lock:
-        recorder = _counters.get(child)
-        if recorder is None:
-            recorder = _counters[child] = DeferredCounter(child)
-    return recorder
+    return cast(Count, _recorder(child, _counters, DeferredCounter))
 
 
 def deferred_histogram(child: Any) -> Observe:
     """The request path's recorder of a histogram child (one per child); the child itself in
     multiprocess mode."""
+    return cast(Observe, _recorder(child, _histograms, DeferredHistogram))
+
+
+def _recorder(child: Any, recorders: dict[Any, Any], kind: type) -> Any:
     if multiprocess_enabled():
-        return cast(Observe, child)
+        return child
     with _deferred_lock:
-        recorder = _histograms.get(child)
+        recorder = recorders.get(child)
         if recorder is None:
-            recorder = _histograms[child] = DeferredHistogram(child)
+            recorder = recorders[child] = kind(child)
     return recorder
 
 
