@@ -282,7 +282,9 @@ class Repository:
     async def admit(self, name: str) -> None:
         """Wait for model ``name``'s fair share of this event-loop turn (:class:`FairShare`);
         at once when fair shares are off or one model is loaded."""
-        if self.share is not None and len(self._models) > 1:
+        # An unknown name waits for nothing (its handler answers 404) and is never recorded:
+        # a client inventing names cannot grow the share's tables.
+        if self.share is not None and len(self._models) > 1 and name in self._models:
             await self.share.admit(name)
 
     def get(self, name: str) -> ServedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,18 @@ async def test_waiting_requests_keep_their_order_and_a_cancelled_one_leaves_the_
 def test_a_share_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="per_turn"):
         FairShare(per_turn=0)
+
+
+async def test_the_repository_admits_unknown_names_at_once_without_recording_them(
+    tmp_path: Path,
+) -> None:
+    from service.config import Settings
+    from service.repository import Repository
+
+    models = Repository(Settings(model_dir=str(tmp_path), fair_share_per_turn=1))
+    assert models.share is not None
+    models._models = {"a": object(), "b": object()}  # type: ignore[dict-item]
+    for i in range(1000):
+        await models.admit(f"no-such-model-{i}")
+    assert models.share._last_seen == {}
+    assert Repository(Settings(model_dir=str(tmp_path), fair_share_per_turn=0)).share is None
