@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -353,10 +354,12 @@ def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
                 )
             # Unreadable: the folder's path stops being a listable directory for 2 s (as root,
             # permission bits are not enforced, so a file stands in for EACCES: both are
-            # OSError on listing). Every loaded version must stay loaded and serving.
-            hidden = root.with_name("xor-hidden")
-            root.rename(hidden)
-            root.write_text("not a folder")
+            # OSError on listing). Every loaded version must stay loaded and serving. The
+            # file and the folder trade places atomically: a rename then a write would leave
+            # an instant with no folder at all, which the poll rightly reads as "no versions".
+            stand_in = root.with_name("xor-unreadable")
+            stand_in.write_text("not a folder")
+            exchange_paths(root, stand_in)
             await asyncio.sleep(2.0)
             during = await asyncio.to_thread(
                 lambda: (
@@ -365,8 +368,8 @@ def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
                     ).status_code
                 )
             )
-            root.unlink()
-            hidden.rename(root)
+            exchange_paths(root, stand_in)
+            stand_in.unlink()
             await asyncio.sleep(1.0)
             steps.append(
                 {
@@ -380,6 +383,16 @@ def hot_reload(model_dir: Path, work: Path) -> dict[str, Any]:
 
         out, elapsed = asyncio.run(scenario())
     return {**out.summary(elapsed), "steps": steps}
+
+
+def exchange_paths(a: Path, b: Path) -> None:
+    """Swap two existing paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``):
+    at no instant is either path missing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(a))
 
 
 def scorer_disk_full(model_dir: Path, work: Path, *, rows: int = 50_000) -> dict[str, Any]:
