@@ -445,14 +445,10 @@ class Batcher:
         model_seconds = 0.0
         try:
             if self._runs_inline is not None and self._runs_inline(key, total):
-                t0 = time.perf_counter()
-                outputs = self._predict(key, inputs)
-                model_seconds = time.perf_counter() - t0
+                outputs, model_seconds = self._call_inline(key, inputs)
             else:  # a call that may take long: off the event loop
                 outputs, model_seconds = await self._model_thread.run(loop, key, inputs)
-            values = np.asarray(outputs, dtype=np.float32).reshape(-1)
-            if values.shape[0] != total:
-                raise ValueError(f"predict returned {values.shape[0]} values for {total} points")
+            values = _values(outputs, total)
         except asyncio.CancelledError:
             _fail(batch, Unavailable("the service shut down while this request's batch ran"))
             raise
@@ -479,18 +475,21 @@ class Batcher:
         model_seconds = 0.0
         failed = True
         try:
-            started = time.perf_counter()
-            outputs = self._predict(key, points)
-            model_seconds = time.perf_counter() - started
-            values = np.asarray(outputs, dtype=np.float32).reshape(-1)
-            if values.shape[0] != n:
-                raise ValueError(f"predict returned {values.shape[0]} values for {n} points")
+            outputs, model_seconds = self._call_inline(key, points)
+            values = _values(outputs, n)
             failed = False
             return values
         except Exception as exc:
             raise _model_failure(key, [n], exc) from None
         finally:
             self._report(BatchStats(key, 1, n, (0.0,), model_seconds, failed))
+
+    def _call_inline(
+        self, key: Hashable, points: NDArray[np.float32]
+    ) -> tuple[NDArray[Any], float]:
+        started = time.perf_counter()
+        outputs = self._predict(key, points)
+        return outputs, time.perf_counter() - started
 
     def _end_turn(self) -> None:
         self._ran_now_this_turn = False
@@ -570,6 +569,14 @@ def _set_result(future: asyncio.Future[Any], value: Any) -> None:
 def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _values(outputs: NDArray[Any], n: int) -> NDArray[np.float32]:
+    """A model call's outputs as ``n`` float32 values; ValueError if it returned another count."""
+    values = np.asarray(outputs, dtype=np.float32).reshape(-1)
+    if values.shape[0] != n:
+        raise ValueError(f"predict returned {values.shape[0]} values for {n} points")
+    return values
 
 
 def _model_failure(key: Hashable, sizes: list[int], exc: Exception) -> ModelFailure:

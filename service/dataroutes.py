@@ -132,6 +132,16 @@ def dataplane_of(app: Any) -> DataPlane:
     return dataplane
 
 
+async def _admitted_call(
+    scope: Scope, receive: Receive, app: Any, params: dict[str, str]
+) -> DataCall:
+    """The handler's call, once its model's fair share of this loop turn is granted
+    (``DataPlane.admit``), whichever way the request was routed."""
+    dataplane = dataplane_of(app)
+    await dataplane.admit(params.get("model_name"))
+    return DataCall(scope, receive, dataplane, params)
+
+
 def data_route(
     router: APIRouter, path: str, **route_args: Any
 ) -> Callable[[DataHandler], DataHandler]:
@@ -140,9 +150,7 @@ def data_route(
 
     def register(handler: DataHandler) -> DataHandler:
         async def endpoint(request: Request, **params: str) -> Response:
-            dataplane = dataplane_of(request.app)
-            await dataplane.admit(params.get("model_name"))
-            call = DataCall(request.scope, request.receive, dataplane, params)
+            call = await _admitted_call(request.scope, request.receive, request.app, params)
             reply = await handler(call)
             return Response(reply.body, media_type=reply.media_type, headers=dict(reply.headers))
 
@@ -212,9 +220,7 @@ class Dispatcher:
     ) -> None:
         app = scope["app"]
         try:
-            dataplane = dataplane_of(app)
-            await dataplane.admit(params.get("model_name"))
-            reply = await handler(DataCall(scope, receive, dataplane, params))
+            reply = await handler(await _admitted_call(scope, receive, app, params))
         except ClientDisconnect:
             raise  # nobody to answer; the outer layer records it
         except Exception as exc:

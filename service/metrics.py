@@ -286,16 +286,14 @@ class DeferredHistogram:
 
     The bulk step uses the child's bucket values (prometheus-client's ``_buckets``, ``_sum``,
     ``_upper_bounds``, stable since 0.4; the version is pinned in requirements.lock and
-    tests/service/test_metrics.py checks the exposition against plain ``observe``); a child
-    without them gets the values one ``observe`` at a time.
+    tests/service/test_metrics.py checks the exposition against plain ``observe``).
     """
 
     __slots__ = ("_bounds", "_child", "_pending")
 
     def __init__(self, child: Any) -> None:
         self._child = child
-        bulk = all(hasattr(child, name) for name in ("_buckets", "_sum", "_upper_bounds"))
-        self._bounds = np.asarray(child._upper_bounds, dtype=np.float64) if bulk else None
+        self._bounds = np.asarray(child._upper_bounds, dtype=np.float64)
         self._pending: list[float] = []
 
     def observe(self, value: float) -> None:
@@ -309,10 +307,6 @@ class DeferredHistogram:
         values = pending[:n]
         del pending[:n]
         child = self._child
-        if self._bounds is None:
-            for value in values:
-                child.observe(value)
-            return
         array = np.asarray(values, dtype=np.float64)
         # The first bound >= value, as observe() picks it; NaN (past +Inf) is in no bucket.
         slots = np.searchsorted(self._bounds, array, side="left")

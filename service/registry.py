@@ -91,11 +91,6 @@ class ServedVersion:
         return self.model.metadata
 
     @functools.cached_property
-    def inline_max_points(self) -> int:
-        """``LoadedModel.inline_max_points``, fixed at load: read on every request."""
-        return self.model.inline_max_points
-
-    @functools.cached_property
     def _bounds(self) -> tuple[float, float, float, float]:
         """The training range as Python floats: low x, low y, high x, high y."""
         assert self.feature_min is not None and self.feature_max is not None
@@ -252,7 +247,7 @@ class ModelRegistry:
         measured at load: ``LoadedModel.inline_max_points``): the batcher then calls
         :meth:`predict` on the event loop rather than paying its model thread's hand-off."""
         served = self._served.get(version) if isinstance(version, int) else None
-        return served is not None and points <= served.inline_max_points
+        return served is not None and points <= served.model.inline_max_points
 
     def predict(self, version: Hashable, points: NDArray[np.float32]) -> NDArray[np.float32]:
         """One signature call on ``version``; the batcher's ``predict``, run in its thread."""

@@ -214,10 +214,10 @@ class FairShare:
         self._waiting.setdefault(name, collections.deque()).append(ticket)
         try:
             await ticket
-        finally:
-            if not ticket.done():  # cancelled while waiting (client gone): leave the line
-                with contextlib.suppress(ValueError):
-                    self._waiting[name].remove(ticket)
+        except asyncio.CancelledError:  # client gone while waiting: leave the line at once
+            with contextlib.suppress(ValueError):
+                self._waiting[name].remove(ticket)
+            raise
 
     @property
     def waiting(self) -> int:

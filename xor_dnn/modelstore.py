@@ -37,6 +37,7 @@ take the versions whose ``manifest.json`` exists.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -607,11 +608,12 @@ class LoadedModel:
         :func:`load_folder`'s ``small_batches``), else None (every batch as ``call_path``)."""
         return None if self._lite is None else "litert"
 
-    @property
+    @functools.cached_property
     def inline_max_points(self) -> int:
         """Largest batch whose call is known to be short: :data:`LITE_MAX_POINTS` when LiteRT
         answered that many points in under :data:`INLINE_CALL_MAX_S` at load, else 0. The
-        service runs such batches on its event loop (service/batcher.py)."""
+        service runs such batches on its event loop (service/batcher.py) and asks on every
+        request, so it is worked out once."""
         lite = self._lite
         if lite is None or lite.call_seconds > INLINE_CALL_MAX_S:
             return 0
