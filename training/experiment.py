@@ -31,6 +31,7 @@ class Architecture:
     dropout: float
     learning_rate: float = 0.001
     """The lesson's (Keras' default) unless a row says otherwise."""
+    learning_rate_schedule: str = "constant"
     model_name: str = ""
     """The model it is published as with ``--publish`` (empty: not published)."""
 
@@ -41,7 +42,12 @@ ARCHITECTURES = (
     Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2, model_name="lesson"),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
     Architecture(
-        "64,64 + dropout 0.2, lr 0.003 (default)", (64, 64), 0.2, 0.003, model_name="default"
+        "64,64 + dropout 0.1, lr 0.01 cosine (default)",
+        (64, 64),
+        0.1,
+        0.01,
+        "cosine",
+        model_name="default",
     ),
 )
 
@@ -119,6 +125,7 @@ def run_experiment(
                 hidden_units=arch.hidden_units,
                 dropout=arch.dropout,
                 learning_rate=arch.learning_rate,
+                learning_rate_schedule=arch.learning_rate_schedule,
             )
             say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
             report = train_runs(dataset, config, runs, progress=progress, history=repo is not None)

@@ -413,7 +413,7 @@ def _train_one(
     index: int, config: ModelConfig, split: Split, callbacks: list[Any], keep_weights: int = 0
 ) -> RunResult:
     t0 = time.monotonic()
-    model = build_model(config)
+    model = build_model(config, fit_size=len(split.fit_labels))
     validation = (split.val_points, split.val_labels) if split.has_validation else None
     snapshots: list[list[NDArray[np.float32]]] = []
     keep = max(keep_weights, config.swa_epochs)

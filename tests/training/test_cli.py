@@ -179,7 +179,8 @@ def test_experiment_writes_table_json_and_figure(
     table = (out / "experiment.md").read_text()
     assert table.count("| clean |") == 5 and table.count("| noisy (8% labels flipped) |") == 5
     assert (
-        "no hidden layer (linear)" in table and "64,64 + dropout 0.2, lr 0.003 (default)" in table
+        "no hidden layer (linear)" in table
+        and "64,64 + dropout 0.1, lr 0.01 cosine (default)" in table
     )
     rows = json.loads((out / "experiment.json").read_text())["rows"]
     assert len(rows) == 10 and all(len(r["test_accuracy_runs"]) == 1 for r in rows)

@@ -51,15 +51,29 @@ def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> Non
         lesson.batch_size,
         lesson.validation_size,
     )
-    # The one training setting that differs: Adam's step (docs/training.md, third sweep).
-    assert (config.learning_rate, lesson.learning_rate) == (0.003, 0.001)
+    # The training settings that differ: dropout and Adam's step (docs/training.md, issue 18).
+    assert (config.learning_rate, lesson.learning_rate) == (0.01, 0.001)
+    assert (config.learning_rate_schedule, lesson.learning_rate_schedule) == ("cosine", "constant")
     assert layer_kinds(config) == [
         ("relu", 64),
-        ("dropout", 0.2),
+        ("dropout", 0.1),
         ("relu", 64),
-        ("dropout", 0.2),
+        ("dropout", 0.1),
         ("sigmoid", 1),
     ]
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run() -> None:
+    config = ModelConfig(epochs=4, batch_size=10)
+    model = build_model(config, fit_size=95)  # 10 steps per epoch, 40 in all
+    schedule = model.optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(20)) == pytest.approx(0.005)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9)
+    constant = build_model(ModelConfig.lesson())
+    assert float(constant.optimizer.learning_rate) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="learning_rate_schedule must be one of"):
+        ModelConfig(learning_rate_schedule="step")
 
 
 def test_configurable_layers_and_no_hidden_layer() -> None:
