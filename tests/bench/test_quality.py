@@ -4,18 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import quality
 
 
 def test_fresh_datasets_are_the_announced_ones_and_never_tuned_on() -> None:
-    fresh = quality.datasets("fresh", None)
-    counts = {noise: sum(d.noise == noise for d in fresh) for noise in (0.04, 0.08, 0.12)}
-    assert counts == {0.04: 12, 0.08: 24, 0.12: 12}
-    tuning = {(d.noise, d.seed) for d in quality.datasets("tuning", None)}
-    assert not tuning & {(d.noise, d.seed) for d in fresh}
-    assert not {d.seed for d in fresh} & {d.seed for d in quality.datasets("tuning", None)}
+    for name in ("fresh", "fresh2"):
+        fresh = quality.datasets(name, None)
+        counts = {noise: sum(d.noise == noise for d in fresh) for noise in (0.04, 0.08, 0.12)}
+        assert counts == {0.04: 12, 0.08: 24, 0.12: 12}
+    assert quality.REPORT_SET == "fresh2"
+    # No generator seed is in two sets, so no report dataset was ever tuned on.
+    seeds = [d.seed for name in quality.SETS for d in quality.datasets(name, None)]
+    assert len(seeds) == len(set(seeds)) == 18 + 48 + 70 + 48
+
+
+def test_reference_learner_finds_the_true_lines_and_pays_for_noisy_labels() -> None:
+    from sklearn.model_selection import train_test_split
+
+    from training.data import generate, true_rule
+
+    points, labels = generate(1000, seed=3)
+    fit, test, fit_labels, test_labels = train_test_split(points, labels, random_state=42)
+    assert quality.reference_accuracy(fit, fit_labels, test, test_labels) == pytest.approx(1.0)
+    # Shifted data: the best lines move with it (the learner is told the shape, not where).
+    shift = np.array([0.3, -0.2], np.float32)
+    assert quality.reference_accuracy(
+        fit + shift, fit_labels, test + shift, test_labels
+    ) == pytest.approx(1.0)
+    noisy, noisy_labels = generate(1000, noise=0.12, seed=51203)
+    fit, test, fit_labels, test_labels = train_test_split(noisy, noisy_labels, random_state=42)
+    ceiling = float(np.mean(true_rule(test) == test_labels))
+    reference = quality.reference_accuracy(fit, fit_labels, test, test_labels)
+    assert ceiling - 0.02 <= reference <= ceiling + 0.02
 
 
 def test_lesson_csv_comes_first_and_limit_caps_each_noise_rate(tmp_path: Path) -> None:
@@ -33,7 +56,7 @@ def test_lesson_csv_comes_first_and_limit_caps_each_noise_rate(tmp_path: Path) -
 
 
 def row(noise: float | None, served: float, ceiling: float) -> dict[str, object]:
-    return {"noise": noise, "served": served, "gap": ceiling - served}
+    return {"noise": noise, "served": served, "gap": ceiling - served, "reference_gap": 0.0}
 
 
 def test_targets_pass_at_the_limits() -> None:
@@ -41,6 +64,7 @@ def test_targets_pass_at_the_limits() -> None:
     summary = quality.summarise(rows)
     assert summary["datasets"] == 2 and summary["lesson_csv"] == 0.995
     assert summary["mean_gap"] == pytest.approx(0.005) and summary["over_worst"] == 0
+    assert summary["reference_mean_gap"] == 0.0 and summary["reference_over_worst"] == 0
     assert quality.misses(summary) == []
 
 
