@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import ssl
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -171,16 +172,29 @@ def test_tls_on_both_ports(
         if mutual
         else grpc.ssl_channel_credentials(ca)
     )
+    url = f"https://127.0.0.1:{server.process.port}/readyz"
     try:
+        # Ready over HTTPS first: a gRPC channel that meets a port not yet open backs off
+        # exponentially (1 s, 1.6 s, ... up to 120 s), so on a busy machine its next attempt
+        # could come after the test's deadline although the server is long up.
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.process.proc.poll() is None, server.process.log()[-3000:]
+            try:
+                if httpx.get(url, verify=https, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "not ready over HTTPS after 120 s"
+            time.sleep(0.2)
         with grpc.secure_channel(server.target, credentials) as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
+            grpc.channel_ready_future(channel).result(timeout=60)
             health = health_pb2_grpc.HealthStub(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=120)
             assert SERVING in (answer.status for answer in watch)  # blocks until ready
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             assert len(stub.ModelInfer(_infer_request(4), timeout=30).raw_output_contents) == 2
 
-        url = f"https://127.0.0.1:{server.process.port}/readyz"
         assert httpx.get(url, verify=https).status_code == 200
         # Plaintext is refused on both ports; so is a client without a certificate, under mTLS.
         with pytest.raises(httpx.HTTPError):
