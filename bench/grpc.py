@@ -9,8 +9,9 @@ What runs, each in its own process on 127.0.0.1:
 service  ``xor-dnn serve --grpc-port N`` on a model trained for the run (one worker)
 floor    the service's own gRPC stack with no model: the same ``grpc.aio`` server, options,
          registration, request decoding, ``@rpc`` wrapper (metrics, request ids, access log)
-         and response encoding, over a data plane whose ``infer`` answers a constant
-         (``python -m bench.grpc floor --port N``)
+         and response encoding, on the same event loop (uvloop, as uvicorn picks it), over
+         a data plane whose ``infer`` answers a constant (``python -m bench.grpc floor
+         --port N``)
 =======  ===============================================================================
 
 The load generator is this module's ``client`` mode, in ``--clients`` separate processes
@@ -61,8 +62,23 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # -- the floor ---------------------------------------------------------------------------------
 
 
-def floor(port: int) -> None:
-    """Serve the service's gRPC stack on ``port`` over a data plane without a model."""
+def event_loop_runner(loop: str) -> Any:
+    """``asyncio.run``-like runner of the event loop ``loop`` names; ``auto`` is what the
+    service gets from uvicorn's ``loop="auto"``: uvloop when it is installed."""
+    if loop == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        if loop == "uvloop":
+            raise
+        return asyncio.run
+    return uvloop.run
+
+
+def floor(port: int, loop: str = "auto") -> None:
+    """Serve the service's gRPC stack on ``port`` over a data plane without a model, on the
+    event loop the service runs (``loop``)."""
     from service.config import Settings
     from service.dataplane import DataPlane, Inference
     from service.grpc import server as grpc_server
@@ -89,7 +105,7 @@ def floor(port: int) -> None:
         server = await grpc_server.start(settings, dataplane)  # held: grpc stops it when freed
         await server.server.wait_for_termination()
 
-    asyncio.run(serve())
+    event_loop_runner(loop)(serve())
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -357,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="mode")
     f = sub.add_parser("floor", help="serve the gRPC floor")
     f.add_argument("--port", type=int, required=True)
+    f.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop; auto, as the service's uvicorn: uvloop when installed",
+    )
     c = sub.add_parser("client", help="one load-generating process (prints JSON)")
     c.add_argument("--target", required=True)
     c.add_argument("--concurrency", type=int, default=1)
@@ -371,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args(argv)
     if args.mode == "floor":
-        floor(args.port)
+        floor(args.port, args.loop)
         return 0
     if args.mode == "client":
         result = asyncio.run(_client(args.target, args.concurrency, args.rate, args.duration))
