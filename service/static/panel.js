@@ -66,7 +66,13 @@ export function renderInfo(meta, version) {
   const training = [];
   if (Number.isFinite(cfg.epochs)) training.push(`${cfg.epochs} epochs`);
   if (Number.isFinite(cfg.batch_size)) training.push(`batch ${cfg.batch_size}`);
-  if (Number.isFinite(cfg.learning_rate)) training.push(`learning rate ${cfg.learning_rate}`);
+  if (Number.isFinite(cfg.learning_rate)) {
+    const cosine = cfg.learning_rate_schedule === "cosine" ? ", cosine to 0" : "";
+    training.push(`learning rate ${cfg.learning_rate}${cosine}`);
+  }
+  if (Number.isFinite(cfg.swa_epochs) && cfg.swa_epochs > 0)
+    training.push(`weights averaged over the last ${cfg.swa_epochs} epochs`);
+  if (cfg.ensemble === true) training.push("served: the mean of every run");
   rows.push(["Training", training.length ? training.join(", ") : "—"]);
   const data = meta.data && typeof meta.data === "object" ? meta.data : {};
   let rowsText = "—";
