@@ -93,3 +93,31 @@ def test_nothing_to_measure_is_not_a_pass(
     args = ["--sets", "tuning", "--limit", "0", "--data", str(tmp_path / "missing.csv")]
     assert quality.main([*args, "--json", str(tmp_path / "out.json")]) == 2
     assert "no dataset to measure" in capsys.readouterr().err
+
+
+def test_a_report_without_the_default_gives_no_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scored(config_name: str, data: quality.Data, runs: int) -> dict[str, object]:
+        return {
+            "config": config_name,
+            "dataset": data.name,
+            "runs_mean": 0.9,
+            "ceiling": 0.9,
+            **row(data.noise, 0.9, 0.9),
+        }
+
+    class Inline:  # the pool, in this process: the scoring above needs no training
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+        def __enter__(self) -> Inline:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+        def map(self, fn: object, *iterables: object) -> object:
+            return map(scored, *iterables)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(quality, "ProcessPoolExecutor", Inline)
+    args = ["--configs", "lesson", "--limit", "1", "--data", str(tmp_path / "missing.csv")]
+    assert quality.main([*args, "--json", str(tmp_path / "out.json")]) == 0
+    out = capsys.readouterr().out
+    assert "no verdict" in out and "targets met" not in out
