@@ -32,6 +32,7 @@ class Architecture:
     learning_rate: float = 0.001
     """The lesson's (Keras' default) unless a row says otherwise."""
     learning_rate_schedule: str = "constant"
+    activation: str = "relu"
     model_name: str = ""
     """The model it is published as with ``--publish`` (empty: not published)."""
 
@@ -42,11 +43,12 @@ ARCHITECTURES = (
     Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2, model_name="lesson"),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
     Architecture(
-        "64,64 + dropout 0.1, lr 0.01 cosine (default)",
+        "64,64 tanh + dropout 0.2, lr 0.06 cosine (default)",
         (64, 64),
-        0.1,
-        0.01,
+        0.2,
+        0.06,
         "cosine",
+        activation="tanh",
         model_name="default",
     ),
 )
@@ -126,6 +128,7 @@ def run_experiment(
                 dropout=arch.dropout,
                 learning_rate=arch.learning_rate,
                 learning_rate_schedule=arch.learning_rate_schedule,
+                activation=arch.activation,
             )
             say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
             report = train_runs(dataset, config, runs, progress=progress, history=repo is not None)

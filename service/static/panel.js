@@ -28,7 +28,8 @@ export function architecture(cfg) {
   const hidden = Array.isArray(cfg.hidden_units) ? cfg.hidden_units : null;
   if (hidden === null) return "—";
   if (hidden.length === 0) return "2 → 1 (no hidden layer: one straight boundary)";
-  return `2 → ${hidden.join(" → ")} → 1 (ReLU hidden layers, sigmoid output)`;
+  const units = cfg.activation === "tanh" ? "tanh" : "ReLU"; // metadata before it: ReLU
+  return `2 → ${hidden.join(" → ")} → 1 (${units} hidden layers, sigmoid output)`;
 }
 
 export function renderInfo(meta, version) {

@@ -51,14 +51,15 @@ def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> Non
         lesson.batch_size,
         lesson.validation_size,
     )
-    # The training settings that differ: dropout and Adam's step (docs/training.md, issue 18).
-    assert (config.learning_rate, lesson.learning_rate) == (0.01, 0.001)
+    # The training settings that differ: the units and Adam's step (docs/training.md, issue 18).
+    assert (config.learning_rate, lesson.learning_rate) == (0.06, 0.001)
     assert (config.learning_rate_schedule, lesson.learning_rate_schedule) == ("cosine", "constant")
+    assert (config.activation, lesson.activation) == ("tanh", "relu")
     assert layer_kinds(config) == [
-        ("relu", 64),
-        ("dropout", 0.1),
-        ("relu", 64),
-        ("dropout", 0.1),
+        ("tanh", 64),
+        ("dropout", 0.2),
+        ("tanh", 64),
+        ("dropout", 0.2),
         ("sigmoid", 1),
     ]
 
@@ -67,23 +68,27 @@ def test_cosine_schedule_decays_to_zero_over_the_run() -> None:
     config = ModelConfig(epochs=4, batch_size=10)
     model = build_model(config, fit_size=95)  # 10 steps per epoch, 40 in all
     schedule = model.optimizer._learning_rate
-    assert float(schedule(0)) == pytest.approx(0.01)
-    assert float(schedule(20)) == pytest.approx(0.005)
+    assert float(schedule(0)) == pytest.approx(0.06)
+    assert float(schedule(20)) == pytest.approx(0.03)
     assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9)
     constant = build_model(ModelConfig.lesson())
     assert float(constant.optimizer.learning_rate) == pytest.approx(0.001)
     with pytest.raises(ValueError, match="learning_rate_schedule must be one of"):
         ModelConfig(learning_rate_schedule="step")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ModelConfig(activation="sigmoid")
 
 
 def test_configurable_layers_and_no_hidden_layer() -> None:
     assert layer_kinds(ModelConfig(hidden_units=(), dropout=0.2)) == [("sigmoid", 1)]
     assert layer_kinds(ModelConfig(hidden_units=(20, 20, 5), dropout=0.0)) == [
-        ("relu", 20),
-        ("relu", 20),
-        ("relu", 5),
+        ("tanh", 20),
+        ("tanh", 20),
+        ("tanh", 5),
         ("sigmoid", 1),
     ]
+    relu = ModelConfig(hidden_units=(3,), dropout=0.0, activation="relu")
+    assert layer_kinds(relu) == [("relu", 3), ("sigmoid", 1)]
 
 
 @pytest.mark.parametrize(
@@ -190,3 +195,18 @@ def test_export_of_no_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one model"):
         export_savedmodel([], tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_the_default_tanh_network_serves_through_litert_as_keras_answers(tmp_path: Path) -> None:
+    from xor_dnn.modelstore import load_folder
+
+    points, labels = generate(300, seed=6)
+    model = build_model(ModelConfig(epochs=3), fit_size=len(points))
+    model.fit(points, labels, epochs=3, verbose=0)
+    export_savedmodel(model, tmp_path / "1")
+    served = load_folder(tmp_path / "1", 1, small_batches=True)
+    assert served.small_batch_path == "litert"  # the tanh graph converted, and checked
+    probe = np.random.default_rng(7).uniform(-6, 6, size=(300, 2)).astype(np.float32)
+    want = np.asarray(model(probe, training=False)).reshape(-1)
+    for rows in (probe[:1], probe[:5], probe):  # LiteRT sizes, then TensorFlow above them
+        np.testing.assert_allclose(served.predict(rows), want[: len(rows)], atol=1e-5, rtol=0)
