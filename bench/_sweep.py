@@ -28,9 +28,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -62,46 +62,44 @@ class Candidate:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
 
-@dataclass
-class Prepared:
-    names: list[str] = field(default_factory=list)
-    fit: list[Any] = field(default_factory=list)
-    fit_labels: list[Any] = field(default_factory=list)
-    test: list[Any] = field(default_factory=list)
-    test_labels: list[Any] = field(default_factory=list)
-    ceilings: list[float] = field(default_factory=list)
+class Split(NamedTuple):
+    """One dataset, split as ``xor-dnn train`` splits it, with its ceiling."""
+
+    name: str
+    fit: Any
+    fit_labels: Any
+    test: Any
+    test_labels: Any
+    ceiling: float
 
 
-def prepare(set_name: str, limit: int | None = None) -> Prepared:
+def prepare(set_name: str, limit: int | None = None) -> list[Split]:
     """The set's datasets, split as ``xor-dnn train`` splits them (25% test, seed 42)."""
     from sklearn.model_selection import train_test_split
 
     from training.data import generate, true_rule
 
-    out = Prepared()
+    out = []
     for noise, seeds in SETS[set_name].items():
         for seed in seeds[:limit]:
             points, labels = generate(POINTS, noise=noise, seed=seed)
             fit, test, fit_labels, test_labels = train_test_split(points, labels, random_state=42)
-            out.names.append(f"noise {noise:.0%} seed {seed}")
-            out.fit.append(fit)
-            out.fit_labels.append(fit_labels.astype(np.float32))
-            out.test.append(test)
-            out.test_labels.append(test_labels)
-            out.ceilings.append(float(np.mean(true_rule(test) == test_labels)))
+            ceiling = float(np.mean(true_rule(test) == test_labels))
+            name = f"noise {noise:.0%} seed {seed}"
+            out.append(Split(name, fit, fit_labels.astype(np.float32), test, test_labels, ceiling))
     return out
 
 
-def train(data: Prepared, c: Candidate, seed: int = 0) -> list[dict[str, Any]]:
+def train(data: Sequence[Split], c: Candidate, seed: int = 0) -> list[dict[str, Any]]:
     """Train every (dataset, run) network of ``c``; each dataset's gaps in points."""
     import tensorflow as tf
 
     runs = c.runs
-    m = len(data.names) * runs
-    n = len(data.fit[0])
+    m = len(data) * runs
+    n = len(data[0].fit)
     rng = np.random.default_rng(seed)
-    x = tf.constant(np.stack([f for f in data.fit for _ in range(runs)]).astype(np.float32))
-    y = tf.constant(np.stack([f for f in data.fit_labels for _ in range(runs)]))
+    x = tf.constant(np.stack([d.fit for d in data for _ in range(runs)]).astype(np.float32))
+    y = tf.constant(np.stack([d.fit_labels for d in data for _ in range(runs)]))
     sizes = (2, *c.hidden_units, 1)
     kernels = []
     for fan_in, fan_out in itertools.pairwise(sizes):
@@ -163,14 +161,13 @@ def train(data: Prepared, c: Candidate, seed: int = 0) -> list[dict[str, Any]]:
                 p.assign_sub(rate * unbiased / scale)
 
     loop()
-    test = tf.constant(np.stack([t for t in data.test for _ in range(runs)]).astype(np.float32))
-    prob = tf.sigmoid(forward(test)).numpy()[:, :, 0].reshape(len(data.names), runs, -1)
+    test = tf.constant(np.stack([d.test for d in data for _ in range(runs)]).astype(np.float32))
+    prob = tf.sigmoid(forward(test)).numpy()[:, :, 0].reshape(len(data), runs, -1)
     rows = []
-    for k, name in enumerate(data.names):
-        labels, ceiling = data.test_labels[k], data.ceilings[k]
-        single = [(ceiling - float(np.mean((p > 0.5) == labels))) * 100 for p in prob[k]]
-        ensemble = (ceiling - float(np.mean((prob[k].mean(0) > 0.5) == labels))) * 100
-        rows.append({"dataset": name, "single": single, "ensemble": ensemble})
+    for d, p in zip(data, prob, strict=True):
+        single = [(d.ceiling - float(np.mean((q > 0.5) == d.test_labels))) * 100 for q in p]
+        ensemble = (d.ceiling - float(np.mean((p.mean(0) > 0.5) == d.test_labels))) * 100
+        rows.append({"dataset": d.name, "single": single, "ensemble": ensemble})
     return rows
 
 
@@ -204,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     data = prepare(args.set, args.limit)
-    if not data.names:
+    if not data:
         print("no dataset to train on", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from bench import _sweep
 
 def test_trained_networks_close_the_gap_that_untrained_ones_leave() -> None:
     data = _sweep.prepare("tuning", limit=1)  # one dataset per noise rate
-    assert len(data.names) == 3 and all(0.8 < c <= 1.0 for c in data.ceilings)
+    assert len(data) == 3 and all(0.8 < d.ceiling <= 1.0 for d in data)
     small = {"hidden_units": (16, 16), "runs": 2}
     barely = _sweep.Candidate(**small, epochs=1, learning_rate=1e-5)
     untrained = _sweep.summary(_sweep.train(data, barely))
