@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bench.quality import POINTS, SETS
+from bench.quality import SETS, datasets
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
 
@@ -74,19 +74,18 @@ class Split(NamedTuple):
 
 
 def prepare(set_name: str, limit: int | None = None) -> list[Split]:
-    """The set's datasets, split as ``xor-dnn train`` splits them (25% test, seed 42)."""
-    from sklearn.model_selection import train_test_split
-
-    from training.data import generate, true_rule
+    """The set's datasets (``bench.quality.datasets``), split as ``xor-dnn train`` splits them
+    (``training.train.split_dataset``)."""
+    from training.data import true_rule
+    from training.train import split_dataset
 
     out = []
-    for noise, seeds in SETS[set_name].items():
-        for seed in seeds[:limit]:
-            points, labels = generate(POINTS, noise=noise, seed=seed)
-            fit, test, fit_labels, test_labels = train_test_split(points, labels, random_state=42)
-            ceiling = float(np.mean(true_rule(test) == test_labels))
-            name = f"noise {noise:.0%} seed {seed}"
-            out.append(Split(name, fit, fit_labels.astype(np.float32), test, test_labels, ceiling))
+    for data in datasets(set_name, None, limit):
+        split = split_dataset(data.load())
+        test, test_labels = split.test_points, split.test_labels
+        ceiling = float(np.mean(true_rule(test) == test_labels))
+        fit_labels = split.fit_labels.astype(np.float32)
+        out.append(Split(data.name, split.fit_points, fit_labels, test, test_labels, ceiling))
     return out
 
 

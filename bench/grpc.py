@@ -62,18 +62,18 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # -- the floor ---------------------------------------------------------------------------------
 
 
-def event_loop_runner(loop: str) -> Any:
-    """``asyncio.run``-like runner of the event loop ``loop`` names; ``auto`` is what the
-    service gets from uvicorn's ``loop="auto"``: uvloop when it is installed."""
-    if loop == "asyncio":
-        return asyncio.run
-    try:
-        import uvloop
-    except ImportError:
-        if loop == "uvloop":
-            raise
-        return asyncio.run
-    return uvloop.run
+def run_on_service_loop(main: Any, loop: str = "auto") -> None:
+    """Run coroutine ``main`` on the event loop uvicorn builds for ``loop`` (its own factory,
+    so ``auto`` is exactly the service's: uvloop when installed)."""
+    import uvicorn
+
+    factory = uvicorn.Config(app=_no_app, loop=loop).get_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # only the loop is used
+    raise RuntimeError("not served")
 
 
 def floor(port: int, loop: str = "auto") -> None:
@@ -105,7 +105,7 @@ def floor(port: int, loop: str = "auto") -> None:
         server = await grpc_server.start(settings, dataplane)  # held: grpc stops it when freed
         await server.server.wait_for_termination()
 
-    event_loop_runner(loop)(serve())
+    run_on_service_loop(serve(), loop)
 
 
 # -- the load generator ------------------------------------------------------------------------

@@ -129,8 +129,7 @@ class ModelConfig:
 
 def build_model(config: ModelConfig, fit_size: int = DEFAULT_FIT_SIZE) -> keras.Sequential:
     """Dense hidden layers (``config.activation``), each followed by Dropout, then Dense(1,
-    sigmoid); compiled
-    for training on ``fit_size`` points (the length of a cosine schedule)."""
+    sigmoid); compiled for training on ``fit_size`` points (the length of a cosine schedule)."""
     import keras
 
     keras.utils.set_random_seed(config.seed)

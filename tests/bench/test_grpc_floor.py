@@ -36,3 +36,29 @@ def test_floor_answers_the_load_generators_request() -> None:
         floor.terminate()
         _, stderr = floor.communicate(timeout=30)
     assert b"Traceback" not in stderr, stderr.decode(errors="replace")
+
+
+def test_the_floor_runs_on_the_event_loop_uvicorn_gives_the_service() -> None:
+    import asyncio
+
+    import uvicorn
+
+    from bench.grpc import run_on_service_loop
+
+    def kind(loop: str) -> type:
+        got: list[type] = []
+
+        async def record() -> None:
+            got.append(type(asyncio.get_running_loop()))
+
+        run_on_service_loop(record(), loop)
+        return got[0]
+
+    service_factory = uvicorn.Config(app=None, loop="auto").get_loop_factory()  # type: ignore[arg-type]
+    assert service_factory is not None
+    service_loop = service_factory()
+    try:
+        assert kind("auto") is type(service_loop)  # uvloop's loop where it is installed
+    finally:
+        service_loop.close()
+    assert kind("asyncio") is not kind("uvloop")

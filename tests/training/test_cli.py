@@ -70,6 +70,8 @@ def test_data_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--runs", "0"], "--runs must be in [1, 1000]"),
         (["train", "--validation-size", "0.9"], "--validation-size must be in [0.0, 0.5]"),
         (["train", "--swa-epochs", "-1"], "--swa-epochs must be in [0, 100000]"),
+        (["train", "--activation", "sigmoid"], "--activation: invalid choice: 'sigmoid'"),
+        (["train", "--learning-rate-schedule", "step"], "--learning-rate-schedule: invalid choice"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -139,10 +141,15 @@ def test_train_publishes_the_ensemble_or_one_run_as_asked(
     assert (meta["config"]["ensemble"], meta["config"]["swa_epochs"]) == (True, 2)
     assert meta["selection"] == "ensemble" and meta["published_runs"] == [1, 2]
 
-    assert main([*args, "--no-ensemble"]) == 0
-    assert "<- chosen (closest to the runs' majority vote)" in capsys.readouterr().out
+    assert main([*args, "--no-ensemble", "--activation", "tanh", "--learning-rate-schedule",
+                 "constant"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "<- chosen (closest to the runs' majority vote)" in out
+    assert "hidden [4] tanh" in out and "(constant)" in out
     meta = json.loads((model_dir / "2" / "metadata.json").read_text())
     assert meta["config"]["ensemble"] is False and meta["selection"] == "majority_vote"
+    config = meta["config"]
+    assert (config["activation"], config["learning_rate_schedule"]) == ("tanh", "constant")
 
 
 def test_lesson_publishes_one_run_of_the_lessons_network(tmp_path: Path) -> None:
@@ -151,6 +158,10 @@ def test_lesson_publishes_one_run_of_the_lessons_network(tmp_path: Path) -> None
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
     assert meta["config"]["hidden_units"] == [6, 4]
     assert (meta["config"]["ensemble"], meta["config"]["swa_epochs"]) == (False, 0)
+    assert (meta["config"]["activation"], meta["config"]["learning_rate_schedule"]) == (
+        "relu",
+        "constant",
+    )
     assert len(meta["published_runs"]) == 1
 
 
