@@ -273,7 +273,7 @@ def model_calls(model_dir: Path) -> None:
     if version is None:
         raise SystemExit(f"no model version under {model_dir}")
     tensorflow = load_version(model_dir, version)
-    lite = load_version(model_dir, version, small_batches=True)
+    lite = load_version(model_dir, version, lite_max_points=LITE_MAX_POINTS)
     if lite.small_batch_path is None:
         raise SystemExit("LiteRT did not load (see the log); only TensorFlow could be timed")
     rng = np.random.default_rng(0)

@@ -100,22 +100,23 @@ def load_model(
     process up for a run: TensorFlow on one thread, Arrow on the system allocator.
 
     ``seconds`` also covers warm-up calls of one point and of ``warm_up_rows`` points (pass
-    the chunk size), so the scoring loop starts with a model already at full speed. The model
-    runs its signature with the weights folded into constants when that answers like the
-    signature to float32 rounding (``xor_dnn.modelstore``; the saving is in docs/scoring.md).
+    the chunk size), so the scoring loop starts with a model already at full speed. Chunks of
+    up to ``warm_up_rows`` points (at most :data:`WARM_UP_ROWS`) run in LiteRT, larger ones in
+    the signature with the weights folded into constants, each only when it answers like the
+    signature to float32 rounding (``xor_dnn.modelstore``; the savings are in docs/scoring.md).
     """
     from xor_dnn.modelstore import ModelStoreError, load_version
     from xor_dnn.storage import StorageError
 
     started = time.perf_counter()
+    rows = max(1, min(warm_up_rows, WARM_UP_ROWS))
     version = resolve_version(model_dir, version)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_tf_thread()
     _system_allocator()
     try:
-        model = load_version(model_dir, version)
+        model = load_version(model_dir, version, lite_max_points=rows)
     except (ModelStoreError, StorageError) as exc:
         raise ModelError(str(exc)) from exc
-    rows = min(warm_up_rows, WARM_UP_ROWS)
     _warm_up(model.predict, model.version, rows)
     return model.predict, model.version, time.perf_counter() - started

@@ -163,7 +163,7 @@ class ModelRegistry:
         keep_versions: int = 3,
         retire_grace_s: float = 60.0,
         cache_dir: Path | None = None,
-        small_batches: bool = False,
+        lite_max_points: int = 0,
     ) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
@@ -171,7 +171,7 @@ class ModelRegistry:
             model_dir,
             cache_dir=cache_dir,
             observer=functools.partial(_count_request, model_name),
-            small_batches=small_batches,
+            lite_max_points=lite_max_points,
         )
         self._own_cache: tempfile.TemporaryDirectory[str] | None = None
         if self.repository.remote and cache_dir is None:

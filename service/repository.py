@@ -38,7 +38,7 @@ from service.config import Settings
 from service.errors import BadRequest, InvalidInput, NotFound, Unavailable
 from service.middleware import RETRY_AFTER_S
 from service.registry import ModelRegistry, RefreshResult
-from xor_dnn.modelstore import list_models
+from xor_dnn.modelstore import LITE_MAX_POINTS, list_models
 from xor_dnn.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -493,7 +493,7 @@ class Repository:
             keep_versions=settings.keep_versions,
             retire_grace_s=settings.request_timeout_s + settings.drain_timeout_s,
             cache_dir=self._cache_dir(name),
-            small_batches=settings.model_runtime == "auto",
+            lite_max_points=LITE_MAX_POINTS if settings.model_runtime == "auto" else 0,
         )
         result = await asyncio.to_thread(refresh_registry, registry)
         served = ServedModel(name, registry, settings)

@@ -151,10 +151,10 @@ class ModelRepository:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         observer: Observer | None = None,
-        small_batches: bool = False,
+        lite_max_points: int = 0,
     ) -> None:
         self.store = open_store(uri, observer)
-        self.small_batches = small_batches
+        self.lite_max_points = lite_max_points
         """Passed to :func:`load_folder` by :meth:`load`."""
         self.uri = self.store.uri
         self.local_root = self.store.local_root
@@ -288,7 +288,7 @@ class ModelRepository:
 
     def load(self, version: int) -> LoadedModel:
         """:meth:`fetch` then load and check the SavedModel (see :func:`load_folder`)."""
-        return load_folder(self.fetch(version), version, small_batches=self.small_batches)
+        return load_folder(self.fetch(version), version, lite_max_points=self.lite_max_points)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -567,8 +567,9 @@ def _walk(path: Path) -> Iterator[os.DirEntry[str]]:
 
 
 LITE_MAX_POINTS = 256
-"""Largest batch the LiteRT runtime answers (``small_batches``); larger ones run in
-TensorFlow, which is as fast there and uses its thread pools."""
+"""The service's ``lite_max_points``: its small batches run in LiteRT, on the event loop;
+larger ones run in TensorFlow on the model thread, whose calls never wait on a LiteRT lock
+that the event loop needs."""
 
 INLINE_CALL_MAX_S = 100e-6
 """A LiteRT call of :data:`LITE_MAX_POINTS` points measured faster than this at load (the best
@@ -604,20 +605,20 @@ class LoadedModel:
 
     @property
     def small_batch_path(self) -> str | None:
-        """``litert`` when batches of up to :data:`LITE_MAX_POINTS` points run in LiteRT (see
-        :func:`load_folder`'s ``small_batches``), else None (every batch as ``call_path``)."""
+        """``litert`` when batches of up to ``lite_max_points`` points run in LiteRT (see
+        :func:`load_folder`), else None (every batch as ``call_path``)."""
         return None if self._lite is None else "litert"
 
     @functools.cached_property
     def inline_max_points(self) -> int:
-        """Largest batch whose call is known to be short: :data:`LITE_MAX_POINTS` when LiteRT
+        """Largest batch whose call is known to be short: up to :data:`LITE_MAX_POINTS` when LiteRT
         answered that many points in under :data:`INLINE_CALL_MAX_S` at load, else 0. The
         service runs such batches on its event loop (service/batcher.py) and asks on every
         request, so it is worked out once."""
         lite = self._lite
         if lite is None or lite.call_seconds > INLINE_CALL_MAX_S:
             return 0
-        return LITE_MAX_POINTS
+        return lite.timed_points
 
     @property
     def runtime(self) -> str:
@@ -625,8 +626,9 @@ class LoadedModel:
         tensorflow = f"TensorFlow ({self.call_path})"
         if self._lite is None:
             return tensorflow
-        cost = f"{self._lite.call_seconds * 1e6:.0f} µs per {LITE_MAX_POINTS} points"
-        return f"LiteRT up to {LITE_MAX_POINTS} points ({cost}), {tensorflow} above"
+        lite = self._lite
+        cost = f"{lite.call_seconds * 1e6:.0f} µs per {lite.timed_points} points"
+        return f"LiteRT up to {lite.max_points} points ({cost}), {tensorflow} above"
 
     @property
     def signature(self) -> Any:
@@ -643,7 +645,7 @@ class LoadedModel:
         arr = np.ascontiguousarray(points, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise ValueError(f"points must have shape (n, 2), got {arr.shape}")
-        if self._lite is not None and 0 < arr.shape[0] <= LITE_MAX_POINTS:
+        if self._lite is not None and 0 < arr.shape[0] <= self._lite.max_points:
             return self._lite(arr)
         tensor = tf.constant(arr)
         if self._call is not None:
@@ -746,38 +748,47 @@ def _fast_call(
 
 class LiteRunner:
     """The signature's graph converted by TensorFlow's own converter to a LiteRT flatbuffer,
-    run by the LiteRT interpreter (``ai-edge-litert``) on batches of up to
-    :data:`LITE_MAX_POINTS` points.
+    run by the LiteRT interpreter (``ai-edge-litert``) on batches of up to ``max_points``
+    points.
 
     Why: a small batch is a few microseconds of arithmetic, and TensorFlow's eager call costs
     ~50-80 µs of Python-side dispatch around it (holding the GIL the event loop needs); the
-    interpreter's call costs 2-7 µs (docs/batching.md has the figures). Used only when it
-    answers the probe points like the public call to float32 rounding (:func:`_lite_runner`).
+    interpreter's call costs 2-7 µs (docs/batching.md has the figures). A large batch (the
+    batch scorer's chunks) costs LiteRT's XNNPACK kernels 25-30% less CPU than TensorFlow's
+    one-thread graph (docs/scoring.md). Used only when it answers the probe points like the
+    public call to float32 rounding (:func:`_lite_runner`).
 
-    An interpreter is sized for one batch shape: there is one per power-of-two batch size, all
-    allocated at load (:meth:`prepare`, in the loading thread, so no request pays for one);
-    a batch is padded with zero rows to its size and the padding's outputs dropped. An
-    interpreter is not thread-safe, so calls hold a lock (uncontended in the service, whose
-    small batches all run on the event loop).
+    An interpreter is sized for one batch shape: there is one per power-of-two batch size,
+    those up to :data:`LITE_MAX_POINTS` allocated at load (:meth:`prepare`, in the loading
+    thread, so no request pays for one), larger ones at their first call; a batch is padded
+    with zero rows to its size and the padding's outputs dropped. An interpreter is not
+    thread-safe, so calls hold a lock (uncontended in the service, whose small batches all
+    run on the event loop).
     """
 
-    def __init__(self, flatbuffer: bytes, output_name: str) -> None:
+    def __init__(self, flatbuffer: bytes, output_name: str, max_points: int) -> None:
+        if max_points < 1:
+            raise ValueError(f"max_points must be >= 1, got {max_points}")
         self._flatbuffer = flatbuffer
         self._output_name = output_name
         self._lock = threading.Lock()
         self._slots: dict[int, tuple[Any, int, int, NDArray[np.float32]]] = {}
+        self.max_points = max_points
+        """The largest batch this runner answers."""
+        self.timed_points = min(max_points, LITE_MAX_POINTS)
+        """The batch size :meth:`prepare` times."""
         self.call_seconds = float("inf")
-        """The best of several calls of :data:`LITE_MAX_POINTS` points (:meth:`prepare`)."""
+        """The best of several calls of ``timed_points`` points (:meth:`prepare`)."""
 
     def prepare(self, rounds: int = 7) -> None:
-        """Allocate every batch size's interpreter, then time a call of
-        :data:`LITE_MAX_POINTS` points: the best of ``rounds`` (the best is the call's cost;
-        slower rounds are the machine's)."""
+        """Allocate every batch size's interpreter up to ``timed_points``, then time a call
+        of that many points: the best of ``rounds`` (the best is the call's cost; slower
+        rounds are the machine's)."""
         size = 1
-        while size <= LITE_MAX_POINTS:
+        while size <= self.timed_points:
             self(np.zeros((size, 2), np.float32))
             size *= 2
-        points = np.zeros((LITE_MAX_POINTS, 2), np.float32)
+        points = np.zeros((self.timed_points, 2), np.float32)
         for _ in range(rounds):
             started = time.perf_counter()
             self(points)
@@ -831,13 +842,14 @@ def _op_types(fn: Any) -> set[str]:
 
 
 def _lite_runner(
-    path: Path, fn: Any, keepalive: Any, answers: list[ProbeAnswer]
+    path: Path, fn: Any, keepalive: Any, answers: list[ProbeAnswer], max_points: int
 ) -> LiteRunner | None:
-    """A :class:`LiteRunner` for ``fn`` (the signature of the SavedModel in ``path``, whose
-    variables ``keepalive`` holds), or None when LiteRT is not installed, the graph holds ops
-    the converter drops (:data:`_CONVERTER_DROPS`), it does not convert, or it answers any
-    probe batch of up to :data:`LITE_MAX_POINTS` points unlike the public call (``answers``,
-    beyond float32 rounding)."""
+    """A :class:`LiteRunner` for batches of up to ``max_points`` points of ``fn`` (the
+    signature of the SavedModel in ``path``, whose variables ``keepalive`` holds), or None
+    when LiteRT is not installed, the graph holds ops the converter drops
+    (:data:`_CONVERTER_DROPS`), it does not convert, or it answers unlike the public call
+    (beyond float32 rounding) on any probe batch (``answers``) of up to ``max_points``
+    points, or on one of ``max_points`` points when that is larger than every probe."""
     try:
         dropped = _op_types(fn) & _CONVERTER_DROPS
     except Exception:  # a graph TensorFlow cannot show us: do not guess
@@ -851,9 +863,11 @@ def _lite_runner(
 
         # From the function already loaded: no second read of the SavedModel from disk.
         converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], keepalive)
-        runner = LiteRunner(converter.convert(), OUTPUT_NAME)
+        runner = LiteRunner(converter.convert(), OUTPUT_NAME, max_points)
+        if max_points > max(points.shape[0] for points, _ in answers):
+            answers = [*answers, _probe_answer(fn, _probe_batch(max_points))]
         for points, expected in answers:
-            if points.shape[0] > LITE_MAX_POINTS:
+            if points.shape[0] > max_points:
                 continue
             if not np.allclose(
                 runner(points), expected.reshape(-1), rtol=FAST_CALL_RTOL, atol=FAST_CALL_ATOL
@@ -876,12 +890,22 @@ _PROBE_POINTS = np.array(
 def _probe_answers(fn: Any) -> list[ProbeAnswer]:
     """Probe batches of 1, 8, 205 and 1,024 points (sizes that take different kernel paths),
     each with ``fn(points=...)``'s answer: what every faster way of running ``fn`` must match."""
-    import tensorflow as tf
+    square = _probe_batch(1024)
+    batches = [_PROBE_POINTS[:1], _PROBE_POINTS, square[::5].copy(), square]
+    return [_probe_answer(fn, b) for b in batches]
 
+
+def _probe_batch(n: int) -> NDArray[np.float32]:
+    """``n`` points: a 32 x 32 grid over [-6, 6]², repeated as often as needed."""
     grid = np.linspace(-6, 6, 32, dtype=np.float32)
     square = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
-    batches = [_PROBE_POINTS[:1], _PROBE_POINTS, square[::5].copy(), square]
-    return [(b, fn(**{INPUT_NAME: tf.constant(b)})[OUTPUT_NAME].numpy()) for b in batches]
+    return np.resize(square, (n, 2))
+
+
+def _probe_answer(fn: Any, points: NDArray[np.float32]) -> ProbeAnswer:
+    import tensorflow as tf
+
+    return points, fn(**{INPUT_NAME: tf.constant(points)})[OUTPUT_NAME].numpy()
 
 
 def load_version(
@@ -889,15 +913,15 @@ def load_version(
     version: int,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
-    small_batches: bool = False,
+    lite_max_points: int = 0,
 ) -> LoadedModel:
     """Load version ``version`` of ``model_dir`` (a path or URI); see :func:`load_folder`
-    (``small_batches`` too).
+    (``lite_max_points`` too).
 
     A remote version is downloaded into ``cache_dir``, or into a temporary folder removed
     once loaded (TensorFlow holds the variables in memory; the files are not read again).
     """
-    repo = ModelRepository(model_dir, cache_dir=cache_dir, small_batches=small_batches)
+    repo = ModelRepository(model_dir, cache_dir=cache_dir, lite_max_points=lite_max_points)
     if repo.remote and cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="xor-dnn-cache-") as tmp:
             repo.cache_dir = Path(tmp)
@@ -905,13 +929,13 @@ def load_version(
     return repo.load(version)
 
 
-def load_folder(path: Path, version: int, *, small_batches: bool = False) -> LoadedModel:
+def load_folder(path: Path, version: int, *, lite_max_points: int = 0) -> LoadedModel:
     """Load the SavedModel in ``path`` as ``version`` and check its signature (contract above).
 
-    ``small_batches``: also convert the signature for LiteRT and run batches of up to
-    :data:`LITE_MAX_POINTS` points there (:class:`LiteRunner`; the service's many small
-    batches), when it answers like TensorFlow. It costs 0.2-0.4 s of conversion per load,
-    so the batch scorer, whose batches are large, leaves it off.
+    ``lite_max_points``: also convert the signature for LiteRT and run batches of up to that
+    many points there (:class:`LiteRunner`), when it answers like TensorFlow; 0 runs every
+    batch in TensorFlow. The service passes :data:`LITE_MAX_POINTS` (its many small
+    batches), the batch scorer its chunk size. The conversion costs 0.2-0.4 s per load.
 
     Raises :class:`ModelStoreError` naming the path when the folder is missing, the
     SavedModel does not load, or its ``serving_default`` signature has the wrong shape.
@@ -947,7 +971,7 @@ def load_folder(path: Path, version: int, *, small_batches: bool = False) -> Loa
         )
     answers = _probe_answers(fn)
     call, call_path = _fast_call(fn, answers)
-    lite = _lite_runner(path, fn, obj, answers) if small_batches else None
+    lite = _lite_runner(path, fn, obj, answers, lite_max_points) if lite_max_points else None
     return LoadedModel(
         version=version,
         path=path,

@@ -198,14 +198,14 @@ def test_export_of_no_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_tanh_network_serves_through_litert_as_keras_answers(tmp_path: Path) -> None:
-    from xor_dnn.modelstore import load_folder
+    from xor_dnn.modelstore import LITE_MAX_POINTS, load_folder
 
     points, labels = generate(300, seed=6)
     config = ModelConfig(activation="tanh", learning_rate=0.06, dropout=0.2, epochs=3)
     model = build_model(config, fit_size=len(points))
     model.fit(points, labels, epochs=3, verbose=0)
     export_savedmodel(model, tmp_path / "1")
-    served = load_folder(tmp_path / "1", 1, small_batches=True)
+    served = load_folder(tmp_path / "1", 1, lite_max_points=LITE_MAX_POINTS)
     assert served.small_batch_path == "litert"  # the tanh graph converted, and checked
     probe = np.random.default_rng(7).uniform(-6, 6, size=(300, 2)).astype(np.float32)
     want = np.asarray(model(probe, training=False)).reshape(-1)

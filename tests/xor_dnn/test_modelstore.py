@@ -14,6 +14,7 @@ import pytest
 
 from xor_dnn import modelstore
 from xor_dnn.modelstore import (
+    LITE_MAX_POINTS,
     ModelStoreError,
     latest_version,
     list_versions,
@@ -210,7 +211,7 @@ def test_published_version_is_world_readable(tmp_path: Path) -> None:
 def test_small_batches_run_in_litert_and_answer_like_tensorflow(model_dir: Path) -> None:
     import tensorflow as tf
 
-    model = load_folder(model_dir / "1", 1, small_batches=True)
+    model = load_folder(model_dir / "1", 1, lite_max_points=LITE_MAX_POINTS)
     assert model.small_batch_path == "litert"
     assert "LiteRT up to 256 points" in model.runtime
     rng = np.random.default_rng(11)
@@ -223,8 +224,26 @@ def test_small_batches_run_in_litert_and_answer_like_tensorflow(model_dir: Path)
         assert ((got > 0.5) == (public > 0.5)).all()
 
 
+def test_large_batches_run_in_litert_up_to_lite_max_points(model_dir: Path) -> None:
+    # The batch scorer's chunks: one interpreter per power-of-two size, made at first use.
+    import tensorflow as tf
+
+    model = load_folder(model_dir / "1", 1, lite_max_points=5000)
+    assert model.small_batch_path == "litert"
+    assert "LiteRT up to 5000 points" in model.runtime
+    assert model.inline_max_points == LITE_MAX_POINTS  # the event loop's share stays small
+    rng = np.random.default_rng(12)
+    for n in (1, 300, 4096, 4097, 5000, 5001):  # 5001: past the runner, in TensorFlow
+        points = rng.uniform(-8, 8, size=(n, 2)).astype(np.float32)
+        public = model.signature(points=tf.constant(points))["probability"].numpy().reshape(-1)
+        got = model.predict(points)
+        assert got.shape == (n,) and got.dtype == np.float32
+        np.testing.assert_allclose(got, public, rtol=modelstore.FAST_CALL_RTOL, atol=1e-7)
+    assert model._lite is not None and max(model._lite._slots) == 8192
+
+
 def test_litert_answers_threads_calling_at_once(model_dir: Path) -> None:
-    model = load_folder(model_dir / "1", 1, small_batches=True)
+    model = load_folder(model_dir / "1", 1, lite_max_points=LITE_MAX_POINTS)
     plain = load_folder(model_dir / "1", 1)
     assert plain.small_batch_path is None
     rng = np.random.default_rng(5)
@@ -252,7 +271,7 @@ def test_small_batches_fall_back_to_tensorflow_without_litert(
 ) -> None:
     # An environment without the ai-edge-litert package: the import fails, TensorFlow answers.
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    model = load_folder(model_dir / "1", 1, small_batches=True)
+    model = load_folder(model_dir / "1", 1, lite_max_points=LITE_MAX_POINTS)
     assert model.small_batch_path is None and model.runtime == "TensorFlow (folded)"
     assert model.predict(np.array([[1, -1]], np.float32)).shape == (1,)
 
@@ -270,7 +289,7 @@ def test_a_graph_with_assertions_stays_in_tensorflow(tmp_path: Path) -> None:
 
     module = Guarded()
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
-    model = load_folder(tmp_path / "1", 1, small_batches=True)
+    model = load_folder(tmp_path / "1", 1, lite_max_points=LITE_MAX_POINTS)
     assert model.small_batch_path is None and model.inline_max_points == 0
     assert model.predict(np.array([[1.0, -1.0]], np.float32))[0] > 0.5
     with pytest.raises(tf.errors.InvalidArgumentError, match="guard"):
