@@ -43,11 +43,12 @@ ARCHITECTURES = (
     Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2, model_name="lesson"),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
     Architecture(
-        "64,64 + dropout 0.1, lr 0.01 cosine (default)",
+        "64,64 tanh + dropout 0.2, lr 0.06 cosine (default)",
         (64, 64),
-        0.1,
-        0.01,
+        0.2,
+        0.06,
         "cosine",
+        "tanh",
         model_name="default",
     ),
 )

@@ -52,14 +52,14 @@ def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> Non
         lesson.validation_size,
     )
     # The training settings that differ: the units and Adam's step (docs/training.md, issue 18).
-    assert (config.learning_rate, lesson.learning_rate) == (0.01, 0.001)
+    assert (config.learning_rate, lesson.learning_rate) == (0.06, 0.001)
     assert (config.learning_rate_schedule, lesson.learning_rate_schedule) == ("cosine", "constant")
-    assert (config.activation, lesson.activation) == ("relu", "relu")
+    assert (config.activation, lesson.activation) == ("tanh", "relu")
     assert layer_kinds(config) == [
-        ("relu", 64),
-        ("dropout", 0.1),
-        ("relu", 64),
-        ("dropout", 0.1),
+        ("tanh", 64),
+        ("dropout", 0.2),
+        ("tanh", 64),
+        ("dropout", 0.2),
         ("sigmoid", 1),
     ]
 
@@ -211,3 +211,23 @@ def test_a_tanh_network_serves_through_litert_as_keras_answers(tmp_path: Path) -
     want = np.asarray(model(probe, training=False)).reshape(-1)
     for rows in (probe[:1], probe[:5], probe):  # LiteRT sizes, then TensorFlow above them
         np.testing.assert_allclose(served.predict(rows), want[: len(rows)], atol=1e-5, rtol=0)
+
+
+def test_the_experiments_default_row_trains_the_default_config() -> None:
+    from training.experiment import ARCHITECTURES
+
+    default = ModelConfig()
+    row = next(a for a in ARCHITECTURES if a.model_name == "default")
+    assert (
+        row.hidden_units,
+        row.dropout,
+        row.learning_rate,
+        row.learning_rate_schedule,
+        row.activation,
+    ) == (
+        default.hidden_units,
+        default.dropout,
+        default.learning_rate,
+        default.learning_rate_schedule,
+        default.activation,
+    )
