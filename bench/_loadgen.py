@@ -527,17 +527,36 @@ def _run_wrk(
     """One closed-loop run with wrk: one client thread, ``concurrency`` connections. It costs
     the machine less CPU per request than the Python client (docs/batching.md), which leaves
     more of a small machine to the server."""
-    argv = [
+    argv = wrk_argv(port, duration, concurrency, timeout, points, path, protocol)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # nosec B603
+    result = wrk_summary(done.returncode, done.stdout, done.stderr)
+    result["concurrency"] = concurrency
+    return result
+
+
+def wrk_argv(
+    port: int,
+    duration: float,
+    concurrency: int,
+    timeout: float = 60.0,
+    points: int = 1,
+    path: str = "/predict",
+    protocol: str = "predict",
+) -> list[str]:
+    """wrk's command line for a closed-loop run (whole seconds, as wrk takes them)."""
+    return [
         "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
         f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_SCRIPT),
         f"http://{HOST}:{port}{path}", "--", protocol, str(points),
     ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # nosec B603
-    lines = [line for line in done.stdout.splitlines() if line.startswith("JSON ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}")
+
+
+def wrk_summary(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The JSON summary ``bench/wrk/predict.lua`` prints; SystemExit when wrk failed."""
+    lines = [line for line in stdout.splitlines() if line.startswith("JSON ")]
+    if returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({returncode}): {(stderr or stdout)[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("JSON "))
-    result["concurrency"] = concurrency
     return result
 
 

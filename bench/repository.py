@@ -17,7 +17,8 @@ mixed       the three at R/3 each (total R)
 quiet       ``a`` alone at R/3
 saturated   ``a`` at R/3 while ``b`` is driven closed loop at ``--flood`` connections with a
             small queue (``--max-queue-points``), so ``b`` sheds load with 429s; the flood
-            runs in a load-generator process of its own (``python -m bench._loadgen``)
+            runs in a load-generator process of its own: wrk when installed (C: it leaves
+            the measuring client a core on a 2-core machine), else ``bench._loadgen``
 ==========  ==================================================================================
 
 Phases are interleaved over ``--repeats`` and the median p99 is reported. Targets (exit 1 on a
@@ -41,7 +42,7 @@ from typing import Any
 import httpx
 
 from bench._cli import load_parser
-from bench._loadgen import open_loop, run_async
+from bench._loadgen import open_loop, pick_generator, run_async, wrk_argv, wrk_summary
 from bench._process import ServerProcess, start_server
 from bench._resources import cpu_seconds, rss_mb
 from bench.serve import child_env, prepare_model
@@ -59,9 +60,14 @@ def _path(name: str) -> str:
 
 
 async def _phase(
-    server: ServerProcess, rates: dict[str, float], duration: float, flood: int
+    server: ServerProcess,
+    rates: dict[str, float],
+    duration: float,
+    flood: int,
+    generator: str = "python",
 ) -> dict[str, Any]:
-    """Open loop at ``rates`` per model, plus ``b`` closed loop at ``flood`` connections.
+    """Open loop at ``rates`` per model, plus ``b`` closed loop at ``flood`` connections from
+    ``generator`` (``wrk`` or ``python``).
 
     Each summary also gets the server's CPU time per answered request over the phase
     (``cpu_us``), which a busy machine disturbs far less than latency percentiles.
@@ -73,11 +79,19 @@ async def _phase(
         # The flood comes from a process of its own, started first and stopped last: in this
         # process its event loop would delay the measured model's requests and answers
         # itself (the client, not the server, would set their latency).
+        # wrk (C) costs the machine far less CPU per request than the Python generator, so
+        # on 2 cores the measuring client keeps most of a core to itself.
+        flood_seconds = duration + 2 * FLOOD_MARGIN_S
+        if generator == "wrk":
+            argv = wrk_argv(port, flood_seconds, flood, path=_path("b"))
+        else:
+            argv = [
+                sys.executable, "-m", "bench._loadgen", "--port", str(port), "--path",
+                _path("b"), "--concurrency", str(flood), "--duration", str(flood_seconds),
+            ]  # fmt: skip
         flooding = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench._loadgen", "--port", str(port), "--path", _path("b"),
-            "--concurrency", str(flood), "--duration", str(duration + 2 * FLOOD_MARGIN_S),
-            stdout=asyncio.subprocess.PIPE, env=child_env(),
-        )  # fmt: skip
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=child_env()
+        )
         await asyncio.sleep(FLOOD_MARGIN_S)
     cpu = cpu_seconds(server.proc.pid)
     results = await asyncio.gather(*jobs)
@@ -85,13 +99,21 @@ async def _phase(
     out = {name: out.summary(seconds) for name, (out, seconds) in zip(rates, results, strict=True)}
     answered = sum(sum(o.statuses.values()) for o, _ in results)
     if flooding is not None:
-        stdout, _ = await flooding.communicate()
-        if flooding.returncode != 0:
-            raise SystemExit(f"the flood's load generator failed ({flooding.returncode})")
-        summary = json.loads(stdout.decode().strip().splitlines()[-1])
+        stdout, stderr = await flooding.communicate()
+        code = flooding.returncode or 0
+        if generator == "wrk":
+            summary = wrk_summary(code, stdout.decode(), stderr.decode())
+            # Not 200: b's 429s (its queue is full), as the Python generator counts them.
+            summary["refused"] = summary["statuses"]["4xx/5xx"]
+            summary["failed"] = sum(summary["errors"].values())
+            summary["send_lag_p99_ms"] = float("nan")  # wrk sends when answered: no schedule
+            flood_seconds = summary["seconds"]
+        else:
+            if code != 0:
+                raise SystemExit(f"the flood's load generator failed ({code})")
+            summary = json.loads(stdout.decode().strip().splitlines()[-1])
         out["b (flood)"] = summary
         # Its answers (200s and 429s) during the measured part, at its average rate.
-        flood_seconds = duration + 2 * FLOOD_MARGIN_S
         answered += round((summary["rps"] + summary["refused"] / flood_seconds) * duration)
     for summary in out.values():
         summary["cpu_us"] = cpu / max(1, answered) * 1e6
@@ -104,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flood", type=int, default=32, help="saturated: b's connections (32)")
     p.add_argument("--max-queue-points", type=int, default=16, help="each model's queue (16)")
     p.add_argument("--workdir", type=Path, help="keep the models and the log here")
+    p.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="the flood's generator: wrk (apt-get install wrk), bench/_loadgen.py, or auto = wrk "
+        "when on PATH (default). The measured load is always bench/_loadgen.py's open loop.",
+    )
     args = p.parse_args(argv)
+    args.loadgen = pick_generator(args.loadgen)
     if not args.rate > 0:
         p.error(f"--rate must be > 0, got {args.rate}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +187,7 @@ def _round(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any]:
     mixed = run_async(_phase(server, dict.fromkeys(MODELS, rate / 3), d, 0))
     out.update({f"mixed {name}": mixed[name] for name in MODELS})
     out["quiet a"] = run_async(_phase(server, {"a": rate / 3}, d, 0))["a"]
-    saturated = run_async(_phase(server, {"a": rate / 3}, d, args.flood))
+    saturated = run_async(_phase(server, {"a": rate / 3}, d, args.flood, args.loadgen))
     out["saturated a"], out["flood b"] = saturated["a"], saturated["b (flood)"]
     return out
 
