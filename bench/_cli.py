@@ -45,6 +45,18 @@ def load_parser(
     return p
 
 
+def add_loadgen(p: argparse.ArgumentParser, what: str) -> None:
+    """``--loadgen auto|wrk|python``: which generator makes ``what`` (pass the value through
+    ``bench._loadgen.pick_generator``); auto = wrk when it is on PATH."""
+    p.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help=f"{what}: wrk (apt-get install wrk), the Python one in bench/_loadgen.py, or auto "
+        "= wrk when on PATH (default)",
+    )
+
+
 def print_table(header: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -> None:
     """A Markdown table: ``align`` has one letter a column, ``l`` (text) or ``r`` (figures)."""
     if len(align) != len(header):

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from bench._cli import load_parser
+from bench._cli import add_loadgen, load_parser
 from bench._loadgen import open_loop, pick_generator, run_async, wrk_argv, wrk_summary
 from bench._process import ServerProcess, start_server
 from bench._resources import cpu_seconds, rss_mb
@@ -126,13 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flood", type=int, default=32, help="saturated: b's connections (32)")
     p.add_argument("--max-queue-points", type=int, default=16, help="each model's queue (16)")
     p.add_argument("--workdir", type=Path, help="keep the models and the log here")
-    p.add_argument(
-        "--loadgen",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="the flood's generator: wrk (apt-get install wrk), bench/_loadgen.py, or auto = wrk "
-        "when on PATH (default). The measured load is always bench/_loadgen.py's open loop.",
-    )
+    add_loadgen(p, "the flood's generator (the measured load is always bench/_loadgen.py's)")
     args = p.parse_args(argv)
     args.loadgen = pick_generator(args.loadgen)
     if not args.rate > 0:

@@ -61,6 +61,7 @@ from typing import Any
 
 from bench import _loadgen
 from bench._apps import PROTOCOL_PATHS
+from bench._cli import add_loadgen
 from bench._loadgen import GENERATORS, error_count, pick_generator
 from bench._metrics import metric
 from bench._process import ServerProcess as Server
@@ -244,13 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra flag for xor-dnn serve, e.g. --service-arg=--max-batch-wait-ms=1",
     )
-    p.add_argument(
-        "--loadgen",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="closed-loop generator: wrk (apt-get install wrk), the Python one in "
-        "bench/_loadgen.py, or auto = wrk when on PATH (default). Open loop is always Python.",
-    )
+    add_loadgen(p, "the closed-loop generator (open loop is always the Python one)")
     p.add_argument(
         "--baseline-root",
         type=Path,

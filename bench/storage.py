@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench._cli import load_parser
+from bench._cli import add_loadgen, load_parser
 from bench._loadgen import pick_generator
 from bench._process import start_server
 from bench._s3server import running_s3
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = load_parser(__doc__, duration=3.0, repeats=9, max_repeats=50)
     add_bounded(p, "--cold-repeats", int, 1, 20, default=3, help="cold starts per source (3)")
     add_bounded(p, "--concurrency", int, 1, None, default=32, help="closed-loop connections (32)")
-    p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    add_loadgen(p, "the closed-loop generator")
     args = p.parse_args(argv)
     generator = pick_generator(args.loadgen)
 
