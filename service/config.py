@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     every batch if it does not, in TensorFlow. tensorflow: every batch in TensorFlow."""
     max_queue_points: int = Field(default=65536, ge=1)
     """Bound of the batch queue in points; beyond it requests are refused at once with 429."""
-    fair_share_per_turn: int = Field(default=2, ge=0, le=1024)
+    fair_share_per_turn: int = Field(default=1, ge=0, le=1024)
     """While more than one model has requests, each model starts at most this many per turn
     of the event loop, so a flooded model cannot make another wait behind a turn full of its
     requests (docs/service.md, "Fair shares"); 0: off. A server of one model never waits."""
