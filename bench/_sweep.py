@@ -15,7 +15,10 @@ random streams). What is chosen is then reported once through ``bench.quality``.
 
 Each candidate is a JSON object of :class:`Candidate` fields; one JSON line per candidate is
 appended to ``--out``. Gaps are to each dataset's ceiling (the true rule on its test split),
-in points: ``single`` is the mean over the runs, ``ensemble`` their mean probability.
+in points: ``single`` is the mean over the runs, ``ensemble`` their mean probability, and with
+``"distill": true`` ``student`` the mean over networks of one run's size and training steps
+fitted to that mean probability (knowledge distillation: the ensemble's accuracy at one
+network's serving cost).
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class Candidate:
     l1_first: float = 0.0
     """L1 penalty on the first layer's kernel."""
     runs: int = 5
+    distill: bool = False
+    """Also train students: networks of the same shape fitted to the runs' mean probability
+    (soft labels) on the training points plus ``distill_extra`` points drawn uniformly in
+    their bounding box, for as many steps as one run; scored as ``student``."""
+    distill_extra: int = 2250
+    distill_dropout: float = 0.2
+    distill_seeds: int = 2
+    """Students per dataset (their gaps are averaged)."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -90,15 +101,50 @@ def prepare(set_name: str, limit: int | None = None) -> list[Split]:
 
 
 def train(data: Sequence[Split], c: Candidate, seed: int = 0) -> list[dict[str, Any]]:
-    """Train every (dataset, run) network of ``c``; each dataset's gaps in points."""
+    """Train every (dataset, run) network of ``c`` (and its students, with ``distill``); each
+    dataset's gaps in points."""
+    runs = c.runs
+    x = np.stack([d.fit for d in data for _ in range(runs)])
+    y = np.stack([d.fit_labels for d in data for _ in range(runs)])
+    teachers = _fit(x, y, c, c.dropout, c.epochs, seed)
+    test = np.stack([d.test for d in data])
+    prob = teachers(np.repeat(test, runs, axis=0)).reshape(len(data), runs, -1)
+    rows = []
+    for d, p in zip(data, prob, strict=True):
+        rows.append({"dataset": d.name, "single": [_gap(d, q) for q in p],
+                     "ensemble": _gap(d, p.mean(0))})  # fmt: skip
+    if c.distill:
+        rng = np.random.default_rng(seed + 1)
+        points = np.stack([
+            np.concatenate([d.fit, rng.uniform(d.fit.min(0), d.fit.max(0), (c.distill_extra, 2))])
+            for d in data
+        ])  # fmt: skip
+        soft = teachers(np.repeat(points, runs, axis=0)).reshape(len(data), runs, -1).mean(1)
+        k = c.distill_seeds
+        epochs = max(1, round(c.epochs * len(data[0].fit) / points.shape[1]))  # one run's steps
+        students = _fit(
+            np.repeat(points, k, axis=0), np.repeat(soft, k, axis=0), c, c.distill_dropout,
+            epochs, seed + 2,
+        )  # fmt: skip
+        student = students(np.repeat(test, k, axis=0)).reshape(len(data), k, -1)
+        for row, d, p in zip(rows, data, student, strict=True):
+            row["student"] = [_gap(d, q) for q in p]
+    return rows
+
+
+def _gap(d: Split, probability: Any) -> float:
+    return (d.ceiling - float(np.mean((probability > 0.5) == d.test_labels))) * 100
+
+
+def _fit(inputs: Any, labels: Any, c: Candidate, dropout: float, epochs: int, seed: int) -> Any:
+    """Train one network of ``c``'s shape per row of ``inputs`` ``(m, n, 2)`` on ``labels``
+    ``(m, n)`` (hard or soft); returns ``points (m, k, 2) -> probabilities (m, k)``."""
     import tensorflow as tf
 
-    runs = c.runs
-    m = len(data) * runs
-    n = len(data[0].fit)
+    m, n = labels.shape
     rng = np.random.default_rng(seed)
-    x = tf.constant(np.stack([d.fit for d in data for _ in range(runs)]).astype(np.float32))
-    y = tf.constant(np.stack([d.fit_labels for d in data for _ in range(runs)]))
+    x = tf.constant(inputs.astype(np.float32))
+    y = tf.constant(labels.astype(np.float32))
     sizes = (2, *c.hidden_units, 1)
     kernels = []
     for fan_in, fan_out in itertools.pairwise(sizes):
@@ -112,15 +158,15 @@ def train(data: Sequence[Split], c: Candidate, seed: int = 0) -> list[dict[str, 
     second = [tf.Variable(tf.zeros_like(p)) for p in params]
     steps_per_epoch = math.ceil(n / c.batch_size)
     padded = steps_per_epoch * c.batch_size
-    total = steps_per_epoch * c.epochs
-    order = np.zeros((c.epochs, m, padded), np.int64)
-    for epoch in range(c.epochs):
+    total = steps_per_epoch * epochs
+    order = np.zeros((epochs, m, padded), np.int64)
+    for epoch in range(epochs):
         for k in range(m):
             order[epoch, k, :n] = rng.permutation(n)
-    batches = order.reshape(c.epochs, m, steps_per_epoch, c.batch_size).transpose(0, 2, 1, 3)
+    batches = order.reshape(epochs, m, steps_per_epoch, c.batch_size).transpose(0, 2, 1, 3)
     index = tf.constant(batches.reshape(total, m, c.batch_size))
     mask = np.concatenate([np.ones(n), np.zeros(padded - n)]).reshape(steps_per_epoch, -1)
-    masks = tf.constant(np.tile(mask, (c.epochs, 1)).astype(np.float32))
+    masks = tf.constant(np.tile(mask, (epochs, 1)).astype(np.float32))
     act = {"relu": tf.nn.relu, "tanh": tf.nn.tanh, "elu": tf.nn.elu, "gelu": tf.nn.gelu}[
         c.activation
     ]
@@ -128,9 +174,9 @@ def train(data: Sequence[Split], c: Candidate, seed: int = 0) -> list[dict[str, 
     def forward(h: Any, key: Any = None) -> Any:
         for i in range(len(c.hidden_units)):
             h = act(tf.matmul(h, kernels[i]) + biases[i])
-            if key is not None and c.dropout > 0:
+            if key is not None and dropout > 0:
                 u = tf.random.stateless_uniform(tf.shape(h), seed=key + i)
-                h = h * tf.cast(u >= c.dropout, tf.float32) / (1 - c.dropout)
+                h = h * tf.cast(u >= dropout, tf.float32) / (1 - dropout)
         return tf.matmul(h, kernels[-1]) + biases[-1]
 
     @tf.function  # type: ignore[untyped-decorator]
@@ -160,14 +206,11 @@ def train(data: Sequence[Split], c: Candidate, seed: int = 0) -> list[dict[str, 
                 p.assign_sub(rate * unbiased / scale)
 
     loop()
-    test = tf.constant(np.stack([d.test for d in data for _ in range(runs)]).astype(np.float32))
-    prob = tf.sigmoid(forward(test)).numpy()[:, :, 0].reshape(len(data), runs, -1)
-    rows = []
-    for d, p in zip(data, prob, strict=True):
-        single = [(d.ceiling - float(np.mean((q > 0.5) == d.test_labels))) * 100 for q in p]
-        ensemble = (d.ceiling - float(np.mean((p.mean(0) > 0.5) == d.test_labels))) * 100
-        rows.append({"dataset": d.name, "single": single, "ensemble": ensemble})
-    return rows
+
+    def predict(points: Any) -> Any:
+        return tf.sigmoid(forward(tf.constant(points.astype(np.float32)))).numpy()[:, :, 0]
+
+    return predict
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -179,6 +222,11 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ensemble": round(float(ensemble.mean()), 3),
         "ensemble_worst": round(float(ensemble.max()), 2),
         "ensemble_over_1": int((ensemble > 1.0 + 1e-9).sum()),
+        **(
+            {"student": round(float(np.mean([np.mean(r["student"]) for r in rows])), 3)}
+            if rows and "student" in rows[0]
+            else {}
+        ),
     }
 
 

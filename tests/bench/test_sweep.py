@@ -36,3 +36,14 @@ def test_candidates_are_checked_and_results_appended(
     assert line["datasets"] == 3 and len(line["rows"]) == 3
     assert line["candidate"]["hidden_units"] == [4]
     assert "bad candidate" in capsys.readouterr().err
+
+
+def test_students_learn_the_runs_mean_probability() -> None:
+    data = _sweep.prepare("tuning", limit=1)
+    small = {"hidden_units": (16, 16), "runs": 2, "learning_rate": 0.03}
+    c = _sweep.Candidate(**small, epochs=40, distill=True, distill_extra=250, distill_seeds=3)
+    rows = _sweep.train(data, c)
+    assert [len(r["student"]) for r in rows] == [3, 3, 3]
+    summary = _sweep.summary(rows)
+    assert summary["student"] < 6.0, summary  # untrained networks are 20+ points off (above)
+    assert "student" not in _sweep.summary(_sweep.train(data, _sweep.Candidate(**small, epochs=2)))
