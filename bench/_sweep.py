@@ -71,6 +71,12 @@ class Candidate:
             raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.distill_extra < 0:
+            raise ValueError(f"distill_extra must be >= 0, got {self.distill_extra}")
+        if not 0 <= self.distill_dropout < 1:
+            raise ValueError(f"distill_dropout must be in [0, 1), got {self.distill_dropout}")
+        if self.distill_seeds < 1:
+            raise ValueError(f"distill_seeds must be >= 1, got {self.distill_seeds}")
 
 
 class Split(NamedTuple):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from training.model import ModelConfig
 from xor_dnn.storage import atomic_write, open_store
 
 DEFAULT_NOISE = 0.08
@@ -37,20 +38,28 @@ class Architecture:
     """The model it is published as with ``--publish`` (empty: not published)."""
 
 
+def _default_architecture() -> Architecture:
+    """The row of ``xor-dnn train``'s default network, read from :class:`ModelConfig`."""
+    d = ModelConfig()
+    hidden = ",".join(map(str, d.hidden_units))
+    return Architecture(
+        f"{hidden} {d.activation} + dropout {d.dropout:g}, lr {d.learning_rate:g} "
+        f"{d.learning_rate_schedule} (default)",
+        d.hidden_units,
+        d.dropout,
+        d.learning_rate,
+        d.learning_rate_schedule,
+        d.activation,
+        model_name="default",
+    )
+
+
 ARCHITECTURES = (
     Architecture("no hidden layer (linear)", (), 0.0, model_name="linear"),
     Architecture("6,4 no dropout", (6, 4), 0.0),
     Architecture("6,4 + dropout 0.2 (lesson)", (6, 4), 0.2, model_name="lesson"),
     Architecture("20,20 + dropout 0.2", (20, 20), 0.2),
-    Architecture(
-        "64,64 tanh + dropout 0.2, lr 0.06 cosine (default)",
-        (64, 64),
-        0.2,
-        0.06,
-        "cosine",
-        "tanh",
-        model_name="default",
-    ),
+    _default_architecture(),
 )
 
 
@@ -91,7 +100,6 @@ def run_experiment(
 
     from training import plots
     from training.data import generated_dataset, load_csv
-    from training.model import ModelConfig
     from training.train import package_versions, publish_report, train_runs
     from xor_dnn.modelstore import ModelRepository
 

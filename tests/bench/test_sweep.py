@@ -30,12 +30,14 @@ def test_candidates_are_checked_and_results_appended(
 ) -> None:
     out = tmp_path / "sweep.jsonl"
     assert _sweep.main(['{"activation": "sigmoid"}', "--out", str(out)]) == 2
+    assert _sweep.main(['{"distill": true, "distill_seeds": 0}', "--out", str(out)]) == 2
     assert _sweep.main(['{"epochs": 1, "hidden_units": [4], "runs": 1}', "--set", "tuning",
                         "--limit", "1", "--out", str(out)]) == 0  # fmt: skip
     line = json.loads(out.read_text())
     assert line["datasets"] == 3 and len(line["rows"]) == 3
     assert line["candidate"]["hidden_units"] == [4]
-    assert "bad candidate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bad candidate" in err and "distill_seeds must be >= 1, got 0" in err
 
 
 def test_students_learn_the_runs_mean_probability() -> None:

@@ -211,23 +211,3 @@ def test_a_tanh_network_serves_through_litert_as_keras_answers(tmp_path: Path) -
     want = np.asarray(model(probe, training=False)).reshape(-1)
     for rows in (probe[:1], probe[:5], probe):  # LiteRT sizes, then TensorFlow above them
         np.testing.assert_allclose(served.predict(rows), want[: len(rows)], atol=1e-5, rtol=0)
-
-
-def test_the_experiments_default_row_trains_the_default_config() -> None:
-    from training.experiment import ARCHITECTURES
-
-    default = ModelConfig()
-    row = next(a for a in ARCHITECTURES if a.model_name == "default")
-    assert (
-        row.hidden_units,
-        row.dropout,
-        row.learning_rate,
-        row.learning_rate_schedule,
-        row.activation,
-    ) == (
-        default.hidden_units,
-        default.dropout,
-        default.learning_rate,
-        default.learning_rate_schedule,
-        default.activation,
-    )
