@@ -126,6 +126,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "publishes one run (closest to the runs' majority vote, or best on validation) "
         f"(default {'on' if d.ensemble else 'off'}; --lesson: off)",
     )
+    g.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the runs, train one network of the same shape on their mean probability "
+        "(a student: the ensemble's accuracy at one network's cost, one more run of training) "
+        "and publish it; --no-distill publishes one run, or the ensemble with --ensemble "
+        f"(default {'on' if d.distill else 'off'}; --lesson: off)",
+    )
     add_bounded(
         g,
         "--swa-epochs",
@@ -243,8 +252,17 @@ def _config_from(args: argparse.Namespace) -> ModelConfig:
         "validation_size": args.validation_size,
         "ensemble": args.ensemble,
         "swa_epochs": args.swa_epochs,
+        "distill": args.distill,
     }
+    if args.ensemble and args.distill is None:
+        given["distill"] = False  # --ensemble alone publishes the ensemble, not its student
     return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def _published(config: ModelConfig) -> str:
+    if config.ensemble:
+        return "the ensemble of the runs"
+    return "a student distilled from the runs" if config.distill else "one run"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -273,7 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({config.learning_rate_schedule}), "
         f"validation cut {config.validation_size}, swa epochs {config.swa_epochs}, "
         f"seeds {config.seed}..{config.seed + args.runs - 1}, "
-        f"publish {'the ensemble of the runs' if config.ensemble else 'one run'}"
+        f"publish {_published(config)}"
     )
 
     def on_run(r: RunResult) -> None:

@@ -34,6 +34,8 @@ class Architecture:
     """The lesson's (Keras' default) unless a row says otherwise."""
     learning_rate_schedule: str = "constant"
     activation: str = "relu"
+    distill: bool = False
+    """Publish a student distilled from the runs (``ModelConfig.distill``)."""
     model_name: str = ""
     """The model it is published as with ``--publish`` (empty: not published)."""
 
@@ -50,6 +52,7 @@ def _default_architecture() -> Architecture:
         d.learning_rate,
         d.learning_rate_schedule,
         d.activation,
+        distill=d.distill,
         model_name="default",
     )
 
@@ -137,6 +140,7 @@ def run_experiment(
                 learning_rate=arch.learning_rate,
                 learning_rate_schedule=arch.learning_rate_schedule,
                 activation=arch.activation,
+                distill=arch.distill,
             )
             say(f"{data_name} / {arch.name}: {runs} run(s) of {config.epochs} epochs ...")
             report = train_runs(dataset, config, runs, progress=progress, history=repo is not None)

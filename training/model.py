@@ -23,6 +23,9 @@ ACTIVATIONS = ("relu", "tanh")
 # Points a run learns from when the caller does not say (the lesson's split of 1,000 points
 # keeps 750 for training); sets the length of a cosine schedule.
 DEFAULT_FIT_SIZE = 750
+# A distilled student learns from the training points plus this many times as many uniform
+# points in their box (2,250 for the lesson's 750; chosen on tuning2 with bench._sweep).
+DISTILL_EXTRA_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,11 @@ class ModelConfig:
     on noisy data is where the boundary sits along the axes: on 70 noisy tuning datasets one
     run lands 0.51 point below the ceiling with tanh units, against 0.84 for ReLU units with a
     cosine step from 0.01 and 1.09 at a constant 0.003 (``bench._sweep``). Like the lesson,
-    every run learns from the whole training part (``validation_size`` 0), and one run is
-    published, the one closest to the runs' majority vote; the ensemble of the runs
-    (``ensemble``) is an option at five times the model's arithmetic (docs/training.md).
+    every run learns from the whole training part (``validation_size`` 0). What is published
+    is a *student* (``distill``): one more network of the same shape fitted to the runs' mean
+    probability, 0.443 point below the ceiling on tuning2 where one run is 0.505, at one
+    network's serving cost; the ensemble of the runs itself (``ensemble``) is an option at
+    five times the model's arithmetic (docs/training.md).
     :meth:`lesson` gives exactly the lesson's network.
     """
 
@@ -68,6 +73,12 @@ class ModelConfig:
     swa_epochs: int = 0
     """Stochastic weight averaging: each run ends with the mean of its weights after each of
     its last ``swa_epochs`` epochs; 0 keeps the final weights."""
+    distill: bool = True
+    """Knowledge distillation: after the runs, train one more network of the same shape (the
+    *student*, seed ``seed + runs``) on the runs' mean probability (soft labels) at the
+    training points plus ``DISTILL_EXTRA_FACTOR`` times as many points drawn uniformly in
+    their bounding box, for as many steps as one run, and publish it: close to the ensemble's
+    accuracy at one network's cost (docs/training.md). Excludes ``ensemble``."""
 
     def __post_init__(self) -> None:
         if any(u < 1 for u in self.hidden_units):
@@ -91,6 +102,8 @@ class ModelConfig:
             raise ValueError(
                 f"swa_epochs must be in [0, epochs={self.epochs}], got {self.swa_epochs}"
             )
+        if self.distill and self.ensemble:
+            raise ValueError("distill and ensemble exclude each other: publish one or the other")
         if not 0.0 <= self.validation_size <= MAX_VALIDATION_SIZE:
             raise ValueError(
                 f"validation_size must be in [0, {MAX_VALIDATION_SIZE}], got {self.validation_size}"
@@ -114,6 +127,7 @@ class ModelConfig:
             "validation_size": 0.0,
             "ensemble": False,
             "swa_epochs": 0,
+            "distill": False,
         }
         settings.update(overrides)
         return cls(**settings)

@@ -3,11 +3,13 @@
 The split follows the lesson: 25% test with ``random_state=42``; the test split is only ever
 used for reporting. By default every run learns from the whole training part, as in the
 lesson. With ``ModelConfig.ensemble`` every usable run is published together, as one model
-answering their mean probability. Otherwise one run is published: the one whose classes agree
-most with the majority vote of all runs on the training points (the most typical run; no
-labels are used to choose) or, with ``ModelConfig.validation_size`` > 0 (a seeded validation
-cut held out of the training part), the run with the best validation accuracy. Every run
-trains on the same fit part; run ``i`` uses seed ``config.seed + i``.
+answering their mean probability; with ``ModelConfig.distill`` a student network fitted to that
+mean probability is published instead (knowledge distillation; the default). Otherwise one
+run is published: the one whose classes agree most with the majority vote of all runs on the
+training points (the most typical run; no labels are used to choose) or, with
+``ModelConfig.validation_size`` > 0 (a seeded validation cut held out of the training part),
+the run with the best validation accuracy. Every run trains on the same fit part; run ``i``
+uses seed ``config.seed + i``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from numpy.typing import NDArray
 from training import plots
 from training.data import DataError, Dataset, generated_dataset, load_csv, true_rule
 from training.history import HistoryPlan, RunRecording, build_history, history_callback
-from training.model import ModelConfig, build_model, export_savedmodel
+from training.model import DISTILL_EXTRA_FACTOR, ModelConfig, build_model, export_savedmodel
 from xor_dnn.modelstore import (
     HISTORY_FILE,
     INPUT_NAME,
@@ -150,6 +152,9 @@ class TrainingReport:
     seconds: float
     history_plan: HistoryPlan | None = None
     """What each run recorded (``train_runs(history=True)``), else None."""
+    student: RunResult | None = None
+    """With ``config.distill``: the network distilled from the usable runs, which is what is
+    published (its ``agreement`` and validation figures are NaN)."""
 
     def history(self) -> dict[str, Any] | None:
         """The published model's training history (:mod:`training.history`), or None."""
@@ -164,15 +169,17 @@ class TrainingReport:
             self.split.test_labels,
             runs=[r.index + 1 for r in runs],
             epochs_trained=self.config.epochs,
-            final_equals_published=self.config.swa_epochs == 0,
+            final_equals_published=self.config.swa_epochs == 0 and self.student is None,
         )
 
     @property
     def selection(self) -> str:
-        """What is published: ``"ensemble"``, or one run chosen by ``"validation"`` or
-        ``"majority_vote"``."""
+        """What is published: ``"ensemble"``, ``"distilled"`` (a student of the runs), or one
+        run chosen by ``"validation"`` or ``"majority_vote"``."""
         if self.config.ensemble:
             return "ensemble"
+        if self.student is not None:
+            return "distilled"
         return "validation" if self.split.has_validation else "majority_vote"
 
     @property
@@ -181,14 +188,22 @@ class TrainingReport:
 
     @property
     def published_runs(self) -> list[RunResult]:
-        """The runs inside the published model: every usable one, or the chosen one."""
-        if self.config.ensemble:
+        """The runs the published model comes from: every usable one (inside an ensemble, or
+        the teachers of a student), or the chosen one."""
+        if self.config.ensemble or self.student is not None:
             return [r for r in self.runs if r.usable]
         return [self.chosen]
 
+    @property
+    def published_models(self) -> list[keras.Model]:
+        """The networks inside the published SavedModel (its answer is their mean)."""
+        if self.student is not None:
+            return [self.student.model]
+        return [r.model for r in self.published_runs]
+
     def predict_proba(self, points: NDArray[Any]) -> NDArray[np.float32]:
-        """The published model's class-1 probabilities (the mean over its runs)."""
-        return ensemble_proba([r.model for r in self.published_runs], points)
+        """The published model's class-1 probabilities (the mean over its networks)."""
+        return ensemble_proba(self.published_models, points)
 
     @property
     def published_test_accuracy(self) -> float:
@@ -233,6 +248,8 @@ class TrainingReport:
                 a, b = r.agreement, r.fit_loss
             if self.config.ensemble:
                 mark = "  <- in the ensemble" if r.index in published else ""
+            elif self.student is not None:
+                mark = "  <- teacher" if r.index in published else ""
             else:
                 mark = f"  <- chosen ({why})" if r.index == self.chosen_index else ""
             lines.append(
@@ -248,6 +265,11 @@ class TrainingReport:
             lines.append(
                 f"published: ensemble of {len(published)} run(s), mean probability; "
                 f"test accuracy {self.published_test_accuracy:.4f}"
+            )
+        if self.student is not None:
+            lines.append(
+                f"published: a student (seed {self.student.seed}) distilled from "
+                f"{len(published)} run(s); test accuracy {self.student.test_accuracy:.4f}"
             )
         return "\n".join(lines)
 
@@ -316,6 +338,8 @@ def train_runs(
     ``RunResult.snapshots``, so averaging schemes can be compared on the same runs.
     ``history`` records each run's surface, losses and weight norms at a log-spaced set of
     epochs (:mod:`training.history`; :meth:`TrainingReport.history` combines them).
+    With ``config.distill`` a student is then fitted to the usable runs' mean probability
+    (:func:`distill_student`; seed ``config.seed + runs``) and is what the report publishes.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -358,6 +382,13 @@ def train_runs(
         for r, agreement in zip(usable, agreements, strict=True):
             r.agreement = agreement
         chosen = usable[majority_vote_choice(agreements)].index
+    student = None
+    if config.distill:
+        student = distill_student(usable, split, replace(config, seed=config.seed + runs), runs)
+        if progress:
+            (progress_stream or sys.stderr).write(
+                f"  student (seed {student.seed}): test accuracy {student.test_accuracy:.4f}\n"
+            )
     return TrainingReport(
         dataset=dataset,
         split=split,
@@ -366,6 +397,50 @@ def train_runs(
         chosen_index=chosen,
         seconds=time.monotonic() - started,
         history_plan=plan,
+        student=student,
+    )
+
+
+def distill_points(fit_points: NDArray[Any], seed: int) -> NDArray[np.float32]:
+    """What a student learns from: the fit points, then ``DISTILL_EXTRA_FACTOR`` times as many
+    drawn uniformly (seeded) in their bounding box, where the teachers' answer is known too."""
+    rng = np.random.default_rng(seed)
+    fit = np.asarray(fit_points, dtype=np.float32)
+    extra = rng.uniform(fit.min(0), fit.max(0), (DISTILL_EXTRA_FACTOR * len(fit), 2))
+    return np.concatenate([fit, extra.astype(np.float32)])
+
+
+def distill_student(
+    teachers: Sequence[RunResult], split: Split, config: ModelConfig, index: int
+) -> RunResult:
+    """A network of ``config``'s shape fitted to the ``teachers``' mean probability (soft
+    labels, binary cross-entropy) at :func:`distill_points`, for as many optimizer steps as
+    one run takes on the fit points (so fewer epochs over more points); no test labels used.
+
+    On ``tuning2`` (bench._sweep, tanh default) such a student landed 0.443 point below the
+    ceiling against 0.505 for one run and 0.44 for the ensemble of 5 (docs/training.md).
+    """
+    t0 = time.monotonic()
+    points = distill_points(split.fit_points, config.seed)
+    soft = ensemble_proba([t.model for t in teachers], points)
+    epochs = max(1, round(config.epochs * len(split.fit_points) / len(points)))
+    student_config = replace(config, epochs=epochs, swa_epochs=0)
+    model = build_model(student_config, fit_size=len(points))
+    fit = model.fit(
+        points, soft, epochs=epochs, batch_size=config.batch_size, shuffle=True, verbose=0
+    )
+    fit_prob = predict_proba(model, split.fit_points)
+    return RunResult(
+        index=index,
+        seed=config.seed,
+        test_accuracy=accuracy(predict_proba(model, split.test_points), split.test_labels),
+        fit_loss=_bce(fit_prob, split.fit_labels),
+        val_accuracy=math.nan,
+        val_loss=math.nan,
+        # Keras' accuracy is meaningless against soft labels; only the loss is kept.
+        history={"loss": [float(v) for v in fit.history["loss"]]},
+        seconds=time.monotonic() - t0,
+        model=model,
     )
 
 
@@ -531,7 +606,7 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
     """Everything a reader needs to trust and reproduce the version (``version`` set later)."""
     split = report.split
     train_points = split.train_points
-    single = None if report.config.ensemble else report.chosen
+    single = None if report.config.ensemble or report.student else report.chosen
     published = report.published_runs
     return {
         "model_name": model_name,
@@ -556,6 +631,7 @@ def build_metadata(report: TrainingReport, *, model_name: str) -> dict[str, Any]
             for i, name in enumerate(("x", "y"))
         },
         "runs": [r.summary() for r in report.runs],
+        "student": report.student.summary() if report.student else None,
         "published_runs": [r.index + 1 for r in published],
         "chosen_run": single.index + 1 if single else None,
         "chosen_seed": single.seed if single else None,
@@ -634,12 +710,14 @@ def write_version(
 ) -> dict[str, Any]:
     """Write the published model, its pictures, history and metadata into ``folder`` (a
     temp dir); ``extra_metadata`` is added to ``metadata.json`` (e.g. an experiment's row)."""
-    models = [r.model for r in report.published_runs]
+    models = report.published_models
     export_savedmodel(models, folder)
     _check_export(folder, models, report.split.test_points)
     split = report.split
     if report.config.ensemble:
         label = f"{model_name} (ensemble of {len(models)} runs)"
+    elif report.student is not None:
+        label = f"{model_name} (student of {len(report.published_runs)} runs)"
     else:
         label = f"{model_name} (run {report.chosen.index + 1}, seed {report.chosen.seed})"
     metadata = {**build_metadata(report, model_name=model_name), **(extra_metadata or {})}
@@ -659,7 +737,8 @@ def write_version(
     plots.plot_learning_curves(
         {k: [v for v in vals if v is not None] for k, vals in metadata["history"].items()},
         folder / plots.CURVES_PNG,
-        title=f"{label}: learning curves" + (" (mean of the runs)" if len(models) > 1 else ""),
+        title=f"{label}: learning curves"
+        + (" (mean of the runs)" if len(report.published_runs) > 1 else ""),
     )
     recorded = report.history()
     if recorded is not None:

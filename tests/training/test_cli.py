@@ -103,14 +103,25 @@ def test_train_reports_runs_and_publishes(
     assert code == 0
     out = capsys.readouterr().out
     assert "run 1/2 seed 0: test accuracy" in out and "run 2/2 seed 1" in out
-    assert "fit loss" in out and "<- chosen (closest to the runs' majority vote)" in out
+    assert "publish a student distilled from the runs" in out  # the default
+    assert "fit loss" in out and out.count("<- teacher") == 2
+    assert "published: a student (seed 2) distilled from 2 run(s)" in out
     assert "test accuracy over 2 run(s): mean" in out
     assert f"published version 1: {model_dir / '1'}" in out
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
     assert meta["config"]["hidden_units"] == [4]
     assert meta["data"]["generated"] == {"n": 120, "noise": 0.0, "seed": 0}
-    assert meta["selection"] == "majority_vote" and meta["config"]["ensemble"] is False
+    assert meta["selection"] == "distilled" and meta["config"]["ensemble"] is False
+    assert meta["student"]["seed"] == 2
     assert meta["split"]["rows"] == {"fit": 90, "validation": 0, "test": 30}
+
+    assert main(["train", "--model-dir", str(model_dir), "--runs", "2", "--hidden", "4",
+                 "--no-distill", *FAST]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "publish one run" in out and "<- chosen (closest to the runs' majority vote)" in out
+    meta = json.loads((model_dir / "2" / "metadata.json").read_text())
+    assert meta["selection"] == "majority_vote" and meta["config"]["distill"] is False
+    assert meta["student"] is None
 
 
 def test_train_with_a_validation_cut_chooses_on_validation(
@@ -118,7 +129,7 @@ def test_train_with_a_validation_cut_chooses_on_validation(
 ) -> None:
     model_dir = tmp_path / "xor"
     args = ["train", "--model-dir", str(model_dir), "--runs", "2", "--hidden", "4"]
-    assert main([*args, "--validation-size", "0.2", *FAST]) == 0
+    assert main([*args, "--validation-size", "0.2", "--no-distill", *FAST]) == 0
     out = capsys.readouterr().out
     assert "(validation " in out and "<- chosen (best validation)" in out
     meta = json.loads((model_dir / "1" / "metadata.json").read_text())
@@ -141,8 +152,8 @@ def test_train_publishes_the_ensemble_or_one_run_as_asked(
     assert (meta["config"]["ensemble"], meta["config"]["swa_epochs"]) == (True, 2)
     assert meta["selection"] == "ensemble" and meta["published_runs"] == [1, 2]
 
-    assert main([*args, "--no-ensemble", "--activation", "tanh", "--learning-rate-schedule",
-                 "constant"]) == 0  # fmt: skip
+    assert main([*args, "--no-ensemble", "--no-distill", "--activation", "tanh",
+                 "--learning-rate-schedule", "constant"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "<- chosen (closest to the runs' majority vote)" in out
     assert "hidden [4] tanh" in out and "(constant)" in out
@@ -150,6 +161,10 @@ def test_train_publishes_the_ensemble_or_one_run_as_asked(
     assert meta["config"]["ensemble"] is False and meta["selection"] == "majority_vote"
     config = meta["config"]
     assert (config["activation"], config["learning_rate_schedule"]) == ("tanh", "constant")
+
+    assert main([*args, "--ensemble", "--distill"]) == 2
+    assert "distill and ensemble exclude each other" in capsys.readouterr().err
+    assert not (model_dir / "3").exists()
 
 
 def test_lesson_publishes_one_run_of_the_lessons_network(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ CONFIG = ModelConfig(
     learning_rate=0.02,
     learning_rate_schedule="constant",
     seed=7,
+    distill=False,
 )
 MAX_BYTES = 200_000
 
@@ -163,6 +164,16 @@ def test_an_ensembles_history_is_the_mean_of_its_runs(tmp_path: Path) -> None:
     assert doc["frames"][-1]["test_accuracy"] == pytest.approx(
         pub.metadata["test_accuracy"], abs=1e-6
     )
+
+
+def test_a_students_history_is_its_teachers_and_says_so(tmp_path: Path) -> None:
+    config = replace(CONFIG, distill=True, epochs=6)
+    pub = train_and_publish(
+        tmp_path / "xor", data=generated_dataset(300, seed=2), runs=2, config=config
+    )
+    doc = _frames(pub.path)
+    assert doc["runs"] == [1, 2]
+    assert doc["final_equals_published"] is False  # the student is not in the replay
 
 
 def test_the_history_file_is_in_the_manifest_and_within_budget(tmp_path: Path) -> None:

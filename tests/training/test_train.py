@@ -32,7 +32,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
 # One published run: these tests are about choosing it; the ensemble has its own tests.
 CONFIG = ModelConfig(
-    hidden_units=(8, 4), dropout=0.1, epochs=EPOCHS, learning_rate=0.01, seed=4, ensemble=False
+    hidden_units=(8, 4),
+    dropout=0.1,
+    epochs=EPOCHS,
+    learning_rate=0.01,
+    seed=4,
+    ensemble=False,
+    distill=False,
 )
 VALIDATED = replace(CONFIG, validation_size=0.2)
 
@@ -264,6 +270,59 @@ def test_ensemble_publishes_every_run_as_one_model(tmp_path: Path) -> None:
     assert meta["test_accuracy"] == pytest.approx(accuracy(served, split.test_labels), abs=1e-6)
     assert "published: ensemble of 3 run(s)" in out.report.table()
     assert out.report.table().count("<- in the ensemble") == 3
+
+
+def test_distill_publishes_a_student_fitted_to_the_runs_mean(tmp_path: Path) -> None:
+    ds = generated_dataset(240, noise=0.05, seed=1)
+    config = replace(CONFIG, distill=True, epochs=8)
+    assert ModelConfig().distill and not ModelConfig.lesson().distill  # the default's way
+    out = train_and_publish(tmp_path / "xor", data=ds, runs=2, config=config)
+    meta, report = out.metadata, out.report
+    assert report is not None and report.student is not None
+    assert meta["config"]["distill"] is True
+    assert meta["selection"] == "distilled"
+    assert meta["published_runs"] == [1, 2]  # its teachers
+    assert meta["chosen_run"] is None
+    assert meta["student"]["run"] == 3 and meta["student"]["seed"] == config.seed + 2
+
+    split = split_dataset(ds)
+    served = load_version(tmp_path / "xor", out.version).predict(split.test_points).reshape(-1)
+    from training.train import distill_points, predict_proba
+
+    # What is served is the student, one network, not the teachers' mean.
+    student = predict_proba(report.student.model, split.test_points)
+    np.testing.assert_allclose(served, student, atol=1e-6, rtol=0)
+    assert len(report.published_models) == 1
+    assert meta["test_accuracy"] == pytest.approx(accuracy(served, split.test_labels), abs=1e-6)
+    assert "distilled from 2 run(s)" in report.table()
+    # As many optimizer steps as one run: 180 fit points x 8 epochs at batch 32 -> 48 steps;
+    # 720 points x 2 epochs -> 46 steps.
+    points = distill_points(split.fit_points, config.seed + 2)
+    assert len(points) == 4 * len(split.fit_points)
+    assert np.array_equal(points[: len(split.fit_points)], split.fit_points)
+    lo, hi = split.fit_points.min(0), split.fit_points.max(0)
+    assert ((points >= lo) & (points <= hi)).all()
+    assert len(report.student.history["loss"]) == 2
+
+
+def test_distill_learns_the_teachers_answer_not_the_labels() -> None:
+    """A student fitted to its teachers agrees with their mean on nearly every point, the
+    noisy training labels included, where the labels disagree with it."""
+    ds = generated_dataset(400, noise=0.1, seed=3)
+    config = replace(CONFIG, hidden_units=(16, 16), distill=True, epochs=40, dropout=0.0)
+    report = train_runs(ds, config, runs=2)
+    assert report.student is not None
+    from training.train import ensemble_proba, predict_proba
+
+    pts = report.split.test_points
+    teachers = classes(ensemble_proba([r.model for r in report.runs], pts))
+    student = classes(predict_proba(report.student.model, pts))
+    assert np.mean(teachers == student) >= 0.95
+
+
+def test_distill_and_ensemble_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="distill and ensemble exclude each other"):
+        replace(CONFIG, distill=True, ensemble=True)
 
 
 def test_kept_snapshots_and_swa_weights(tmp_path: Path) -> None:
