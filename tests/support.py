@@ -29,6 +29,7 @@ def tiny_config(*, epochs: int = 30, seed: int = 0) -> ModelConfig:
         epochs=epochs,
         seed=seed,
         learning_rate=0.02,
+        distill=False,  # one plain run: the session's models stay quick to train
     )
 
 

@@ -74,6 +74,14 @@ export function renderInfo(meta, version) {
   if (Number.isFinite(cfg.swa_epochs) && cfg.swa_epochs > 0)
     training.push(`weights averaged over the last ${cfg.swa_epochs} epochs`);
   if (cfg.ensemble === true) training.push("served: the mean of every run");
+  if (cfg.distill === true && !cfg.ensemble) {
+    const teachers = Array.isArray(meta.published_runs) ? meta.published_runs.length : 0;
+    training.push(
+      teachers > 0
+        ? `served: one network distilled from ${teachers} runs`
+        : "served: one network distilled from the runs",
+    );
+  }
   rows.push(["Training", training.length ? training.join(", ") : "—"]);
   const data = meta.data && typeof meta.data === "object" ? meta.data : {};
   let rowsText = "—";

@@ -81,3 +81,18 @@ def test_script_in_model_metadata_is_shown_as_text(
         assert page.locator("#model-info img, #model-info svg").count() == 0
         assert page.evaluate("() => window.__pwned") is None
         watch.assert_clean()
+
+
+def test_the_panel_says_when_a_distilled_student_is_served(
+    open_page: PageOpener, model_copy: Path, start_server: ServerFactory
+) -> None:
+    meta_file = model_copy / "2" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["distill"] = True
+    meta["published_runs"] = [1, 2, 3, 4, 5]
+    meta_file.write_text(json.dumps(meta))
+    with start_server(model_copy) as live, open_page(f"{live.url}/") as (page, watch):
+        wait_drawn(page, 2, watch)
+        shown = page.inner_text('#model-info dd[data-field="training"]')
+        assert "served: one network distilled from 5 runs" in shown, shown
+        watch.assert_clean()
