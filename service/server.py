@@ -13,8 +13,8 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
   uvicorn keeps reading so the client can still see the answer;
 * **head size**: more than :data:`MAX_HEAD_BYTES` of request line plus headers gets ``431``;
 * **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape;
-* **one write per answer**: a response's head and body (uvicorn writes them separately) leave
-  in one ``write`` syscall, at once (:class:`_OneWritePerTurn`).
+* **one write per answer**: the writes of one event-loop turn (uvicorn writes a response's
+  head and body separately) leave in one ``write`` syscall (:class:`_OneWritePerTurn`).
 
 Slow *bodies* are bounded by the ASGI middleware (``body_timeout_s``), which knows the route.
 uvicorn loads this class by its import string (``--http service.server:...``), in every worker.
@@ -172,14 +172,11 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class _OneWritePerTurn:
-    """The connection's transport, with a response's head and body sent as one write.
+    """The connection's transport, with the writes of one event-loop turn sent as one.
 
     uvicorn writes a response's head and its body with two ``transport.write`` calls, and
     each goes straight to the socket: two ``send`` syscalls per answer, the largest single
-    cost of a small response. Here a write is held and the next one joins it and sends both
-    at once (head + body: one syscall, in the same turn, so the answer leaves without waiting
-    for the next turn of the event loop); a write with nothing after it in its turn (a head
-    whose body is still being produced, a streamed chunk) is sent at the end of the turn
+    cost of a small response. Here they are joined and written once, at the end of the turn
     (``call_soon``). ``close`` sends what is pending first; everything else is the
     transport's own.
     """
@@ -189,22 +186,19 @@ class _OneWritePerTurn:
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._pending: bytes | None = None
+        self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        pending = self._pending
-        if pending is None:
-            self._pending = data
+        if self._pending is None:
+            self._pending = [data]
             self._loop.call_soon(self._flush)
         else:
-            self._pending = None
-            if not self._transport.is_closing():
-                self._transport.write(pending + data)
+            self._pending.append(data)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
         if pending and not self._transport.is_closing():
-            self._transport.write(pending)
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         self._flush()
