@@ -201,9 +201,10 @@ def _register_train(subparsers: Any) -> None:
         "as a version",
         description="Train the lesson's dropout DNN (default: 64,64 tanh + dropout 0.2, "
         "lr 0.06 cosine; --lesson for the lesson's 6,4 at lr 0.001) on the lesson's split "
-        "(25% test, random_state 42), report every run's test accuracy, and publish the run "
-        "closest to the runs' majority vote (with --validation-size: the best on validation; "
-        "with --ensemble: every run, as one model answering their mean probability) as "
+        "(25% test, random_state 42), report every run's test accuracy, and publish a network "
+        "distilled from the runs (with --no-distill: the run closest to the runs' majority "
+        "vote, or with --validation-size the best on validation; with --ensemble: every run, "
+        "as one model answering their mean probability) as "
         "MODEL_DIR/<next N>/ "
         "(SavedModel + metadata.json + pictures).",
     )

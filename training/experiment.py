@@ -2,7 +2,8 @@
 
 Each architecture is trained over the same seeds on the same split of each dataset, with the
 same code path as ``xor-dnn train`` (:func:`training.train.train_runs`); the figure shows the
-decision surface of the run each architecture would publish (closest to the runs' majority vote).
+decision surface of what each architecture would publish (the run closest to the runs'
+majority vote; for the default row, the student distilled from its runs).
 
 With ``publish`` (``xor-dnn experiment --publish REPO``), the lesson's three architectures on the
 clean dataset (no hidden layer, the lesson's 6,4 + dropout, the default) are each published as
