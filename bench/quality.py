@@ -297,7 +297,7 @@ def candidates_one(data: Data, runs: int) -> dict[str, Any]:
     from training.train import accuracy, average_weights, predict_proba, train_runs
 
     started = time.monotonic()
-    config = replace(ModelConfig(), ensemble=False, swa_epochs=0)
+    config = replace(ModelConfig(), ensemble=False, swa_epochs=0, distill=False)  # the runs only
     keep = max(*SWA_EPOCHS, SNAPSHOT_EPOCHS)
     report = train_runs(data.load(), config, runs, keep_weights=keep)
     split = report.split
