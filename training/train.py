@@ -430,7 +430,7 @@ def distill_student(
         points, soft, epochs=epochs, batch_size=config.batch_size, shuffle=True, verbose=0
     )
     fit_prob = predict_proba(model, split.fit_points)
-    return RunResult(
+    student = RunResult(
         index=index,
         seed=config.seed,
         test_accuracy=accuracy(predict_proba(model, split.test_points), split.test_labels),
@@ -442,6 +442,17 @@ def distill_student(
         seconds=time.monotonic() - t0,
         model=model,
     )
+    require_usable_student(student, config)
+    return student
+
+
+def require_usable_student(student: RunResult, config: ModelConfig) -> None:
+    """:class:`TrainingError` for a student whose loss diverged: nothing broken is published."""
+    if not student.usable:
+        raise TrainingError(
+            f"the distilled student (seed {student.seed}) diverged (its loss is not finite); "
+            f"lower the learning rate (now {config.learning_rate}) or train with --no-distill"
+        )
 
 
 def majority_vote_agreement(probabilities: Sequence[NDArray[Any]]) -> list[float]:

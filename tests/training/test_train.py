@@ -320,6 +320,18 @@ def test_distill_learns_the_teachers_answer_not_the_labels() -> None:
     assert np.mean(teachers == student) >= 0.95
 
 
+def test_a_diverged_student_is_refused_naming_the_way_out() -> None:
+    from training.train import RunResult, TrainingError, require_usable_student
+
+    diverged = RunResult(
+        index=5, seed=5, test_accuracy=0.5, fit_loss=float("inf"), val_accuracy=float("nan"),
+        val_loss=float("nan"), history={}, seconds=0.0, model=None,
+    )  # fmt: skip
+    with pytest.raises(TrainingError, match=r"student \(seed 5\) diverged.*--no-distill"):
+        require_usable_student(diverged, CONFIG)
+    require_usable_student(replace(diverged, fit_loss=0.1), CONFIG)  # a usable one passes
+
+
 def test_distill_and_ensemble_exclude_each_other() -> None:
     with pytest.raises(ValueError, match="distill and ensemble exclude each other"):
         replace(CONFIG, distill=True, ensemble=True)
