@@ -150,11 +150,16 @@ def test_an_earlier_frame_is_what_training_only_that_far_publishes(
     assert np.max(np.abs(frame_grid(doc, frame) - frame_grid(doc, -1))) > 0.05
 
 
-def test_an_ensembles_history_is_the_mean_of_its_runs(tmp_path: Path) -> None:
-    config = replace(CONFIG, ensemble=True, epochs=6)
-    pub = train_and_publish(
+def _two_runs_published(tmp_path: Path, **changes: Any) -> Any:
+    """Two runs of 6 epochs on the same data, published with ``changes`` to CONFIG."""
+    config = replace(CONFIG, epochs=6, **changes)
+    return train_and_publish(
         tmp_path / "xor", data=generated_dataset(300, seed=2), runs=2, config=config
     )
+
+
+def test_an_ensembles_history_is_the_mean_of_its_runs(tmp_path: Path) -> None:
+    pub = _two_runs_published(tmp_path, ensemble=True)
     doc = _frames(pub.path)
     assert doc["runs"] == [1, 2]
     g = doc["grid"]
@@ -167,10 +172,7 @@ def test_an_ensembles_history_is_the_mean_of_its_runs(tmp_path: Path) -> None:
 
 
 def test_a_students_history_is_its_teachers_and_says_so(tmp_path: Path) -> None:
-    config = replace(CONFIG, distill=True, epochs=6)
-    pub = train_and_publish(
-        tmp_path / "xor", data=generated_dataset(300, seed=2), runs=2, config=config
-    )
+    pub = _two_runs_published(tmp_path, distill=True)
     doc = _frames(pub.path)
     assert doc["runs"] == [1, 2]
     assert doc["final_equals_published"] is False  # the student is not in the replay

@@ -292,6 +292,8 @@ def test_distill_publishes_a_student_fitted_to_the_runs_mean(tmp_path: Path) -> 
     # What is served is the student, one network, not the teachers' mean.
     student = predict_proba(report.student.model, split.test_points)
     np.testing.assert_allclose(served, student, atol=1e-6, rtol=0)
+    teachers = np.mean([predict_proba(r.model, split.test_points) for r in report.runs], axis=0)
+    assert np.max(np.abs(served - teachers)) > 1e-3
     assert len(report.published_models) == 1
     assert meta["test_accuracy"] == pytest.approx(accuracy(served, split.test_labels), abs=1e-6)
     assert "distilled from 2 run(s)" in report.table()
@@ -306,18 +308,19 @@ def test_distill_publishes_a_student_fitted_to_the_runs_mean(tmp_path: Path) -> 
 
 
 def test_distill_learns_the_teachers_answer_not_the_labels() -> None:
-    """A student fitted to its teachers agrees with their mean on nearly every point, the
-    noisy training labels included, where the labels disagree with it."""
+    """A student fitted to its teachers agrees with their mean's classes on nearly every
+    point: on the test points, and on the noisy training points it learned from."""
     ds = generated_dataset(400, noise=0.1, seed=3)
     config = replace(CONFIG, hidden_units=(16, 16), distill=True, epochs=40, dropout=0.0)
     report = train_runs(ds, config, runs=2)
     assert report.student is not None
     from training.train import ensemble_proba, predict_proba
 
-    pts = report.split.test_points
-    teachers = classes(ensemble_proba([r.model for r in report.runs], pts))
-    student = classes(predict_proba(report.student.model, pts))
-    assert np.mean(teachers == student) >= 0.95
+    teachers_of = [r.model for r in report.runs]
+    for pts in (report.split.test_points, report.split.fit_points):
+        teachers = classes(ensemble_proba(teachers_of, pts))
+        student = classes(predict_proba(report.student.model, pts))
+        assert np.mean(teachers == student) >= 0.95
 
 
 def test_a_diverged_student_is_refused_naming_the_way_out() -> None:
