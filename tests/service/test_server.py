@@ -3,7 +3,6 @@ multi-worker metrics, SIGTERM drain with requests in flight."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
@@ -171,42 +170,3 @@ def test_sigterm_drains_requests_in_flight(
     assert statuses == [200] * held_count, statuses
     log = server.log()
     assert "Shutting down" in log or "stopped" in log
-
-
-class _RecordingTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> str:
-        return f"info:{name}"
-
-
-async def test_an_answer_leaves_in_one_write() -> None:
-    """uvicorn writes head and body separately; the socket sees them as one write per turn,
-    and a close sends what is pending first."""
-    from service.server import _OneWritePerTurn
-
-    loop = asyncio.get_running_loop()
-    inner = _RecordingTransport()
-    transport = _OneWritePerTurn(inner, loop)  # type: ignore[arg-type]
-    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    transport.write(b"{}")
-    assert inner.writes == []
-    flushed = loop.create_future()
-    loop.call_soon(flushed.set_result, None)  # runs after the flush queued by the first write
-    await flushed
-    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
-    transport.write(b"last")
-    transport.close()
-    assert inner.writes[-1] == b"last" and inner.closed
-    assert transport.get_extra_info("peername") == "info:peername"
