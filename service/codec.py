@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import typing
 from typing import Any, TypeVar
 
 import numpy as np
@@ -84,6 +85,10 @@ def _reject_duplicate_keys(body: bytes | str, unique_keys: int) -> None:
 def _count_keys(value: Any) -> int:
     """Distinct keys in a validated model (a lower bound where it cannot see: never above)."""
     if isinstance(value, BaseModel):
+        shape = _fixed_shape(type(value))
+        if shape is not None:  # e.g. PredictRequest: 1 + 2 per point, no walk
+            keys, lists = shape
+            return keys + sum(per_item * len(getattr(value, name)) for name, per_item in lists)
         names = value.model_fields_set
         return len(names) + sum(_count_keys(getattr(value, name)) for name in names)
     if isinstance(value, dict):
@@ -97,6 +102,32 @@ def _count_keys(value: Any) -> int:
         if isinstance(first, BaseModel | dict | list):
             return sum(_count_keys(item) for item in value)
     return 0
+
+
+@functools.cache
+def _fixed_shape(model: type[BaseModel]) -> tuple[int, tuple[tuple[str, int], ...]] | None:
+    """``(keys, ((list field, keys per item), ...))`` when every instance has the same keys
+    but for the length of its lists: all fields required, each a scalar or a list of flat
+    models (see :func:`_flat_field_count`); None otherwise."""
+    keys = 0
+    lists: list[tuple[str, int]] = []
+    for name, info in model.model_fields.items():
+        if not info.is_required():
+            return None
+        keys += 1
+        annotation = info.annotation
+        if annotation in (int, float, str, bool):
+            continue
+        (item,) = typing.get_args(annotation) or (None,)
+        if typing.get_origin(annotation) is not list or not (
+            isinstance(item, type) and issubclass(item, BaseModel)
+        ):
+            return None
+        per_item = _flat_field_count(item)
+        if per_item is None:
+            return None
+        lists.append((name, per_item))
+    return keys, tuple(lists)
 
 
 @functools.cache

@@ -15,8 +15,9 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
 * **JSON errors**: a request httptools cannot parse gets ``400`` with our JSON error shape;
 * **a lean request cycle** (:class:`_LeanCycle`): uvicorn's ``RequestResponseCycle`` with the
   answer's head held back and written with its body in one ``write``, its headers checked
-  in two regular-expression searches instead of two per header, and no ``asyncio.Event``
-  per request; every request runs through it, the ASGI app sees no difference;
+  for uvicorn's forbidden bytes in one pass over all names and one over all values instead
+  of two regular-expression searches per header, and no ``asyncio.Event`` per request;
+  every request runs through it, the ASGI app sees no difference;
 * **one write per answer, at the end of the turn**: what a connection writes in one
   event-loop turn leaves in one ``write`` syscall when the turn ends, one callback per turn
   for all connections (:class:`_OneWritePerTurn`);
@@ -232,6 +233,12 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+# The bytes uvicorn's two header checks refuse (each is one character class), for a check
+# of all names (values) at once: deleting them must leave the joined bytes as they were.
+_BAD_NAME_BYTES = bytes(b for b in range(256) if HEADER_RE.fullmatch(bytes([b])))
+_BAD_VALUE_BYTES = bytes(b for b in range(256) if HEADER_VALUE_RE.fullmatch(bytes([b])))
+
+
 class _LeanEvent:
     """What uvicorn's cycle uses of an ``asyncio.Event`` (set, clear, wait), with the waiter
     future made only when ``wait`` must actually wait, which a request whose body came with
@@ -271,9 +278,9 @@ class _LeanCycle(RequestResponseCycle):
     cheaper answer path.
 
     ``send`` holds the response head until the first body message and writes both in one
-    ``write``; the headers are checked with the same two regular expressions as uvicorn's,
-    run once over all names and once over all values rather than once per header (a
-    forbidden byte is found either way). Behaviour is uvicorn's: ``Content-Length`` is
+    ``write``; the headers are refused for the same bytes as uvicorn's two checks refuse,
+    looked for once in all names and once in all values (``bytes.translate``) rather than
+    with two regular-expression searches per header. Behaviour is uvicorn's: ``Content-Length`` is
     enforced, a head without it is sent chunked, ``Connection: close`` ends the keep-alive,
     a ``HEAD`` answer carries no body.
     """
@@ -362,10 +369,11 @@ class _LeanCycle(RequestResponseCycle):
                 self.scope["http_version"],
                 status,
             )
-        names = [name for name, _ in headers]
-        if HEADER_RE.search(b"".join(names)):
+        names = b"".join([name for name, _ in headers])
+        if len(names.translate(None, _BAD_NAME_BYTES)) != len(names):
             raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+        values = b"".join([value for _, value in headers])
+        if len(values.translate(None, _BAD_VALUE_BYTES)) != len(values):
             raise RuntimeError("Invalid HTTP header value.")
         content = [STATUS_LINE[status]]
         for name, value in self.default_headers:

@@ -73,18 +73,23 @@ async def predict_body(
 
 def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
     """The response body; probabilities stay float32, so orjson prints their shortest text."""
-    class_ids = (probabilities >= 0.5).tolist()
+    if len(probabilities) <= _FEW:
+        predictions = [{"probability": p, "class_id": int(p >= 0.5)} for p in probabilities]
+    else:  # one vectorised comparison beats a numpy scalar comparison per point
+        class_ids = (probabilities >= 0.5).tolist()
+        predictions = [
+            {"probability": p, "class_id": int(c)}
+            for p, c in zip(probabilities, class_ids, strict=True)
+        ]
     return orjson.dumps(
-        {
-            "model_name": model_name,
-            "model_version": version,
-            "predictions": [
-                {"probability": p, "class_id": int(c)}
-                for p, c in zip(probabilities, class_ids, strict=True)
-            ],
-        },
+        {"model_name": model_name, "model_version": version, "predictions": predictions},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
+
+
+_FEW = 8
+"""Up to this many points, the answer is built point by point (measured: 1.1 against 2.2 µs
+for one point; 1,024 points: 340 against 230 µs the vectorised way)."""
 
 
 _PREDICT_OPENAPI: dict[str, Any] = {

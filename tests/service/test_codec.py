@@ -1,0 +1,52 @@
+"""``service.codec``: a repeated key is refused wherever it is, whichever way the keys of the
+parsed model are counted (the fixed-shape shortcut or the walk)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from service.codec import _count_keys, _fixed_shape, parse_body
+from service.errors import BadRequest
+from service.schemas import Point, PredictRequest, TFPredictRequest, V2InferenceRequest
+
+
+def test_fixed_shape_models_are_counted_without_a_walk() -> None:
+    assert _fixed_shape(PredictRequest) == (1, (("points", 2),))
+    assert _fixed_shape(Point) == (2, ())
+    many = PredictRequest.model_validate_json(
+        b'{"points": [' + b",".join(b'{"x": 1, "y": 2}' for _ in range(50)) + b"]}"
+    )
+    assert _count_keys(many) == 101
+
+
+def test_models_with_optional_fields_are_walked() -> None:
+    assert _fixed_shape(V2InferenceRequest) is None
+    assert _fixed_shape(TFPredictRequest) is None
+
+    class Optional(BaseModel):
+        a: int
+        b: int | None = None
+
+    assert _fixed_shape(Optional) is None
+    assert _count_keys(Optional(a=1)) == 1 and _count_keys(Optional(a=1, b=2)) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"points": [{"x": 1, "y": 2}, {"x": 1, "y": 2, "y": 3}]}',
+        b'{"points": [{"x": 1, "y": 2}], "points": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}',
+        b'{"points": [{"x": 1, "x": 1, "y": 2}]}',
+    ],
+)
+def test_a_repeated_key_is_refused_at_any_depth(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="duplicate key"):
+        parse_body(PredictRequest, body)
+
+
+def test_colons_inside_strings_do_not_refuse_a_good_body() -> None:
+    body = (
+        b'{"inputs": [{"name": "points:a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    )
+    assert parse_body(V2InferenceRequest, body).inputs[0].name == "points:a"
