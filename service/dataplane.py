@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,9 +30,9 @@ from service.registry import ModelRegistry
 from service.repository import Repository, ServedModel
 
 
-@dataclass(frozen=True)
-class Inference:
-    """Probabilities for one request, with the version that produced them."""
+class Inference(NamedTuple):
+    """Probabilities for one request, with the version that produced them (a named tuple:
+    made once per request, it costs a tuple, not a frozen dataclass's setattr calls)."""
 
     version: int
     probabilities: NDArray[np.float32]

@@ -36,11 +36,18 @@ from fastapi.routing import iter_route_contexts
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.dataplane import DataPlane
-from service.errors import BadRequest, Unavailable
-from service.responses import check_content_headers, receive_body, route_path
+from service.errors import BadRequest, ServiceError, Unavailable
+from service.middleware import ServiceMiddleware, Visit
+from service.responses import (
+    check_content_headers,
+    receive_body,
+    route_path,
+    service_error_response,
+    unexpected_error_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +57,22 @@ _JSON = b"application/json"
 class DataCall:
     """One data-plane request as a handler sees it, whichever way it was routed."""
 
-    __slots__ = ("dataplane", "params", "receive", "scope")
+    __slots__ = ("_body", "dataplane", "params", "receive", "scope")
 
     def __init__(
-        self, scope: Scope, receive: Receive, dataplane: DataPlane, params: dict[str, str]
+        self,
+        scope: Scope,
+        receive: Receive,
+        dataplane: DataPlane,
+        params: dict[str, str],
+        body: bytes | None = None,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.dataplane = dataplane
         self.params = params
         """Path parameters by name, as the route template declares them."""
+        self._body = body  # the whole body, when it came with the head (the lane)
 
     @property
     def query_string(self) -> bytes:
@@ -93,7 +106,8 @@ class DataCall:
             lenient=lenient,
             extra_types=extra_types,
         )
-        return require_body(await receive_body(self.receive))
+        body = self._body
+        return require_body(await receive_body(self.receive) if body is None else body)
 
 
 def require_body(body: bytes) -> bytes:
@@ -133,13 +147,13 @@ def dataplane_of(app: Any) -> DataPlane:
 
 
 async def _admitted_call(
-    scope: Scope, receive: Receive, app: Any, params: dict[str, str]
+    scope: Scope, receive: Receive, app: Any, params: dict[str, str], body: bytes | None = None
 ) -> DataCall:
     """The handler's call, once its model's fair share of this loop turn is granted
     (``DataPlane.admit``), whichever way the request was routed."""
     dataplane = dataplane_of(app)
     await dataplane.admit(params.get("model_name"))
-    return DataCall(scope, receive, dataplane, params)
+    return DataCall(scope, receive, dataplane, params, body)
 
 
 def data_route(
@@ -193,20 +207,25 @@ class Dispatcher:
         """The route templates answered directly (the rest go through FastAPI)."""
         return [*self._exact, *(route.path for _, route, _ in self._templated)]
 
+    def find(self, path: str) -> Found | None:
+        """The data route answering ``POST path`` directly: its route, handler and path
+        parameters; None when FastAPI answers it."""
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact[0], exact[1], {}
+        for pattern, route, handler in self._templated:
+            match = pattern.match(path)
+            if match:
+                return route, handler, match.groupdict()
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path = route_path(scope)
-            found = self._exact.get(path)
-            params: dict[str, str] = {}
-            if found is None:
-                for pattern, route, handler in self._templated:
-                    match = pattern.match(path)
-                    if match:
-                        found, params = (route, handler), match.groupdict()
-                        break
+            found = self.find(route_path(scope))
             if found is not None:
-                scope["route"] = found[0]
-                await self._answer(found[1], params, scope, receive, send)
+                route, handler, params = found
+                scope["route"] = route
+                await self._answer(handler, params, scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
 
@@ -227,11 +246,142 @@ class Dispatcher:
             response = await _handled(app, exc, scope, receive)
             await response(scope, receive, send)
             return
-        media = _JSON if reply.media_type == "application/json" else reply.media_type.encode()
-        headers = [(b"content-type", media), (b"content-length", b"%d" % len(reply.body))]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        headers = _reply_headers(reply)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+
+
+Found = tuple[Any, DataHandler, dict[str, str]]
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, Headers, bytes]
+
+
+def _reply_headers(reply: Reply) -> Headers:
+    media = _JSON if reply.media_type == "application/json" else reply.media_type.encode()
+    headers = [(b"content-type", media), (b"content-length", b"%d" % len(reply.body))]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    return headers
+
+
+class DataLane:
+    """The data routes' POSTs, answered with no ASGI cycle around them: the service's HTTP
+    protocol (``service.server``) finds the route (:meth:`find`), has the answer made
+    (:meth:`answer`) and writes it whole.
+
+    It is the same request path, step for step: the front door's steps
+    (:class:`~service.middleware.ServiceMiddleware`: in-flight cap, request id, CORS,
+    ``Hooks``, metrics, access log, and the body's size and time limits on a body still
+    coming), the dispatcher's route table and admission, the handler, and the app's
+    exception handlers for its errors. What it leaves out is the layers in between, and the
+    limits' wrapper around a body that is all here and within ``max_body_bytes``. The app
+    builds one only when nothing else wraps the dispatcher (no ``app.add_middleware``);
+    routes with FastAPI dependencies are not in the dispatcher's table, so they never take
+    it.
+    """
+
+    def __init__(self, app: Any, door: ServiceMiddleware, dispatcher: Dispatcher) -> None:
+        self.app = app
+        self.door = door
+        self.dispatcher = dispatcher
+        self.max_body_bytes: int = door.max_body_bytes
+        self._root: str = door.root_path
+
+    def find(self, scope: Scope) -> Found | None:
+        """The data route for this request's path (as received: with or without the root
+        path), or None."""
+        path: str = scope["path"]
+        root = self._root
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root) :] or "/"
+        return self.dispatcher.find(path)
+
+    async def answer(
+        self, scope: Scope, found: Found, receive: Receive, body: bytes | None
+    ) -> Answer:
+        """Status, headers (``Content-Length`` among them) and body of the answer to one
+        request. ``body``: the whole body when it is already here, else None and the handler
+        reads it from ``receive`` under the front door's size and time limits, as on the ASGI
+        way; after the body, ``receive`` waits for the client to leave."""
+        scope["app"] = app = self.app
+        door = self.door
+        visit = door.enter(scope)
+        route, handler, params = found
+        scope["route"] = route
+        if body is None or len(body) > self.max_body_bytes:
+            # Still coming, or too large: read (again) under the limits, which answer 408/413.
+            receive = door.limited(receive if body is None else _WholeBody(body, receive))
+            body = None
+        try:
+            try:
+                if not door.admit(visit):
+                    start, refusal = door.refusal(scope)
+                    return self._done(
+                        visit, scope, start["status"], [*start["headers"]], refusal["body"]
+                    )
+                for hook in door.hooks.on_request:
+                    await hook(scope)
+                try:
+                    reply = await handler(await _admitted_call(scope, receive, app, params, body))
+                except Exception as exc:
+                    response = await _handled(app, exc, scope, _receive_of(body, receive))
+                else:
+                    return self._done(visit, scope, 200, _reply_headers(reply), reply.body)
+            except ServiceError as exc:
+                response = service_error_response(exc, scope)
+            except Exception:
+                response = unexpected_error_response(scope)
+            status, headers, out = await _materialized(response, scope, _receive_of(body, receive))
+            return self._done(visit, scope, status, headers, out)
+        finally:
+            door.leave(visit, scope)
+
+    def _done(
+        self,
+        visit: Visit,
+        scope: Scope,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        out: bytes,
+    ) -> Answer:
+        visit.status = status
+        self.door.answer_headers(visit, scope, headers)
+        return status, headers, out
+
+
+class _WholeBody:
+    """``receive`` of a request whose body is already here: the body, then the real one."""
+
+    __slots__ = ("_message", "_receive")
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._message: Message | None = {"type": "http.request", "body": body, "more_body": False}
+        self._receive = receive
+
+    async def __call__(self) -> Message:
+        message = self._message
+        if message is None:
+            return await self._receive()
+        self._message = None
+        return message
+
+
+def _receive_of(body: bytes | None, receive: Receive) -> Receive:
+    return receive if body is None else _WholeBody(body, receive)
+
+
+async def _materialized(response: Response, scope: Scope, receive: Receive) -> Answer:
+    """A Starlette response as status, headers and body (a streamed one is run to get them)."""
+    body = getattr(response, "body", None)
+    if isinstance(body, bytes | memoryview):
+        return response.status_code, [*response.raw_headers], bytes(body)
+    sent: list[Message] = []
+
+    async def collect(message: Message) -> None:
+        sent.append(message)
+
+    await response(scope, receive, collect)
+    start, chunks = sent[0], [m.get("body", b"") for m in sent[1:]]
+    return start["status"], [*start.get("headers", ())], b"".join(chunks)
 
 
 async def _handled(app: Any, exc: Exception, scope: Scope, receive: Receive) -> Response:

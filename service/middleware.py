@@ -93,6 +93,48 @@ class Hooks:
     response_headers: list[ResponseHeadersHook] = field(default_factory=list)
 
 
+class Visit:
+    """One request's state in the front door, from :meth:`ServiceMiddleware.enter` to
+    :meth:`ServiceMiddleware.leave`."""
+
+    __slots__ = (
+        "counted",
+        "declared",
+        "extra",
+        "method",
+        "preflight",
+        "request_id",
+        "started",
+        "status",
+        "template",
+        "token",
+    )
+
+    def __init__(
+        self,
+        started: float,
+        method: str,
+        request_id: str,
+        extra: list[tuple[bytes, bytes]],
+        declared: int | None,
+        preflight: bool,
+    ) -> None:
+        self.started = started
+        self.method = method
+        self.request_id = request_id
+        self.extra = extra
+        """Headers every answer to this request carries (request id, CORS)."""
+        self.declared = declared
+        self.preflight = preflight
+        self.status = 0
+        """The answer's status once its head is sent; 0 before."""
+        self.template: str | None = None
+        """The metrics' route label when no route answered (a refusal)."""
+        self.counted = False
+        """True while the request holds an in-flight place."""
+        self.token = request_id_var.set(request_id)
+
+
 class ServiceMiddleware:
     """The outer layer: in-flight cap, request id, CORS, hooks, metrics, access log, body
     size limit and body deadline, for every request whichever route answers it.
@@ -162,6 +204,45 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        visit = self.enter(scope)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                visit.status = message["status"]
+                headers = [*message.get("headers", ())]
+                self.answer_headers(visit, scope, headers)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            try:
+                if not self.admit(visit):
+                    await self._refuse(scope, send_with_headers)
+                    return
+                if visit.preflight:
+                    assert self.cors is not None
+                    await self.cors.preflight(scope)(scope, receive, send_with_headers)
+                    return
+                for hook in self.hooks.on_request:
+                    await hook(scope)
+                await self.app(scope, self._limited(receive), send_with_headers)
+            except ServiceError as exc:
+                if visit.status:
+                    raise
+                await service_error_response(exc, scope)(scope, receive, send_with_headers)
+            except ClientDisconnect:
+                visit.status = visit.status or _CLIENT_CLOSED  # nobody to answer
+            except Exception:
+                if visit.status:
+                    raise  # the answer is on its way; let the server log it
+                await unexpected_error_response(scope)(scope, receive, send_with_headers)
+        finally:
+            self.leave(visit, scope)
+
+    # -- the steps of a visit, shared with the data lane (service.dataroutes.DataLane) ---------
+
+    def enter(self, scope: Scope) -> Visit:
+        """Start a request's visit: root path, request id, CORS headers of its answer."""
         started = time.perf_counter()
         if self.root_path and not scope.get("root_path"):
             # Behind a proxy: routing strips the prefix, docs and the page's links keep it.
@@ -198,86 +279,75 @@ class ServiceMiddleware:
         preflight = preflight and method == "OPTIONS" and cors is not None and origin is not None
         if cors is not None and origin is not None and not preflight:
             extra += cors.headers(origin)
-        header_hooks = self.hooks.response_headers
-        status = 0
+        return Visit(started, method, request_id, extra, declared, preflight)
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", ()), *extra]
-                for hook in header_hooks:
-                    hook(scope, headers)
-                message["headers"] = headers
-            await send(message)
+    def admit(self, visit: Visit) -> bool:
+        """False when the in-flight cap refuses the request (answer :meth:`_refusal`);
+        :class:`PayloadTooLarge` for a declared body over the limit."""
+        if visit.method == "POST" and self.max_inflight_requests > 0:
+            if self.inflight >= self.max_inflight_requests:
+                visit.template = "overloaded"
+                return False
+            self.inflight += 1
+            visit.counted = True
+        declared, limit = visit.declared, self.max_body_bytes
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(
+                f"body: {declared} bytes exceed the limit of {limit} bytes (max_body_bytes)",
+                field="body",
+            )
+        return True
 
-        token = request_id_var.set(request_id)
-        capped = method == "POST" and self.max_inflight_requests > 0
-        template: str | None = None
-        try:
-            if capped and self.inflight >= self.max_inflight_requests:
-                template = "overloaded"
-                await self._refuse(scope, send_with_headers)
-                return
-            if capped:
-                self.inflight += 1
-            try:
-                limit = self.max_body_bytes
-                if declared is not None and declared > limit:
-                    raise PayloadTooLarge(
-                        f"body: {declared} bytes exceed the limit of {limit} bytes "
-                        "(max_body_bytes)",
-                        field="body",
-                    )
-                if preflight:
-                    assert cors is not None
-                    await cors.preflight(scope)(scope, receive, send_with_headers)
-                    return
-                for hook in self.hooks.on_request:
-                    await hook(scope)
-                await self.app(scope, self._limited(receive), send_with_headers)
-            except ServiceError as exc:
-                if status:
-                    raise
-                await service_error_response(exc, scope)(scope, receive, send_with_headers)
-            except ClientDisconnect:
-                status = status or _CLIENT_CLOSED  # nobody to answer
-            except Exception:
-                if status:
-                    raise  # the answer is on its way; let the server log it
-                await unexpected_error_response(scope)(scope, receive, send_with_headers)
-            finally:
-                if capped:
-                    self.inflight -= 1
-        finally:
-            elapsed = time.perf_counter() - started
-            status = status or 500
-            if template is None:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or _unrouted_label(scope)
-            count, latency = _http_metrics(template, method, status)
-            count.inc()
-            latency.observe(elapsed)
-            if status >= self.log_min_status and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s -> %d in %.1f ms",
-                    method,
-                    scope.get("path", ""),
-                    status,
-                    elapsed * 1000,
-                    extra={
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "request_id": request_id,
-                    },
-                )
-            request_id_var.reset(token)
+    def answer_headers(
+        self, visit: Visit, scope: Scope, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Add this layer's headers (request id, CORS) and the hooks' to an answer's."""
+        headers += visit.extra
+        for hook in self.hooks.response_headers:
+            hook(scope, headers)
+
+    def leave(self, visit: Visit, scope: Scope) -> None:
+        """End the visit: free its in-flight place, count it, log it if asked to."""
+        if visit.counted:
+            self.inflight -= 1
+        elapsed = time.perf_counter() - visit.started
+        status = visit.status or 500
+        template = visit.template
+        method = visit.method
+        if template is None:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or _unrouted_label(scope)
+        count, latency = _http_metrics(template, method, status)
+        count.inc()
+        latency.observe(elapsed)
+        if status >= self.log_min_status and access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s -> %d in %.1f ms",
+                method,
+                scope.get("path", ""),
+                status,
+                elapsed * 1000,
+                extra={
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": visit.request_id,
+                },
+            )
+        request_id_var.reset(visit.token)
+
+    def refusal(self, scope: Scope) -> tuple[Message, Message]:
+        """The prebuilt answer of the in-flight cap, counted as a refusal."""
+        metrics.OVERLOAD_REFUSALS.labels(model="").inc()
+        return self._refusals[is_protocol_path(route_path(scope))]
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        start, body = self._refusals[is_protocol_path(route_path(scope))]
+        start, body = self.refusal(scope)
         await send({**start, "headers": list(start["headers"])})
         await send(body)
-        metrics.OVERLOAD_REFUSALS.labels(model="").inc()
+
+    def limited(self, receive: Receive) -> Receive:
+        """``receive`` under the body's size limit and deadline (from now)."""
+        return self._limited(receive)
 
     def _limited(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes

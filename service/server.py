@@ -53,6 +53,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from service.dataroutes import DataLane, Found
 from service.deadlines import DeadlineSweeper
 from service.security import API_HEADERS, NO_STORE
 
@@ -166,7 +167,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's ``on_headers_complete`` (0.54), with a :class:`_LeanCycle` as the cycle."""
         parser = self.parser
         http_version = parser.get_http_version()
-        scope = self.scope
+        scope: Any = self.scope
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
@@ -193,7 +194,15 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             expect_100_continue=self.expect_100_continue,
         )
         if existing is None or existing.response_complete:
-            self._start_asgi_task(self.cycle, app)
+            lane: DataLane | None = getattr(app, "data_lane", None)
+            found = lane.find(scope) if lane is not None and scope["method"] == "POST" else None
+            if found is not None:
+                assert lane is not None
+                task = self.loop.create_task(self.cycle.run_lane(lane, found))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+            else:
+                self._start_asgi_task(self.cycle, app)
         else:  # pipelined: queued until the answer in progress is complete
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, app))
@@ -237,6 +246,28 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 # of all names (values) at once: deleting them must leave the joined bytes as they were.
 _BAD_NAME_BYTES = bytes(b for b in range(256) if HEADER_RE.fullmatch(bytes([b])))
 _BAD_VALUE_BYTES = bytes(b for b in range(256) if HEADER_VALUE_RE.fullmatch(bytes([b])))
+
+
+_HEADER_PREFIXES: dict[bytes, bytes] = {}
+"""``name: `` of every header name seen in an answer, as sent (lower case), once checked."""
+_CONNECTION = b"connection: "
+_CONTENT_LENGTH = b"content-length: "
+
+
+def _header_prefix(name: bytes) -> bytes:
+    if len(name.translate(None, _BAD_NAME_BYTES)) != len(name) or not name:
+        raise RuntimeError("Invalid HTTP header name.")
+    prefix = name.lower() + b": "
+    for known in (_CONNECTION, _CONTENT_LENGTH):
+        if prefix == known:
+            prefix = known  # the one object, compared by identity
+    if len(_HEADER_PREFIXES) < 1024:  # names come from the app's code, not from clients
+        _HEADER_PREFIXES[name] = prefix
+    return prefix
+
+
+def _nothing() -> None:
+    pass
 
 
 class _LeanEvent:
@@ -353,6 +384,66 @@ class _LeanCycle(RequestResponseCycle):
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
+
+    async def run_lane(self, lane: DataLane, found: Found) -> None:
+        """Answer a data route's POST in the lane (``DataLane``), the answer written whole in
+        one ``write``: the counterpart of ``run_asgi``, with its error handling. A body that
+        is all here by now (the usual case: it came with the head) is handed over as it is;
+        otherwise the handler reads it through ``receive``, under the front door's limits."""
+        try:
+            scope: Any = self.scope
+            receive: Any = self.receive
+            body = None
+            if not self.more_body and not self.disconnected:
+                body = bytes(self.body)
+                self.body = bytearray()
+                self.message_event.clear()  # what is left for receive: the client leaving
+            status, headers, out = await lane.answer(scope, found, receive, body)
+            self._write_whole(status, headers, out)
+        except BaseException as exc:
+            self.logger.error("Exception in the data lane\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    def _write_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Write an answer whose headers carry its ``Content-Length`` (the lane's do)."""
+        if self.disconnected:
+            return
+        self.response_started = True
+        out = [STATUS_LINE[status]]
+        for name, value in self.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        values = []
+        has_length = has_close = False
+        for name, value in headers:
+            prefix = _HEADER_PREFIXES.get(name) or _header_prefix(name)
+            if prefix is _CONTENT_LENGTH:
+                has_length = True
+            elif prefix is _CONNECTION and b"close" in [
+                token.lower().strip() for token in value.split(b",")
+            ]:
+                self.keep_alive = False
+                has_close = True
+            out += (prefix, value, b"\r\n")
+            values.append(value)
+        joined = b"".join(values)
+        if len(joined.translate(None, _BAD_VALUE_BYTES)) != len(joined):
+            raise RuntimeError("Invalid HTTP header value.")
+        if not has_length:
+            out.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive and not has_close:
+            out.append(b"connection: close\r\n")
+        out += (b"\r\n", body)
+        self.transport.write(b"".join(out))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
     def _head(self) -> list[bytes]:
         start = self._start

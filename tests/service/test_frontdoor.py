@@ -7,7 +7,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import Depends, Request
@@ -19,6 +22,7 @@ from service.app import create_app
 from service.config import Settings
 from service.errors import ServiceError
 from service.middleware import Hooks, ServiceMiddleware
+from tests.service.conftest import app_client, served
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = b'{"instances": [[1, -1]]}'
@@ -74,7 +78,12 @@ def test_every_data_path_is_covered_and_answered_lean(client: TestClient) -> Non
     assert _post_routes(client.app) == templates
 
 
-def test_request_and_header_hooks_run_on_every_path(model_dir: Path) -> None:
+TRANSPORTS = pytest.mark.parametrize("transport", ["asgi", "http"])
+"""In process (the ASGI path) and over a socket with the service's protocol (the data lane)."""
+
+
+@TRANSPORTS
+def test_request_and_header_hooks_run_on_every_path(model_dir: Path, transport: str) -> None:
     seen: list[str] = []
 
     async def record(scope: Scope) -> None:
@@ -84,7 +93,7 @@ def test_request_and_header_hooks_run_on_every_path(model_dir: Path) -> None:
         headers.append((b"x-hooked", b"1"))
 
     hooks = Hooks(on_request=[record], response_headers=[stamp])
-    with TestClient(create_app(Settings(model_dir=model_dir), hooks=hooks)) as c:
+    with app_client(create_app(Settings(model_dir=model_dir), hooks=hooks), transport) as c:
         for url, body in DATA_PATHS:
             r = c.post(url, content=body, headers=JSON_TYPE)
             assert r.status_code == 200 and r.headers["x-hooked"] == "1", (url, r.text)
@@ -94,31 +103,35 @@ def test_request_and_header_hooks_run_on_every_path(model_dir: Path) -> None:
     assert seen == [url.split("?")[0] for url, _ in DATA_PATHS] + ["/healthz"]
 
 
-def test_a_refusing_hook_refuses_every_path(model_dir: Path) -> None:
+@TRANSPORTS
+def test_a_refusing_hook_refuses_every_path(model_dir: Path, transport: str) -> None:
     async def deny(scope: Scope) -> None:
         raise Unauthorized("credentials required")
 
-    with TestClient(create_app(Settings(model_dir=model_dir), hooks=Hooks(on_request=[deny]))) as c:
+    app = create_app(Settings(model_dir=model_dir), hooks=Hooks(on_request=[deny]))
+    with app_client(app, transport) as c:
         for url, body in DATA_PATHS:
             r = c.post(url, content=body, headers=JSON_TYPE)
             assert r.status_code == 401, (url, r.text)
             assert "credentials required" in r.text and len(r.headers["x-request-id"]) == 32
 
 
-def test_fastapi_dependencies_run_on_every_path(model_dir: Path) -> None:
+@TRANSPORTS
+def test_fastapi_dependencies_run_on_every_path(model_dir: Path, transport: str) -> None:
     calls: list[str] = []
 
     async def dependency(request: Request) -> None:
         calls.append(request.url.path)
 
     app = create_app(Settings(model_dir=model_dir), dependencies=[Depends(dependency)])
-    with TestClient(app) as c:
+    with app_client(app, transport) as c:
         for url, body in DATA_PATHS:
             assert c.post(url, content=body, headers=JSON_TYPE).status_code == 200, url
     assert calls == [url.split("?")[0] for url, _ in DATA_PATHS]
 
 
-def test_added_middleware_wraps_every_path(model_dir: Path) -> None:
+@TRANSPORTS
+def test_added_middleware_wraps_every_path(model_dir: Path, transport: str) -> None:
     calls: list[str] = []
 
     class Recorder:
@@ -132,7 +145,7 @@ def test_added_middleware_wraps_every_path(model_dir: Path) -> None:
 
     app = create_app(Settings(model_dir=model_dir))
     app.add_middleware(Recorder)
-    with TestClient(app) as c:
+    with app_client(app, transport) as c:
         for url, body in DATA_PATHS:
             assert c.post(url, content=body, headers=JSON_TYPE).status_code == 200, url
         assert app.state.fast_paths  # the data routes stay lean inside it
@@ -142,9 +155,10 @@ def test_added_middleware_wraps_every_path(model_dir: Path) -> None:
 ALLOWED = "https://ok.example"
 
 
-def test_cors_headers_on_the_outer_layers_own_413(model_dir: Path) -> None:
+@TRANSPORTS
+def test_cors_headers_on_the_outer_layers_own_413(model_dir: Path, transport: str) -> None:
     settings = Settings(model_dir=model_dir, max_body_bytes=100_000, cors_origins=[ALLOWED])
-    with TestClient(create_app(settings)) as c:
+    with app_client(create_app(settings), transport) as c:
         for url, _ in DATA_PATHS:
             r = c.post(url, content=b"{" * 200_000, headers={**JSON_TYPE, "origin": ALLOWED})
             assert r.status_code == 413, url
@@ -200,3 +214,88 @@ async def test_cors_headers_on_the_inflight_refusal() -> None:
 def test_options_on_a_predict_route_allows_post(client: TestClient, path: str) -> None:
     r = client.options(path)
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def _count_lane_answers(app: Any) -> list[str]:
+    """Record the paths the app's data lane answers (a wrapper of our own code)."""
+    answered: list[str] = []
+    lane = app.data_lane
+    original = lane.answer
+
+    async def answer(scope: Scope, *args: Any) -> Any:
+        answered.append(scope["path"])
+        return await original(scope, *args)
+
+    lane.answer = answer
+    return answered
+
+
+def test_the_data_lane_answers_every_data_path_over_http(model_dir: Path) -> None:
+    """What the http cases above run through: every data path's POST is answered in the
+    lane, a body sent in pieces too (read under the front door's limits, which answer 408
+    and 413 there as on the ASGI way); other requests take the ASGI way."""
+    settings = Settings(model_dir=model_dir, max_body_bytes=100_000, body_timeout_s=0.5)
+    app = create_app(settings)
+    with served(app) as c:
+        answered = _count_lane_answers(app)
+        for url, body in DATA_PATHS:
+            r = c.post(url, content=body, headers=JSON_TYPE)
+            assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32, url
+        assert answered == [url.split("?")[0] for url, _ in DATA_PATHS]
+
+        def pieces(*chunks: bytes, pause: float = 0.1) -> Iterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+                time.sleep(pause)
+
+        r = c.post("/predict", content=pieces(PREDICT[:5], PREDICT[5:]), headers=JSON_TYPE)
+        assert r.status_code == 200 and r.json()["predictions"][0]["class_id"] == 1
+        r = c.post("/predict", content=pieces(b"{" * 60_000, b"{" * 60_000), headers=JSON_TYPE)
+        assert r.status_code == 413 and "max_body_bytes" in r.text
+        r = c.post("/predict", content=pieces(b"{", b"{", pause=1.0), headers=JSON_TYPE)
+        assert r.status_code == 408 and "body_timeout_s" in r.text
+        r = c.post("/predict", content=b"{" * 200_000, headers=JSON_TYPE)  # declared: at once
+        assert r.status_code == 413 and "200000 bytes" in r.text
+        assert len(answered) == len(DATA_PATHS) + 4
+        assert c.get("/healthz").status_code == 200 and len(answered) == len(DATA_PATHS) + 4
+
+
+def test_no_lane_when_anything_wraps_the_dispatcher_or_a_route_has_dependencies(
+    model_dir: Path,
+) -> None:
+    wrapped = create_app(Settings(model_dir=model_dir))
+    wrapped.add_middleware(_PassThrough)
+    with served(wrapped) as c:
+        assert c.post("/predict", content=PREDICT, headers=JSON_TYPE).status_code == 200
+        assert wrapped.data_lane is None  # type: ignore[attr-defined]
+
+    async def dependency() -> None:
+        pass
+
+    app = create_app(Settings(model_dir=model_dir), dependencies=[Depends(dependency)])
+    with served(app) as c:
+        answered = _count_lane_answers(app)
+        for url, body in DATA_PATHS:
+            assert c.post(url, content=body, headers=JSON_TYPE).status_code == 200, url
+    assert answered == []
+
+
+def test_the_lane_under_a_root_path_takes_either_form(model_dir: Path) -> None:
+    app = create_app(Settings(model_dir=model_dir, root_path="/xor"))
+    with served(app) as c:
+        answered = _count_lane_answers(app)
+        for url in ("/xor/predict", "/predict"):
+            r = c.post(url, content=PREDICT, headers=JSON_TYPE)
+            assert r.status_code == 200, (url, r.text)
+        # The metrics' route label is the template, whichever form came in.
+        text = c.get("/metrics").text
+    assert len(answered) == 2
+    assert 'route="/predict",status="200"' in text.replace('method="POST",', "")
+
+
+class _PassThrough:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
