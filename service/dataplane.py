@@ -111,16 +111,18 @@ class DataPlane:
         protocol: str,
         deadline: float | None = None,
         model: ServedModel | None = None,
+        finite: bool = False,
     ) -> Inference:
         """Probabilities for ``points`` ``(n, 2)`` from ``model`` (None: the default model)
         at ``version`` (None: its default version).
 
         ``deadline`` is a ``time.monotonic()`` instant, e.g. a gRPC client's own; it applies
         when it comes before ``request_timeout_s`` from now. ``protocol`` labels the
-        predicted-points metric.
+        predicted-points metric. ``finite``: the adapter's validation already refused every
+        value that is not finite or not within float32 range (``schemas.FiniteFloat``).
         """
         self.check_points(int(points.shape[0]))
-        if not _all_finite(points):
+        if not finite and not _all_finite(points):
             raise InvalidInput(
                 "points: every coordinate must be finite and within float32 range (|v| < 3.4e38)",
                 field="points",

@@ -546,6 +546,9 @@ class _OneWritePerTurn:
         if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def is_closing(self) -> bool:  # asked several times per request: no __getattr__ detour
+        return self._transport.is_closing()
+
     def close(self) -> None:
         self.flush()
         self._transport.close()

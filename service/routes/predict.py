@@ -66,7 +66,9 @@ async def predict_body(
     request = parse_body(PredictRequest, body)
     dataplane.check_points(len(request.points))
     points = to_points([(p.x, p.y) for p in request.points], validated=True)
-    result = await dataplane.infer(points, version=version, protocol="predict", model=model)
+    result = await dataplane.infer(
+        points, version=version, protocol="predict", model=model, finite=True
+    )
     name = dataplane.model_name if model is None else model.name
     return predict_response(name, result.version, result.probabilities)
 
