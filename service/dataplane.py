@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -85,8 +86,14 @@ class DataPlane:
     async def admit(self, name: str | None) -> None:
         """Wait for model ``name``'s fair share of this event-loop turn (None: the default
         model); at once unless several models are busy (``service.repository.FairShare``).
-        Every adapter calls it before its request's real work."""
-        await self.models.admit(self.model_name if name is None else name)
+        Every adapter calls it (or awaits :meth:`admission`) before its request's real work."""
+        waiting = self.admission(name)
+        if waiting is not None:
+            await waiting
+
+    def admission(self, name: str | None) -> Awaitable[None] | None:
+        """What :meth:`admit` awaits; None when nothing is to be waited for (the usual case)."""
+        return self.models.admission(self.model_name if name is None else name)
 
     def model(self, name: str) -> ServedModel:
         """The model served as ``name``; :class:`NotFound` (404 in every protocol) if none."""

@@ -100,14 +100,23 @@ class DataCall:
                 content_type = content_type or value  # the first, as Starlette
             elif key == b"content-encoding":
                 content_encoding = value
-        check_content_headers(
-            content_type.decode("latin-1"),
-            content_encoding.decode("latin-1"),
-            lenient=lenient,
-            extra_types=extra_types,
-        )
+        _check_content(content_type, content_encoding, lenient, extra_types)
         body = self._body
         return require_body(await receive_body(self.receive) if body is None else body)
+
+
+@functools.lru_cache(maxsize=256)  # bounded: the values are whatever clients send
+def _check_content(
+    content_type: bytes, content_encoding: bytes, lenient: bool, extra_types: frozenset[str]
+) -> None:
+    """``check_content_headers`` on the raw values, remembered for the values seen (the
+    same few on every request); a refusal raises, so it is never remembered."""
+    check_content_headers(
+        content_type.decode("latin-1"),
+        content_encoding.decode("latin-1"),
+        lenient=lenient,
+        extra_types=extra_types,
+    )
 
 
 def require_body(body: bytes) -> bytes:
@@ -152,7 +161,9 @@ async def _admitted_call(
     """The handler's call, once its model's fair share of this loop turn is granted
     (``DataPlane.admit``), whichever way the request was routed."""
     dataplane = dataplane_of(app)
-    await dataplane.admit(params.get("model_name"))
+    waiting = dataplane.admission(params.get("model_name"))
+    if waiting is not None:
+        await waiting
     return DataCall(scope, receive, dataplane, params, body)
 
 

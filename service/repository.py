@@ -28,6 +28,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,10 +283,18 @@ class Repository:
     async def admit(self, name: str) -> None:
         """Wait for model ``name``'s fair share of this event-loop turn (:class:`FairShare`);
         at once when fair shares are off or one model is loaded."""
+        waiting = self.admission(name)
+        if waiting is not None:
+            await waiting
+
+    def admission(self, name: str) -> Awaitable[None] | None:
+        """What :meth:`admit` awaits, or None when there is nothing to wait for (one model
+        loaded, or fair shares off): the request path then makes no coroutine for it."""
         # An unknown name waits for nothing (its handler answers 404) and is never recorded:
         # a client inventing names cannot grow the share's tables.
         if self.share is not None and len(self._models) > 1 and name in self._models:
-            await self.share.admit(name)
+            return self.share.admit(name)
+        return None
 
     def get(self, name: str) -> ServedModel:
         """The loaded model called ``name``; :class:`NotFound` naming the ones served."""

@@ -99,6 +99,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._deadlines = _head_deadlines
         self._in_head = False  # between the first byte of a request and its last header
         self._head_bytes = 0
+        self._head_bound = 0
+        self._chunk = 0  # size of the read being parsed
         self._reject: tuple[int, str, str] | None = None
 
     # -- the head clock ------------------------------------------------------------------------
@@ -139,7 +141,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = len(data)
         if self._in_head:
+            self._head_bound += len(data)
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._send_error(
@@ -152,12 +156,18 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
+        # At least this head's size: the read it begins in, and every read until it ends.
+        self._head_bound = self._chunk
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
-        # Exact size of this head: data_received only sees it when it spans several reads.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        # Exact size of this head, when the reads it came in could hold a head too large
+        # (data_received only counts it when it spans several reads).
+        if self._head_bound <= MAX_HEAD_BYTES:
+            size = 0
+        else:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         if size > MAX_HEAD_BYTES:
             self._reject = (431, "request_header_fields_too_large", _head_too_large(size))
             raise _HeadTooLarge  # httptools turns it into a parser error: send_400_response
@@ -334,16 +344,19 @@ class _LeanCycle(RequestResponseCycle):
         self.default_headers = protocol.server_state.default_headers
         self.message_event = _LeanEvent(protocol.loop)  # type: ignore[assignment]
         self.on_response = protocol.on_response_complete
-        self.disconnected = False
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
         self.body = bytearray()
-        self.more_body = True
-        self.response_started = False
-        self.response_complete = False
-        self.chunked_encoding: bool | None = None
-        self.expected_content_length = 0
-        self._start: ASGISendEvent | None = None
+        # disconnected, more_body, response_started, response_complete, chunked_encoding,
+        # expected_content_length and _start start as the class's values (below).
+
+    disconnected = False
+    more_body = True
+    response_started = False
+    response_complete = False
+    chunked_encoding: bool | None = None
+    expected_content_length = 0
+    _start: ASGISendEvent | None = None
 
     async def send(self, message: ASGISendEvent) -> None:
         if self.flow.write_paused and not self.disconnected:
