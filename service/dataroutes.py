@@ -17,7 +17,9 @@ those routes by calling the handler directly, skipping FastAPI's error, telemetr
 and exit-stack layers, the router's linear scan and dependency solving; everything else goes
 to FastAPI. Both ways run inside the same outer layer (``service.middleware``: limits,
 request ids, metrics, access log, CORS, hooks) and inside any middleware added with
-``app.add_middleware``. A route that FastAPI gives dependencies (``create_app(dependencies=
+``app.add_middleware``. With no such middleware, the service's HTTP protocol answers these
+POSTs through :class:`DataLane` instead: the same outer layer's steps and the same handlers,
+without the ASGI cycle. A route that FastAPI gives dependencies (``create_app(dependencies=
 ...)``, ``include_router(dependencies=...)``) is left to FastAPI, so they always run; errors
 are rendered by the app's exception handlers either way.
 """

@@ -18,6 +18,10 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
   for uvicorn's forbidden bytes in one pass over all names and one over all values instead
   of two regular-expression searches per header, and no ``asyncio.Event`` per request;
   every request runs through it, the ASGI app sees no difference;
+* **the data lane**: a POST to a data route is answered through the app's
+  :class:`~service.dataroutes.DataLane` (the front door's steps and the route's handler,
+  no ASGI cycle), written whole by :meth:`_LeanCycle.run_lane`; everything else, and
+  every request while anything wraps the app's dispatcher, goes through the ASGI app;
 * **one write per answer, at the end of the turn**: what a connection writes in one
   event-loop turn leaves in one ``write`` syscall when the turn ends, one callback per turn
   for all connections (:class:`_OneWritePerTurn`);
