@@ -407,7 +407,7 @@ _PROFILE_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("service/codec.py", "decoding (pydantic validation, points)"),
     ("pydantic", "decoding (pydantic validation, points)"),
     ("service/routes/", "protocol handler (encode answer)"),
-    ("service/dataroutes.py", "dispatcher (route match, send)"),
+    ("service/dataroutes.py", "dispatcher and data lane (route match, handler call)"),
     ("service/middleware.py", "front door (ids, limits, CORS, hooks, log)"),
     ("service/responses.py", "front door (ids, limits, CORS, hooks, log)"),
     ("service/server.py", "HTTP server (uvicorn, httptools)"),
