@@ -234,7 +234,7 @@ def test_the_data_lane_answers_every_data_path_over_http(model_dir: Path) -> Non
     """What the http cases above run through: every data path's POST is answered in the
     lane, a body sent in pieces too (read under the front door's limits, which answer 408
     and 413 there as on the ASGI way); other requests take the ASGI way."""
-    settings = Settings(model_dir=model_dir, max_body_bytes=100_000, body_timeout_s=0.5)
+    settings = Settings(model_dir=model_dir, max_body_bytes=100_000, body_timeout_s=1.0)
     app = create_app(settings)
     with served(app) as c:
         answered = _count_lane_answers(app)
@@ -243,7 +243,7 @@ def test_the_data_lane_answers_every_data_path_over_http(model_dir: Path) -> Non
             assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32, url
         assert answered == [url.split("?")[0] for url, _ in DATA_PATHS]
 
-        def pieces(*chunks: bytes, pause: float = 0.1) -> Iterator[bytes]:
+        def pieces(*chunks: bytes, pause: float = 0.05) -> Iterator[bytes]:
             for chunk in chunks:
                 yield chunk
                 time.sleep(pause)
@@ -252,7 +252,7 @@ def test_the_data_lane_answers_every_data_path_over_http(model_dir: Path) -> Non
         assert r.status_code == 200 and r.json()["predictions"][0]["class_id"] == 1
         r = c.post("/predict", content=pieces(b"{" * 60_000, b"{" * 60_000), headers=JSON_TYPE)
         assert r.status_code == 413 and "max_body_bytes" in r.text
-        r = c.post("/predict", content=pieces(b"{", b"{", pause=1.0), headers=JSON_TYPE)
+        r = c.post("/predict", content=pieces(b"{", b"{", pause=2.5), headers=JSON_TYPE)
         assert r.status_code == 408 and "body_timeout_s" in r.text
         r = c.post("/predict", content=b"{" * 200_000, headers=JSON_TYPE)  # declared: at once
         assert r.status_code == 413 and "200000 bytes" in r.text
