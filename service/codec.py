@@ -7,6 +7,7 @@ bad input reads the same whichever way it came.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import json
 import typing
@@ -90,7 +91,11 @@ def _count_keys(value: Any) -> int:
             keys, lists = shape
             return keys + sum(per_item * len(getattr(value, name)) for name, per_item in lists)
         names = value.model_fields_set
-        return len(names) + sum(_count_keys(getattr(value, name)) for name in names)
+        count = len(names)
+        for name in _keyed_fields(type(value)):  # the fields that can hold keys at all
+            if name in names:
+                count += _count_keys(getattr(value, name))
+        return count
     if isinstance(value, dict):
         return len(value) + sum(_count_keys(item) for item in value.values())
     if isinstance(value, list) and value:
@@ -102,6 +107,26 @@ def _count_keys(value: Any) -> int:
         if isinstance(first, BaseModel | dict | list):
             return sum(_count_keys(item) for item in value)
     return 0
+
+
+@functools.cache
+def _keyed_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields whose values can hold keys (a model, a dict or anything untyped somewhere
+    in their type): a V2 input's name, shape, datatype and data are never walked."""
+    return tuple(
+        name for name, info in model.model_fields.items() if _can_hold_keys(info.annotation)
+    )
+
+
+def _can_hold_keys(annotation: Any) -> bool:
+    if annotation is Any or annotation is object or annotation is dict:
+        return True
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel | dict)
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and issubclass(origin, dict | collections.abc.Mapping):
+        return True
+    return any(_can_hold_keys(arg) for arg in typing.get_args(annotation))
 
 
 @functools.cache

@@ -6,9 +6,15 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from service.codec import _count_keys, _fixed_shape, parse_body
+from service.codec import _count_keys, _fixed_shape, _keyed_fields, parse_body
 from service.errors import BadRequest
-from service.schemas import Point, PredictRequest, TFPredictRequest, V2InferenceRequest
+from service.schemas import (
+    Point,
+    PredictRequest,
+    TFPredictRequest,
+    V2InferenceRequest,
+    V2RequestInput,
+)
 
 
 def test_fixed_shape_models_are_counted_without_a_walk() -> None:
@@ -50,3 +56,31 @@ def test_colons_inside_strings_do_not_refuse_a_good_body() -> None:
         b'{"inputs": [{"name": "points:a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
     )
     assert parse_body(V2InferenceRequest, body).inputs[0].name == "points:a"
+
+
+def test_only_fields_that_can_hold_keys_are_walked() -> None:
+    assert _keyed_fields(V2RequestInput) == ("parameters",)
+    assert _keyed_fields(V2InferenceRequest) == ("parameters", "inputs", "outputs")
+    assert _keyed_fields(Point) == ()
+    body = (
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", '
+        b'"data": [1, 2], "parameters": {"a": {"b": 1}}}]}'
+    )
+    # inputs, name, shape, datatype, data, parameters, a, b: every key counted, none twice.
+    assert _count_keys(V2InferenceRequest.model_validate_json(body)) == 8
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", '
+        b'"data": [1, 2], "parameters": {"a": 1, "a": 2}}]}',
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", '
+        b'"data": [1, 2], "parameters": {"a": {"b": 1, "b": 2}}}]}',
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "shape": [1, 2], '
+        b'"datatype": "FP32", "data": [1, 2]}]}',
+    ],
+)
+def test_a_repeated_key_in_a_v2_request_is_refused(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="duplicate key"):
+        parse_body(V2InferenceRequest, body)
