@@ -279,7 +279,7 @@ def _reply_headers(reply: Reply) -> Headers:
 class DataLane:
     """The data routes' POSTs, answered with no ASGI cycle around them: the service's HTTP
     protocol (``service.server``) finds the route (:meth:`find`), has the answer made
-    (:meth:`answer`) and writes it whole.
+    (:meth:`answer`) and sends it.
 
     It is the same request path, step for step: the front door's steps
     (:class:`~service.middleware.ServiceMiddleware`: in-flight cap, request id, CORS,
@@ -296,14 +296,12 @@ class DataLane:
         self.app = app
         self.door = door
         self.dispatcher = dispatcher
-        self.max_body_bytes: int = door.max_body_bytes
-        self._root: str = door.root_path
 
     def find(self, scope: Scope) -> Found | None:
         """The data route for this request's path (as received: with or without the root
         path), or None."""
         path: str = scope["path"]
-        root = self._root
+        root = self.door.root_path
         if root and (path == root or path.startswith(root + "/")):
             path = path[len(root) :] or "/"
         return self.dispatcher.find(path)
@@ -311,18 +309,18 @@ class DataLane:
     async def answer(
         self, scope: Scope, found: Found, receive: Receive, body: bytes | None
     ) -> Answer:
-        """Status, headers (``Content-Length`` among them) and body of the answer to one
-        request. ``body``: the whole body when it is already here, else None and the handler
-        reads it from ``receive`` under the front door's size and time limits, as on the ASGI
-        way; after the body, ``receive`` waits for the client to leave."""
+        """Status, headers and body of the answer to one request. ``body``: the whole body
+        when it is already here, else None and the handler reads it from ``receive`` under
+        the front door's size and time limits, as on the ASGI way; after the body, ``receive``
+        waits for the client to leave."""
         scope["app"] = app = self.app
         door = self.door
         visit = door.enter(scope)
         route, handler, params = found
         scope["route"] = route
-        if body is None or len(body) > self.max_body_bytes:
+        if body is None or len(body) > door.max_body_bytes:
             # Still coming, or too large: read (again) under the limits, which answer 408/413.
-            receive = door.limited(receive if body is None else _WholeBody(body, receive))
+            receive = door.limited(_receive_of(body, receive))
             body = None
         try:
             try:

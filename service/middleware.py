@@ -225,7 +225,7 @@ class ServiceMiddleware:
                     return
                 for hook in self.hooks.on_request:
                     await hook(scope)
-                await self.app(scope, self._limited(receive), send_with_headers)
+                await self.app(scope, self.limited(receive), send_with_headers)
             except ServiceError as exc:
                 if visit.status:
                     raise
@@ -347,9 +347,6 @@ class ServiceMiddleware:
 
     def limited(self, receive: Receive) -> Receive:
         """``receive`` under the body's size limit and deadline (from now)."""
-        return self._limited(receive)
-
-    def _limited(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes
         timeout = self.body_timeout_s
         deadline = time.monotonic() + timeout
