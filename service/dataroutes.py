@@ -279,7 +279,7 @@ def _reply_headers(reply: Reply) -> Headers:
 class DataLane:
     """The data routes' POSTs, answered with no ASGI cycle around them: the service's HTTP
     protocol (``service.server``) finds the route (:meth:`find`), has the answer made
-    (:meth:`answer`) and sends it.
+    (:meth:`answer`) and writes it whole.
 
     It is the same request path, step for step: the front door's steps
     (:class:`~service.middleware.ServiceMiddleware`: in-flight cap, request id, CORS,

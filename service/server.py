@@ -20,7 +20,7 @@ malformed request with ``text/plain``. :class:`HardenedHttpToolsProtocol` adds, 
   every request runs through it, the ASGI app sees no difference;
 * **the data lane**: a POST to a data route is answered through the app's
   :class:`~service.dataroutes.DataLane` (the front door's steps and the route's handler,
-  no ASGI cycle), run by :meth:`_LeanCycle.run_lane`; everything else, and
+  no ASGI cycle), written whole by :meth:`_LeanCycle.run_lane`; everything else, and
   every request while anything wraps the app's dispatcher, goes through the ASGI app;
 * **one write per answer, at the end of the turn**: what a connection writes in one
   event-loop turn leaves in one ``write`` syscall when the turn ends, one callback per turn
@@ -262,6 +262,24 @@ _BAD_NAME_BYTES = bytes(b for b in range(256) if HEADER_RE.fullmatch(bytes([b]))
 _BAD_VALUE_BYTES = bytes(b for b in range(256) if HEADER_VALUE_RE.fullmatch(bytes([b])))
 
 
+_HEADER_PREFIXES: dict[bytes, bytes] = {}
+"""``name: `` of every header name seen in an answer, as sent (lower case), once checked."""
+_CONNECTION = b"connection: "
+_CONTENT_LENGTH = b"content-length: "
+
+
+def _header_prefix(name: bytes) -> bytes:
+    if len(name.translate(None, _BAD_NAME_BYTES)) != len(name) or not name:
+        raise RuntimeError("Invalid HTTP header name.")
+    prefix = name.lower() + b": "
+    for known in (_CONNECTION, _CONTENT_LENGTH):
+        if prefix == known:
+            prefix = known  # the one object, compared by identity
+    if len(_HEADER_PREFIXES) < 1024:  # names come from the app's code, not from clients
+        _HEADER_PREFIXES[name] = prefix
+    return prefix
+
+
 def _nothing() -> None:
     pass
 
@@ -382,11 +400,10 @@ class _LeanCycle(RequestResponseCycle):
             self.on_response()
 
     async def run_lane(self, lane: DataLane, found: Found) -> None:
-        """Answer a data route's POST in the lane (``DataLane``), written by :meth:`send`
-        (head and body in one ``write``): the counterpart of ``run_asgi``, with its error
-        handling. A body that is all here by now (the usual case: it came with the head) is
-        handed over as it is; otherwise the handler reads it through ``receive``, under the
-        front door's limits."""
+        """Answer a data route's POST in the lane (``DataLane``), the answer written whole in
+        one ``write``: the counterpart of ``run_asgi``, with its error handling. A body that
+        is all here by now (the usual case: it came with the head) is handed over as it is;
+        otherwise the handler reads it through ``receive``, under the front door's limits."""
         try:
             scope: Any = self.scope
             receive: Any = self.receive
@@ -396,8 +413,7 @@ class _LeanCycle(RequestResponseCycle):
                 self.body = bytearray()
                 self.message_event.clear()  # what is left for receive: the client leaving
             status, headers, out = await lane.answer(scope, found, receive, body)
-            await self.send({"type": "http.response.start", "status": status, "headers": headers})
-            await self.send({"type": "http.response.body", "body": out})
+            self._write_whole(status, headers, out)
         except BaseException as exc:
             self.logger.error("Exception in the data lane\n", exc_info=exc)
             if not self.response_started:
@@ -406,6 +422,45 @@ class _LeanCycle(RequestResponseCycle):
                 self.transport.close()
         finally:
             self.on_response = _nothing
+
+    def _write_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Write a whole answer at once (the lane's): :meth:`send`'s work for the one case of
+        a complete body, without its two calls, message dicts and per-header lowercasing
+        (measured: sending the lane's answers through :meth:`send` cost /predict 7% of its
+        throughput). A missing ``Content-Length`` is added."""
+        if self.disconnected:
+            return
+        self.response_started = True
+        out = [STATUS_LINE[status]]
+        for name, value in self.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        values = []
+        has_length = has_close = False
+        for name, value in headers:
+            prefix = _HEADER_PREFIXES.get(name) or _header_prefix(name)
+            if prefix is _CONTENT_LENGTH:
+                has_length = True
+            elif prefix is _CONNECTION and b"close" in [
+                token.lower().strip() for token in value.split(b",")
+            ]:
+                self.keep_alive = False
+                has_close = True
+            out += (prefix, value, b"\r\n")
+            values.append(value)
+        joined = b"".join(values)
+        if len(joined.translate(None, _BAD_VALUE_BYTES)) != len(joined):
+            raise RuntimeError("Invalid HTTP header value.")
+        if not has_length:
+            out.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive and not has_close:
+            out.append(b"connection: close\r\n")
+        out += (b"\r\n", body)
+        self.transport.write(b"".join(out))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
     def _head(self) -> list[bytes]:
         start = self._start
