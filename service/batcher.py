@@ -17,11 +17,24 @@ Batch semantics (the rest of this module's docstrings rely on them):
 * **No idle wait.** There is one model thread. While it runs a batch, new requests queue; the
   moment it is free the loop takes everything queued (up to ``max_batch_size``). So under
   load batches grow by themselves and a lone request on an idle model starts at once.
-* **Linger only if asked, and only under concurrency.** ``max_wait_s`` (default 0) lets a batch
-  wait for more requests, measured from the arrival of its oldest request (so a request that
-  already waited behind a busy model never waits again). It applies only when the previous
-  batch merged several requests, so a single client never pays it. For this model on CPU the
-  default 0 measured best (docs/batching.md): the HTTP layer, not the model, is the bottleneck.
+* **Linger only if asked, and only under concurrency.** ``max_wait_s`` (default 0; ``submit``
+  can ask for another per request) lets a batch wait for more requests, measured from the
+  arrival of its oldest request (so a request that already waited behind a busy model never
+  waits again); the batch's oldest request says how long. It applies only when the previous
+  batch merged several requests, so a single client does not pay it. For this model on CPU
+  the default 0 measured best for HTTP (docs/batching.md): the HTTP layer, not the model, is
+  the bottleneck, and HTTP requests merge by themselves (below). gRPC calls do not: grpc.aio
+  hands the server one call per loop turn, so they merge only if they wait (docs/grpc.md).
+* **Concurrency is probed.** A request that may linger but finds the batcher idle is answered
+  at once (below), so nothing would ever show that others are coming. One such request in
+  :data:`PROBE_EVERY` is queued and lingers instead: if others join it, batches merge and
+  lingering goes on while they keep merging; a single client pays one wait per
+  :data:`PROBE_EVERY` requests.
+* **A linger ends once the usual callers are in.** A lingering batch (not a probe) runs as
+  soon as the queue holds as many requests as the largest of the last
+  :data:`RECENT_BATCHES` batches: with 8 closed-loop callers it runs when the eighth arrives
+  instead of waiting out its time for a ninth that does not exist. The largest, not the
+  last: the last would ratchet down (a batch cut short by its time sets a lower target).
 * **Keys never mix.** A batch only holds requests with the same ``key`` (the model version);
   requests with another key keep their place for a later batch.
 * **Oversized requests** (more points than ``max_batch_size``) run alone in one call.
@@ -39,7 +52,8 @@ Batch semantics (the rest of this module's docstrings rely on them):
   of an event-loop turn: the others of that turn queue and merge, so a burst of arrivals
   (HTTP requests read from many connections in one turn) still makes one batch, and keeps
   the average up while bursts keep coming. gRPC is the case this serves: grpc.aio hands
-  the server one call per turn, so queueing its calls merged 1.08 requests per batch.
+  the server one call per turn, so queueing its calls merged 1.08 requests per batch
+  without a linger (with one, see above).
 * **Errors stay local.** If ``predict`` raises, every request of that batch fails with
   :class:`~service.errors.ModelFailure`; the loop carries on with the next batch.
 * **Clients that left are skipped.** A waiter that is cancelled (client disconnected, deadline
@@ -85,6 +99,11 @@ ANSWER_AT_ONCE_BELOW = 1.5
 fewer requests than this on average (queueing would merge nothing: it only costs)."""
 MERGED_SMOOTHING = 0.1
 """Weight of the latest queued batch in that average."""
+RECENT_BATCHES = 16
+"""How many recent batches the early end of a linger looks back on."""
+PROBE_EVERY = 256
+"""One in this many requests that may linger, answered at once otherwise, is queued to see
+whether others join it (concurrency that answering at once would hide)."""
 
 
 class BatchStats(NamedTuple):
@@ -105,7 +124,7 @@ class BatchStats(NamedTuple):
 
 
 class _Request:
-    __slots__ = ("enqueued", "future", "key", "points", "queued", "size")
+    __slots__ = ("enqueued", "future", "key", "points", "probe", "queued", "size", "wait")
 
     def __init__(
         self,
@@ -113,11 +132,17 @@ class _Request:
         key: Hashable,
         future: asyncio.Future[NDArray[np.float32]],
         enqueued: float,
+        wait: float,
+        probe: bool,
     ) -> None:
         self.points = points
         self.key = key
         self.future = future
         self.enqueued = enqueued
+        self.wait = wait
+        """How long a batch this request heads may linger (seconds)."""
+        self.probe = probe
+        """Queued to see whether others join it: its batch lingers even after a lone one."""
         self.queued = True
         self.size = int(points.shape[0])
 
@@ -176,11 +201,17 @@ class Batcher:
         self._stopping = False
         self._stopped = False
         self._batch_running = False
-        # While a batch lingers: (its key,), so submit() wakes the loop only to fill it.
-        self._lingering: tuple[Hashable] | None = None
+        # While a batch lingers: (its key, whether it is a probe), so submit() wakes the loop
+        # only to fill it.
+        self._lingering: tuple[Hashable, bool] | None = None
         # Lingering pays off only when requests arrive concurrently; the size of the previous
         # batch is the cheapest signal of that, and it starts low so a first request never waits.
         self._last_batch_requests = 1
+        # Requests of the recent queued batches: a lingering batch runs as soon as it holds as
+        # many as the largest of them (all the callers there are, as far as can be seen),
+        # rather than waiting out its time for callers that may not exist.
+        self._recent_batches: collections.deque[int] = collections.deque(maxlen=RECENT_BATCHES)
+        self._fill_target = max_batch_size
         # Set by a call answered at once, until the event loop's next turn: the requests that
         # arrive in the same turn (a burst read from many connections at once) queue instead
         # and merge into one batch.
@@ -189,6 +220,8 @@ class Batcher:
         # merges nothing, as when grpc.aio hands over one call per loop turn; higher when
         # requests arrive together, as HTTP requests read from many connections in one turn.
         self._merged = 1.0
+        # Requests that could linger but were answered at once, counted for the probe.
+        self._answered_alone = 0
         # Deadlines of the waiting requests: one timer for all of them, not one per request;
         # a request fails at most DEADLINE_TICK_S late (see _expire).
         self._deadlines: DeadlineSweeper[_Request] = DeadlineSweeper(DEADLINE_TICK_S, self._expire)
@@ -229,11 +262,14 @@ class Batcher:
         *,
         key: Hashable = None,
         deadline: float | None = None,
+        max_wait_s: float | None = None,
     ) -> NDArray[np.float32]:
         """Queue ``points`` (``(n, 2)``) for the model ``key``; return their ``n`` probabilities.
 
         ``deadline`` is a ``time.monotonic()`` instant: past it the request leaves the queue
-        (or its running batch) and raises :class:`DeadlineExceeded`. Raises
+        (or its running batch) and raises :class:`DeadlineExceeded`. ``max_wait_s``: how long
+        a batch this request heads may linger for more (None: the batcher's ``max_wait_s``).
+        Raises
         :class:`Overloaded` at once when the queue cannot take ``n`` more points,
         :class:`Unavailable` when the batcher is not running, :class:`ModelFailure` when the
         model call of this request's batch failed.
@@ -262,6 +298,8 @@ class Batcher:
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded("the request deadline passed before it was queued")
 
+        wait = self._max_wait_s if max_wait_s is None else max_wait_s
+        probe = False
         if (
             self._runs_inline is not None
             and not self._queue
@@ -270,17 +308,27 @@ class Batcher:
             and self._merged < ANSWER_AT_ONCE_BELOW
             and self._runs_inline(key, n)
         ):
-            return self._run_now(key, arr)
+            if wait <= 0:
+                return self._run_now(key, arr)
+            self._answered_alone += 1
+            if self._answered_alone < PROBE_EVERY:
+                return self._run_now(key, arr)
+            self._answered_alone = 0
+            probe = True
 
         loop = asyncio.get_running_loop()
-        request = _Request(points=arr, key=key, future=loop.create_future(), enqueued=now)
+        request = _Request(arr, key, loop.create_future(), now, wait, probe)
         self._queue.append(request)
         self._queued_points += n
         self._points_by_key[key] += n
         assert self._wakeup is not None
         lingering = self._lingering
         if lingering is None or (
-            lingering[0] == key and self._points_by_key[key] >= self._max_batch_size
+            lingering[0] == key
+            and (
+                self._points_by_key[key] >= self._max_batch_size
+                or (not lingering[1] and len(self._queue) >= self._fill_target)
+            )
         ):
             self._wakeup.set()
 
@@ -366,22 +414,29 @@ class Batcher:
                 log.exception("batcher: unexpected error in the collect loop; carrying on")
 
     async def _linger(self) -> None:
-        """Wait for more same-key requests, up to ``max_wait_s`` after the oldest arrived.
+        """Wait for more same-key requests, up to the oldest request's ``wait`` after it arrived.
 
-        One timer per batch: ``submit`` wakes the loop early only once the batch is full, not
-        on every arrival, so lingering costs no extra work per request.
+        One timer per batch: ``submit`` wakes the loop early only once the batch is full, or
+        holds as many requests as the recent largest (``_fill_target``), not on every
+        arrival, so lingering costs no extra work per request.
         """
-        if self._max_wait_s <= 0 or self._last_batch_requests <= 1 or self._stopping:
+        if self._stopping:
             return
         head = self._first_live()
-        if head is None or self._points_by_key[head.key] >= self._max_batch_size:
+        if (
+            head is None
+            or head.wait <= 0
+            or (self._last_batch_requests <= 1 and not head.probe)
+            or self._points_by_key[head.key] >= self._max_batch_size
+            or (not head.probe and len(self._queue) >= self._fill_target)
+        ):
             return
-        remaining = head.enqueued + self._max_wait_s - time.monotonic()
+        remaining = head.enqueued + head.wait - time.monotonic()
         if remaining <= 0:
             return
         assert self._wakeup is not None
         self._wakeup.clear()
-        self._lingering = (head.key,)
+        self._lingering = (head.key, head.probe)
         try:
             async with asyncio.timeout(remaining):
                 await self._wakeup.wait()
@@ -438,6 +493,8 @@ class Batcher:
         total = sum(r.size for r in batch)
         inputs = batch[0].points if len(batch) == 1 else np.concatenate([r.points for r in batch])
         self._last_batch_requests = len(batch)
+        self._recent_batches.append(len(batch))
+        self._fill_target = max(2, max(self._recent_batches))
         self._merged += (len(batch) - self._merged) * MERGED_SMOOTHING
         loop = asyncio.get_running_loop()
         assert self._model_thread is not None

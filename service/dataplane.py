@@ -119,6 +119,7 @@ class DataPlane:
         deadline: float | None = None,
         model: ServedModel | None = None,
         finite: bool = False,
+        max_wait_s: float | None = None,
     ) -> Inference:
         """Probabilities for ``points`` ``(n, 2)`` from ``model`` (None: the default model)
         at ``version`` (None: its default version).
@@ -127,6 +128,8 @@ class DataPlane:
         when it comes before ``request_timeout_s`` from now. ``protocol`` labels the
         predicted-points metric. ``finite``: the adapter's validation already refused every
         value that is not finite or not within float32 range (``schemas.FiniteFloat``).
+        ``max_wait_s``: how long the request's batch may linger for others (None:
+        ``max_batch_wait_ms``; gRPC passes ``grpc_max_batch_wait_ms``).
         """
         self.check_points(int(points.shape[0]))
         if not finite and not _all_finite(points):
@@ -152,7 +155,7 @@ class DataPlane:
         deadline = limit if deadline is None else min(deadline, limit)
         try:
             probabilities = await model.batcher.submit(
-                points, key=served.version, deadline=deadline
+                points, key=served.version, deadline=deadline, max_wait_s=max_wait_s
             )
         except Overloaded:
             model.overload_refusals.inc()

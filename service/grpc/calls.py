@@ -131,12 +131,19 @@ async def infer(
     context: grpc.aio.ServicerContext,
     model: ServedModel,
 ) -> Inference:
-    """The one call from a gRPC adapter into the data plane, with the client's deadline."""
+    """The one call from a gRPC adapter into the data plane, with the client's deadline and
+    gRPC's batch wait (``grpc_max_batch_wait_ms``: grpc.aio hands over one call per loop
+    turn, so concurrent calls share a model call only if they wait for each other)."""
     await dataplane.admit(model.name)
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     return await dataplane.infer(
-        points, version=version, protocol=protocol, deadline=deadline, model=model
+        points,
+        version=version,
+        protocol=protocol,
+        deadline=deadline,
+        model=model,
+        max_wait_s=dataplane.settings.grpc_max_batch_wait_s,
     )
 
 

@@ -150,3 +150,64 @@ async def test_client_deadline_ends_the_call_in_the_queue(
         await held
         await s.infer(2)
     assert s.batches == [1, 2], "the expired call's 3 points never reached the model"
+
+
+async def test_concurrent_grpc_calls_share_model_calls(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """grpc.aio hands the server one call per loop turn, so calls answered at once would never
+    merge; with ``grpc_max_batch_wait_ms`` the batcher's probe sees concurrent callers and
+    their calls then share model calls, each still getting its own answer."""
+    from service import batcher as batcher_mod
+    from service.registry import ModelRegistry
+
+    monkeypatch.setattr(batcher_mod, "PROBE_EVERY", 16)
+    sizes: list[int] = []
+    predict = ModelRegistry.predict
+
+    def counted(self: ModelRegistry, version: Any, points: np.ndarray) -> np.ndarray:
+        sizes.append(len(points))
+        return predict(self, version, points)
+
+    monkeypatch.setattr(ModelRegistry, "predict", counted)
+    grpc_port = free_port()
+    # A batch of 8 points is full and runs at once; only a last, partial one waits 1 s.
+    settings = Settings(
+        model_dir=model_dir, grpc_port=grpc_port, grpc_max_batch_wait_ms=1000, max_batch_size=8
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or serving.done(), "uvicorn to start")
+        assert not serving.done()
+        registry = app.state.dataplane.models.default.registry
+        assert registry.runs_inline(registry.get(None).version, 8), "calls run on the loop"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+            async def infer(point: np.ndarray) -> float:
+                request = pb.ModelInferRequest(model_name="xor")
+                request.inputs.add(name="points", datatype="FP32", shape=[1, 2])
+                request.raw_input_contents.append(point.astype(np.float32).tobytes())
+                answer = await stub.ModelInfer(request, timeout=WAIT_S)
+                return float(np.frombuffer(answer.raw_output_contents[0], "<f4")[0])
+
+            points = np.array([[1.5, 2.0], [-2.0, 1.0], [-3.0, -1.5], [2.5, -3.5]], np.float32)
+            alone = [await infer(p) for p in points]
+            before = len(sizes)
+
+            async def caller(i: int) -> list[tuple[int, float]]:
+                return [(k % 4, await infer(points[k % 4])) for k in range(i, i + 40)]
+
+            answers = await asyncio.gather(*(caller(i) for i in range(8)))
+    finally:
+        server.should_exit = True
+        await serving
+    for k, probability in (pair for per_caller in answers for pair in per_caller):
+        assert probability == pytest.approx(alone[k], rel=1e-5, abs=1e-6)
+    merged = sizes[before:]
+    assert sum(merged) == 8 * 40
+    assert max(merged) == 8 and len(merged) < 8 * 40 / 3, merged

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from service import batcher as batcher_mod
 from service.batcher import Batcher, BatchStats
 from service.errors import (
     DeadlineExceeded,
@@ -694,3 +695,126 @@ async def test_an_inline_batch_that_fails_fails_only_its_requests(
     np.testing.assert_array_equal(await batcher.submit(pts(3.0)), expected(pts(3.0)))
     assert [s.failed for s in stats] == [True, False]
     assert all(s.model_seconds >= 0 for s in stats)
+
+
+# -- lingering for calls that arrive one per loop turn (gRPC) -------------------------------
+
+
+async def one_call_per_turn(
+    batcher: Batcher, calls: int, in_flight: int, **kw: Any
+) -> list[NDArray[np.float32]]:
+    """Submit ``calls`` single-point requests, at most one per event-loop turn and at most
+    ``in_flight`` at a time, as grpc.aio hands a server its calls; their results in order."""
+    tasks: list[asyncio.Task[Any]] = []
+    for i in range(calls):
+        while sum(not t.done() for t in tasks) >= in_flight:
+            await asyncio.sleep(0)
+        tasks.append(spawn(batcher, pts(float(i)), **kw))
+        await asyncio.sleep(0)
+    return await asyncio.gather(*tasks)
+
+
+async def test_calls_arriving_one_per_turn_never_merge_without_a_wait(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(
+        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=8
+    )
+    results = await one_call_per_turn(batcher, batcher_mod.PROBE_EVERY * 2, in_flight=8)
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result, expected(pts(float(i))))
+    # Each call is answered at once, in the turn it arrives: nothing ever waits for another.
+    assert {s.requests for s in stats} == {1}
+    assert all(s.queue_wait_seconds == (0.0,) for s in stats)
+
+
+async def test_a_probe_finds_concurrent_calls_and_they_merge_while_they_keep_coming(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    # A batch of 8 points is full: it runs without waiting out the linger (only the last,
+    # partial one waits it out).
+    batcher = await make_batcher(
+        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=8
+    )
+    calls = batcher_mod.PROBE_EVERY + 200
+    results = await one_call_per_turn(batcher, calls, in_flight=8, max_wait_s=3.0)
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result, expected(pts(float(i))))
+    sizes = [s.requests for s in stats]
+    # Answered at once until the probe (the PROBE_EVERY-th call) lingered and others joined
+    # it; from then on the calls queue and merge into full batches.
+    first_merged = next(i for i, n in enumerate(sizes) if n > 1)
+    assert first_merged == batcher_mod.PROBE_EVERY - 1, sizes[:300]
+    assert sizes[first_merged] == 8
+    assert sizes[first_merged:-1].count(8) >= len(sizes[first_merged:-1]) - 2, sizes
+    assert sum(sizes) == calls
+
+
+async def test_a_lone_caller_pays_one_wait_per_probe_and_after_concurrency_ends(
+    model: FakeModel, make_batcher: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batcher_mod, "PROBE_EVERY", 20)
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(
+        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=4
+    )
+    wait = 0.5
+
+    async def lone(calls: int) -> list[float]:
+        """One caller, one call at a time: the queue wait of each of its calls."""
+        first = len(stats)
+        for i in range(calls):
+            await batcher.submit(pts(float(i)), max_wait_s=wait)
+            await asyncio.sleep(0)
+        return [s.queue_wait_seconds[0] for s in stats[first:]]
+
+    waits = await lone(40)
+    # Calls 20 and 40 were probes: each waited out the linger alone; the others not at all.
+    assert [i for i, w in enumerate(waits) if w >= wait] == [19, 39]
+    assert all(w == 0.0 for i, w in enumerate(waits) if i not in (19, 39))
+    # Concurrent callers merge (the probe showed it) ...
+    await one_call_per_turn(batcher, 60, in_flight=4, max_wait_s=wait)
+    assert stats[-2].requests == 4
+    # ... and once they are gone a lone caller waits once more, not on every call.
+    waits = await lone(10)
+    assert sum(w >= wait for w in waits) <= 1, waits
+    assert all(s.requests == 1 for s in stats[-10:])
+
+
+async def test_the_oldest_request_of_a_batch_says_how_long_it_lingers(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(max_wait_s=30.0, max_batch_size=64, on_batch=stats.append)
+    # A first batch of two makes the batcher linger (concurrency seen).
+    first = await start_blocking_call(model, batcher)
+    queued = [spawn(batcher, pts(1.0)), spawn(batcher, pts(2.0))]
+    await until(lambda: batcher.queued_requests == 2)
+    model.release()
+    await asyncio.gather(first, *queued)
+    # A request that may not wait heads the next batch: it runs at once despite the
+    # batcher's 30 s default, though the batcher lingers after a merged batch.
+    started = time.monotonic()
+    await batcher.submit(pts(3.0), max_wait_s=0.0)
+    assert time.monotonic() - started < 20
+    assert stats[-1].requests == 1
+
+
+async def test_a_linger_ends_once_as_many_callers_as_recently_seen_are_in(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(
+        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=1024
+    )
+    wait = 3.0
+    # PROBE_EVERY - 1 calls answered at once, a probe that waits out its linger with the 8
+    # callers there are, then 20 batches that run as soon as the 8 are in again.
+    calls = batcher_mod.PROBE_EVERY - 1 + 8 * 21
+    await one_call_per_turn(batcher, calls, in_flight=8, max_wait_s=wait)
+    queued = [s for s in stats if s.requests > 1]
+    assert [s.requests for s in queued] == [8] * 21
+    assert max(queued[0].queue_wait_seconds) >= wait  # the probe waited its time out
+    assert all(max(s.queue_wait_seconds) < wait for s in queued[1:])  # the rest did not
