@@ -34,7 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import shutil
+import struct
 import subprocess  # nosec B404
 import sys
 import tempfile
@@ -46,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from bench._loadgen import percentile
+from bench._metrics import metric, scrape
 from bench._process import ServerProcess as Server
 from bench._process import free_port, start_process
 from bench._resources import cpu_seconds
@@ -221,6 +225,80 @@ def load(
     }
 
 
+def h2load_open_loop(
+    target: str,
+    *,
+    rate: float,
+    duration: float,
+    clients: int = MAX_CLIENTS,
+    body: bytes | None = None,
+    metrics_url: str | None = None,
+) -> dict[str, Any]:
+    """An open loop from h2load (nghttp2's C load generator; Debian ``nghttp2-client``):
+    ``rate`` calls/s over ``clients`` HTTP/2 connections for ``duration`` s (rounded up to
+    whole seconds), each call the
+    gRPC framing of ``body`` (default: the closed loop's single-point request), latency per
+    call from h2load's log. Why not this module's clients: at a few thousand calls/s, grpc.aio
+    clients take enough of 2 cores that the floor itself, which does no work, misses a 20 ms
+    p99 (docs/grpc.md), so their tail would be the generator's.
+
+    h2load sees HTTP statuses only (gRPC's status travels in trailers): with ``metrics_url``
+    (the service's HTTP side), each call's gRPC code is counted from the service's
+    ``xor_dnn_grpc_requests_total`` before and after, and calls not OK are errors.
+    """
+    exe = shutil.which("h2load")
+    if exe is None:
+        raise SystemExit("h2load not found: apt-get install nghttp2-client")
+    message = _request_bytes() if body is None else body
+    clients = max(1, clients)
+    seconds = max(1, math.ceil(duration))  # h2load's -D takes whole seconds
+
+    def codes() -> dict[str, float]:
+        if metrics_url is None:
+            return {}
+        text = scrape(metrics_url)
+        names = ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
+                 "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN")  # fmt: skip
+        return {
+            c: metric(text, "xor_dnn_grpc_requests_total", method=METHOD, code=c) for c in names
+        }
+
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        frame = Path(tmp) / "request.bin"
+        frame.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)  # not compressed
+        log = Path(tmp) / "calls.tsv"
+        before = codes()
+        done = subprocess.run(  # nosec B603: h2load from PATH, fixed arguments
+            [exe, "-c", str(clients), "-m", "1024", "--rps", f"{rate / clients:g}",
+             "-D", str(seconds), "-d", str(frame), "-H", "content-type: application/grpc",
+             "-H", "te: trailers", "--log-file", str(log), f"http://{target}{METHOD}"],
+            capture_output=True, text=True, timeout=seconds + 120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"h2load failed ({done.returncode}): {done.stderr[-2000:]}")
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    after = codes()
+    latencies = sorted(int(row[2]) / 1e6 for row in rows)
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row[1]] = statuses.get(row[1], 0) + 1
+    if metrics_url is not None:  # the gRPC codes, OK counted as "200" as load() does
+        statuses = {
+            "200" if name == "OK" else name: round(after[name] - before.get(name, 0.0))
+            for name in after
+            if after[name] > before.get(name, 0.0)
+        }
+    return {
+        "calls": statuses.get("200", 0),
+        "rps": len(latencies) / seconds,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "statuses": statuses,
+        "errors": {},
+        "clients": clients,
+    }
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -300,10 +378,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         http = Cell()
         for _ in range(args.repeats):
             settle(servers)
-            r = load(targets["service"], clients=args.clients, duration=args.duration * 2,
-                     rate=half)  # fmt: skip
+            if args.open_loop == "h2load":
+                r = h2load_open_loop(
+                    targets["service"], rate=half, duration=args.duration * 2,
+                    clients=args.clients, metrics_url=service.url,
+                )  # fmt: skip
+            else:
+                r = load(targets["service"], clients=args.clients, duration=args.duration * 2,
+                         rate=half)  # fmt: skip
             open_loop.runs.append(r)
-            print(f"  open loop {half:.0f} calls/s: p50 {r['p50_ms']:.2f} ms  "
+            print(f"  open loop ({args.open_loop}) {half:.0f} calls/s: p50 {r['p50_ms']:.2f} ms  "
                   f"p99 {r['p99_ms']:.2f} ms", flush=True)  # fmt: skip
             settle(servers)
             http.runs.append(
@@ -360,10 +444,13 @@ def report(
         print(f"{'PASS' if ok else 'MISS'}  service / floor at c=32: {ratio:.2f} "
               f"(target >= {FLOOR_RATIO_MIN})")  # fmt: skip
     p99 = open_loop.median("p99_ms")
-    ok = p99 <= P99_MAX_MS
+    ok = p99 <= P99_MAX_MS and not open_loop.errors  # a failed call was not answered in time
     missed += not ok
-    print(f"{'PASS' if ok else 'MISS'}  p99 at half of peak ({half:.0f} calls/s, open loop): "
-          f"{p99:.2f} ms (target <= {P99_MAX_MS:g} ms)")  # fmt: skip
+    if open_loop.errors:
+        print(f"note: {open_loop.errors} open-loop calls failed: "
+              f"{[r['statuses'] for r in open_loop.runs]}")  # fmt: skip
+    print(f"{'PASS' if ok else 'MISS'}  p99 at half of peak ({half:.0f} calls/s, open loop, "
+          f"{args.open_loop}): {p99:.2f} ms (target <= {P99_MAX_MS:g} ms)")  # fmt: skip
     print(f"({seconds:.0f} s)")
     return 1 if missed else 0
 
@@ -390,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=MAX_CLIENTS, help="load processes")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--model-dir", type=Path, default=None, help="serve this model (no training)")
+    p.add_argument(
+        "--open-loop",
+        choices=("auto", "h2load", "grpc"),
+        default="auto",
+        help="the open loop's generator: h2load (C; nghttp2-client), grpc (this module's "
+        "grpc.aio clients), auto: h2load when installed",
+    )
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args(argv)
     if args.mode == "floor":
@@ -400,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     args.concurrency = [int(x) for x in str(args.concurrency).split(",") if x]
+    if args.open_loop == "auto":
+        args.open_loop = "h2load" if shutil.which("h2load") else "grpc"
+        if args.open_loop == "grpc":
+            print(
+                "note: h2load not installed (apt-get install nghttp2-client); the open loop "
+                "runs on grpc.aio clients, whose CPU shapes the tail on a small machine"
+            )
     if TARGET_CONCURRENCY not in args.concurrency:
         print(f"note: c={TARGET_CONCURRENCY} not measured; the floor target is skipped")
     if args.workdir:

@@ -201,9 +201,10 @@ class Batcher:
         self._stopping = False
         self._stopped = False
         self._batch_running = False
-        # While a batch lingers: (its key, whether it is a probe), so submit() wakes the loop
-        # only to fill it.
-        self._lingering: tuple[Hashable, bool] | None = None
+        # While a batch lingers: (its key, whether it is a probe, the monotonic instant its
+        # linger ends), so submit() wakes the loop only to fill it or for a request that may
+        # not wait that long.
+        self._lingering: tuple[Hashable, bool, float] | None = None
         # Lingering pays off only when requests arrive concurrently; the size of the previous
         # batch is the cheapest signal of that, and it starts low so a first request never waits.
         self._last_batch_requests = 1
@@ -299,6 +300,8 @@ class Batcher:
             raise DeadlineExceeded("the request deadline passed before it was queued")
 
         wait = self._max_wait_s if max_wait_s is None else max_wait_s
+        if deadline is not None:  # a linger never spends more than half of what is left
+            wait = min(wait, (deadline - now) / 2)
         probe = False
         if (
             self._runs_inline is not None
@@ -323,11 +326,15 @@ class Batcher:
         self._points_by_key[key] += n
         assert self._wakeup is not None
         lingering = self._lingering
-        if lingering is None or (
-            lingering[0] == key
-            and (
-                self._points_by_key[key] >= self._max_batch_size
-                or (not lingering[1] and len(self._queue) >= self._fill_target)
+        if (
+            lingering is None
+            or now + wait < lingering[2]  # this request may not wait that long
+            or (
+                lingering[0] == key
+                and (
+                    self._points_by_key[key] >= self._max_batch_size
+                    or (not lingering[1] and len(self._queue) >= self._fill_target)
+                )
             )
         ):
             self._wakeup.set()
@@ -417,8 +424,10 @@ class Batcher:
         """Wait for more same-key requests, up to the oldest request's ``wait`` after it arrived.
 
         One timer per batch: ``submit`` wakes the loop early only once the batch is full, or
-        holds as many requests as the recent largest (``_fill_target``), not on every
-        arrival, so lingering costs no extra work per request.
+        holds as many requests as the recent largest (``_fill_target``), or a request arrives
+        that may not wait until the linger's end (a shorter wait of its own, or a deadline:
+        a request waits at most half of the time its deadline leaves), not on every arrival,
+        so lingering costs no extra work per request.
         """
         if self._stopping:
             return
@@ -436,7 +445,7 @@ class Batcher:
             return
         assert self._wakeup is not None
         self._wakeup.clear()
-        self._lingering = (head.key, head.probe)
+        self._lingering = (head.key, head.probe, head.enqueued + head.wait)
         try:
             async with asyncio.timeout(remaining):
                 await self._wakeup.wait()

@@ -739,7 +739,7 @@ async def test_a_probe_finds_concurrent_calls_and_they_merge_while_they_keep_com
         runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=8
     )
     calls = batcher_mod.PROBE_EVERY + 200
-    results = await one_call_per_turn(batcher, calls, in_flight=8, max_wait_s=3.0)
+    results = await one_call_per_turn(batcher, calls, in_flight=8, max_wait_s=1.0)
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result, expected(pts(float(i))))
     sizes = [s.requests for s in stats]
@@ -818,3 +818,29 @@ async def test_a_linger_ends_once_as_many_callers_as_recently_seen_are_in(
     assert [s.requests for s in queued] == [8] * 21
     assert max(queued[0].queue_wait_seconds) >= wait  # the probe waited its time out
     assert all(max(s.queue_wait_seconds) < wait for s in queued[1:])  # the rest did not
+
+
+async def test_a_linger_never_costs_a_request_its_deadline(
+    model: FakeModel, make_batcher: Any
+) -> None:
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(max_wait_s=30.0, max_batch_size=64, on_batch=stats.append)
+    first = await start_blocking_call(model, batcher)
+    queued = [spawn(batcher, pts(1.0)), spawn(batcher, pts(2.0))]
+    await until(lambda: batcher.queued_requests == 2)
+    model.release()
+    await asyncio.gather(first, *queued)  # a merged batch: the next one lingers 30 s
+    lingering = spawn(batcher, pts(3.0))
+    await until(lambda: batcher._lingering is not None)
+    # A request with 20 s left joins: the batch runs now, not after the 30 s linger, and
+    # both are answered (not DeadlineExceeded).
+    hurried = spawn(batcher, pts(4.0), deadline=time.monotonic() + 20)
+    results = await asyncio.gather(lingering, hurried)
+    np.testing.assert_array_equal(np.concatenate(results), expected(pts(3.0, 4.0)))
+    assert stats[-1].requests == 2 and max(stats[-1].queue_wait_seconds) < 20
+    # Its own deadline bounds a head's linger too: half of 20 s, not 30 s.
+    queued = [spawn(batcher, pts(5.0), deadline=time.monotonic() + 20)]
+    await until(lambda: batcher._lingering is not None)
+    assert batcher._lingering[2] - time.monotonic() < 10.5
+    queued.append(spawn(batcher, pts(6.0), max_wait_s=0.0))  # ends it: may not wait
+    await asyncio.gather(*queued)
