@@ -20,10 +20,11 @@ makes one call, and once every process is connected they all start on one signal
 their share of the concurrency as closed-loop callers that send one pre-serialized request
 (no protobuf work per call on the client). Targets alternate per repeat and the median
 of the repeats is reported, each run starting once both servers are idle
-(``bench.serve.settle``). Then the service is driven open loop at half of its peak (each
-client process calls at fixed instants, latency counted from the instant due) for the p99
-target, and HTTP ``POST /predict`` is measured on the same service process at
-c = 32 with ``bench/_loadgen.py`` for an HTTP vs gRPC row.
+(``bench.serve.settle``). Then the service is driven open loop at half of its peak for the
+p99 target, by h2load (:func:`h2load_open_loop`; ``--open-loop grpc``: this module's client
+processes calling at fixed instants, latency counted from the instant due), and HTTP
+``POST /predict`` is measured on the same service process at c = 32 with
+``bench/_loadgen.py`` for an HTTP vs gRPC row.
 
 Targets (exit status 1 if one is missed): the service >= 85% of the gRPC floor's
 throughput at c = 32; p99 <= 20 ms at half of the service's peak (open loop).
