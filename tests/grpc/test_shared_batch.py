@@ -60,10 +60,11 @@ class Gated:
 
 
 @contextlib.asynccontextmanager
-async def gated_service(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
-) -> AsyncIterator[Gated]:
-    held = hold_model_calls(monkeypatch, lambda _, call: call == 1, WAIT_S)
+async def in_process_service(
+    model_dir: Path, **settings: Any
+) -> AsyncIterator[tuple[Any, uvicorn.Server, grpc.aio.Channel]]:
+    """The app served by uvicorn and its gRPC server in this event loop: (app, server, a
+    channel to the gRPC port)."""
     grpc_port = free_port()
     app = create_app(Settings(model_dir=model_dir, grpc_port=grpc_port, **settings))
     server = uvicorn.Server(
@@ -73,18 +74,29 @@ async def gated_service(
     try:
         await until(lambda: server.started or serving.done(), "uvicorn to start")
         assert not serving.done()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            yield app, server, channel
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@contextlib.asynccontextmanager
+async def gated_service(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> AsyncIterator[Gated]:
+    held = hold_model_calls(monkeypatch, lambda _, call: call == 1, WAIT_S)
+    try:
         async with (
+            in_process_service(model_dir, **settings) as (app, server, channel),
             httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{server.config.port}", timeout=WAIT_S
             ) as http,
-            grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
         ):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             yield Gated(held.batches, held.gate, app.state.dataplane.batcher, http, stub)
     finally:
-        held.gate.set()
-        server.should_exit = True
-        await serving
+        held.gate.set()  # before the server stops: a held model call would hold its drain
 
 
 async def test_grpc_and_http_requests_share_a_batch(
@@ -170,42 +182,31 @@ async def test_concurrent_grpc_calls_share_model_calls(
         return predict(self, version, points)
 
     monkeypatch.setattr(ModelRegistry, "predict", counted)
-    grpc_port = free_port()
     # A batch of 8 points is full and runs at once; only a last, partial one waits 1 s.
-    settings = Settings(
-        model_dir=model_dir, grpc_port=grpc_port, grpc_max_batch_wait_ms=1000, max_batch_size=8
-    )
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        await until(lambda: server.started or serving.done(), "uvicorn to start")
-        assert not serving.done()
+    async with in_process_service(model_dir, grpc_max_batch_wait_ms=1000, max_batch_size=8) as (
+        app,
+        _,
+        channel,
+    ):
         registry = app.state.dataplane.models.default.registry
         assert registry.runs_inline(registry.get(None).version, 8), "calls run on the loop"
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
-            async def infer(point: np.ndarray) -> float:
-                request = pb.ModelInferRequest(model_name="xor")
-                request.inputs.add(name="points", datatype="FP32", shape=[1, 2])
-                request.raw_input_contents.append(point.astype(np.float32).tobytes())
-                answer = await stub.ModelInfer(request, timeout=WAIT_S)
-                return float(np.frombuffer(answer.raw_output_contents[0], "<f4")[0])
+        async def infer(point: np.ndarray) -> float:
+            request = pb.ModelInferRequest(model_name="xor")
+            request.inputs.add(name="points", datatype="FP32", shape=[1, 2])
+            request.raw_input_contents.append(point.astype(np.float32).tobytes())
+            answer = await stub.ModelInfer(request, timeout=WAIT_S)
+            return float(np.frombuffer(answer.raw_output_contents[0], "<f4")[0])
 
-            points = np.array([[1.5, 2.0], [-2.0, 1.0], [-3.0, -1.5], [2.5, -3.5]], np.float32)
-            alone = [await infer(p) for p in points]
-            before = len(sizes)
+        points = np.array([[1.5, 2.0], [-2.0, 1.0], [-3.0, -1.5], [2.5, -3.5]], np.float32)
+        alone = [await infer(p) for p in points]
+        before = len(sizes)
 
-            async def caller(i: int) -> list[tuple[int, float]]:
-                return [(k % 4, await infer(points[k % 4])) for k in range(i, i + 40)]
+        async def caller(i: int) -> list[tuple[int, float]]:
+            return [(k % 4, await infer(points[k % 4])) for k in range(i, i + 40)]
 
-            answers = await asyncio.gather(*(caller(i) for i in range(8)))
-    finally:
-        server.should_exit = True
-        await serving
+        answers = await asyncio.gather(*(caller(i) for i in range(8)))
     for k, probability in (pair for per_caller in answers for pair in per_caller):
         assert probability == pytest.approx(alone[k], rel=1e-5, abs=1e-6)
     merged = sizes[before:]

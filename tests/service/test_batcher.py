@@ -121,6 +121,16 @@ def spawn(batcher: Batcher, points: NDArray[np.float32], **kw: Any) -> asyncio.T
     return asyncio.create_task(batcher.submit(points, **kw))
 
 
+async def after_a_merged_batch(model: FakeModel, batcher: Batcher) -> None:
+    """Run a batch that merged two requests: the batcher has seen concurrency, so the next
+    batch lingers."""
+    first = await start_blocking_call(model, batcher)
+    queued = [spawn(batcher, pts(1.0)), spawn(batcher, pts(2.0))]
+    await until(lambda: batcher.queued_requests == 2)
+    model.release()
+    await asyncio.gather(first, *queued)
+
+
 # -- batch formation -----------------------------------------------------------------------
 
 
@@ -698,6 +708,11 @@ async def test_an_inline_batch_that_fails_fails_only_its_requests(
 
 
 # -- lingering for calls that arrive one per loop turn (gRPC) -------------------------------
+async def short_call_batcher(make_batcher: Any, **kw: Any) -> tuple[Batcher, list[BatchStats]]:
+    """A batcher whose every call is short (runs inline), and the stats of its batches."""
+    stats: list[BatchStats] = []
+    batcher = await make_batcher(runs_inline=lambda key, n: True, on_batch=stats.append, **kw)
+    return batcher, stats
 
 
 async def one_call_per_turn(
@@ -717,10 +732,7 @@ async def one_call_per_turn(
 async def test_calls_arriving_one_per_turn_never_merge_without_a_wait(
     model: FakeModel, make_batcher: Any
 ) -> None:
-    stats: list[BatchStats] = []
-    batcher = await make_batcher(
-        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=8
-    )
+    batcher, stats = await short_call_batcher(make_batcher, max_batch_size=8)
     results = await one_call_per_turn(batcher, batcher_mod.PROBE_EVERY * 2, in_flight=8)
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result, expected(pts(float(i))))
@@ -732,12 +744,9 @@ async def test_calls_arriving_one_per_turn_never_merge_without_a_wait(
 async def test_a_probe_finds_concurrent_calls_and_they_merge_while_they_keep_coming(
     model: FakeModel, make_batcher: Any
 ) -> None:
-    stats: list[BatchStats] = []
     # A batch of 8 points is full: it runs without waiting out the linger (only the last,
     # partial one waits it out).
-    batcher = await make_batcher(
-        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=8
-    )
+    batcher, stats = await short_call_batcher(make_batcher, max_batch_size=8)
     calls = batcher_mod.PROBE_EVERY + 200
     results = await one_call_per_turn(batcher, calls, in_flight=8, max_wait_s=1.0)
     for i, result in enumerate(results):
@@ -756,10 +765,7 @@ async def test_a_lone_caller_pays_one_wait_per_probe_and_after_concurrency_ends(
     model: FakeModel, make_batcher: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batcher_mod, "PROBE_EVERY", 20)
-    stats: list[BatchStats] = []
-    batcher = await make_batcher(
-        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=4
-    )
+    batcher, stats = await short_call_batcher(make_batcher, max_batch_size=4)
     wait = 0.5
 
     async def lone(calls: int) -> list[float]:
@@ -788,12 +794,7 @@ async def test_the_oldest_request_of_a_batch_says_how_long_it_lingers(
 ) -> None:
     stats: list[BatchStats] = []
     batcher = await make_batcher(max_wait_s=30.0, max_batch_size=64, on_batch=stats.append)
-    # A first batch of two makes the batcher linger (concurrency seen).
-    first = await start_blocking_call(model, batcher)
-    queued = [spawn(batcher, pts(1.0)), spawn(batcher, pts(2.0))]
-    await until(lambda: batcher.queued_requests == 2)
-    model.release()
-    await asyncio.gather(first, *queued)
+    await after_a_merged_batch(model, batcher)
     # A request that may not wait heads the next batch: it runs at once despite the
     # batcher's 30 s default, though the batcher lingers after a merged batch.
     started = time.monotonic()
@@ -805,10 +806,7 @@ async def test_the_oldest_request_of_a_batch_says_how_long_it_lingers(
 async def test_a_linger_ends_once_as_many_callers_as_recently_seen_are_in(
     model: FakeModel, make_batcher: Any
 ) -> None:
-    stats: list[BatchStats] = []
-    batcher = await make_batcher(
-        runs_inline=lambda key, n: True, on_batch=stats.append, max_batch_size=1024
-    )
+    batcher, stats = await short_call_batcher(make_batcher, max_batch_size=1024)
     wait = 3.0
     # PROBE_EVERY - 1 calls answered at once, a probe that waits out its linger with the 8
     # callers there are, then 20 batches that run as soon as the 8 are in again.
@@ -825,11 +823,7 @@ async def test_a_linger_never_costs_a_request_its_deadline(
 ) -> None:
     stats: list[BatchStats] = []
     batcher = await make_batcher(max_wait_s=30.0, max_batch_size=64, on_batch=stats.append)
-    first = await start_blocking_call(model, batcher)
-    queued = [spawn(batcher, pts(1.0)), spawn(batcher, pts(2.0))]
-    await until(lambda: batcher.queued_requests == 2)
-    model.release()
-    await asyncio.gather(first, *queued)  # a merged batch: the next one lingers 30 s
+    await after_a_merged_batch(model, batcher)  # the next batch lingers 30 s
     lingering = spawn(batcher, pts(3.0))
     await until(lambda: batcher._lingering is not None)
     # A request with 20 s left joins: the batch runs now, not after the 30 s linger, and
