@@ -196,6 +196,7 @@ class Batcher:
         self._queued_points = 0
         self._points_by_key: collections.Counter[Hashable] = collections.Counter()
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one start() ran on
         self._task: asyncio.Task[None] | None = None
         self._model_thread: _ModelThread | None = None
         self._stopping = False
@@ -253,6 +254,7 @@ class Batcher:
             raise RuntimeError("a stopped Batcher cannot be restarted; create a new one")
         if self._task is not None:
             return
+        self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._model_thread = _ModelThread(self._predict)
         self._task = asyncio.create_task(self._run(), name="xor-dnn-batcher")
@@ -275,37 +277,39 @@ class Batcher:
         :class:`Unavailable` when the batcher is not running, :class:`ModelFailure` when the
         model call of this request's batch failed.
         """
-        if not self.running:
+        task = self._task
+        if task is None or self._stopping or task.done():  # self.running, inlined
             if self._stopping or self._stopped:
                 raise Unavailable("the service is shutting down and takes no new requests")
             raise Unavailable("the batcher is not running")
         arr = _as_points(points)
-        n = int(arr.shape[0])
+        n: int = arr.shape[0]
         if n == 0:
             return np.empty(0, dtype=np.float32)
-        if n > self._max_queue_points:
-            raise PayloadTooLarge(
-                f"points: {n} points exceed the batch queue's capacity "
-                f"(max_queue_points={self._max_queue_points})",
-                field="points",
-            )
         if self._queued_points + n > self._max_queue_points:
+            if n > self._max_queue_points:
+                raise PayloadTooLarge(
+                    f"points: {n} points exceed the batch queue's capacity "
+                    f"(max_queue_points={self._max_queue_points})",
+                    field="points",
+                )
             raise Overloaded(
                 f"the batch queue is full ({self._queued_points} of "
                 f"max_queue_points={self._max_queue_points} points queued); retry later",
                 retry_after=self._retry_after_s,
             )
         now = time.monotonic()
-        if deadline is not None and deadline <= now:
-            raise DeadlineExceeded("the request deadline passed before it was queued")
-
         wait = self._max_wait_s if max_wait_s is None else max_wait_s
-        if deadline is not None:  # a linger never spends more than half of what is left
-            wait = min(wait, (deadline - now) / 2)
+        if deadline is not None:
+            if deadline <= now:
+                raise DeadlineExceeded("the request deadline passed before it was queued")
+            if wait > 0 and (deadline - now) / 2 < wait:
+                wait = (deadline - now) / 2  # a linger never spends more than half of what is left
         probe = False
+        queue = self._queue
         if (
-            self._runs_inline is not None
-            and not self._queue
+            not queue
+            and self._runs_inline is not None
             and not self._batch_running
             and not self._ran_now_this_turn
             and self._merged < ANSWER_AT_ONCE_BELOW
@@ -319,21 +323,20 @@ class Batcher:
             self._answered_alone = 0
             probe = True
 
-        loop = asyncio.get_running_loop()
-        request = _Request(arr, key, loop.create_future(), now, wait, probe)
-        self._queue.append(request)
+        assert self._loop is not None and self._wakeup is not None
+        request = _Request(arr, key, self._loop.create_future(), now, wait, probe)
+        queue.append(request)
         self._queued_points += n
-        self._points_by_key[key] += n
-        assert self._wakeup is not None
+        by_key = self._points_by_key
+        by_key[key] = by_key.get(key, 0) + n
         lingering = self._lingering
-        if (
-            lingering is None
-            or now + wait < lingering[2]  # this request may not wait that long
+        if lingering is None or (
+            now + wait < lingering[2]  # this request may not wait that long
             or (
                 lingering[0] == key
                 and (
-                    self._points_by_key[key] >= self._max_batch_size
-                    or (not lingering[1] and len(self._queue) >= self._fill_target)
+                    by_key[key] >= self._max_batch_size
+                    or (not lingering[1] and len(queue) >= self._fill_target)
                 )
             )
         ):
@@ -344,12 +347,13 @@ class Batcher:
         try:
             return await request.future
         finally:
-            self._deadlines.unwatch(request)
+            if deadline is not None:
+                self._deadlines.unwatch(request)
             # Cancelled (client gone) or timed out while still queued: free its place now,
             # so the queue bound and the queue-depth gauge only count live work.
             if request.queued:
                 self._unqueue(request)
-                self._queue.remove(request)
+                queue.remove(request)
             if not request.future.done():
                 request.future.cancel()
 
@@ -465,27 +469,36 @@ class Batcher:
         if head is None:
             return []
         key = head.key
+        queue = self._queue
         batch: list[_Request] = []
         skipped: list[_Request] = []
         points = 0
-        while self._queue and points < self._max_batch_size:
-            request = self._queue[0]
+        limit = self._max_batch_size
+        while queue and points < limit:
+            request = queue[0]
             if request.future.done():
-                self._unqueue(self._queue.popleft())
+                self._unqueue(queue.popleft())
                 continue
             if request.key != key:
-                if self._points_by_key[key] == 0:
+                if points == self._points_by_key.get(key, 0):
                     break  # nothing of this key is left behind it: stop scanning
-                skipped.append(self._queue.popleft())
+                skipped.append(queue.popleft())
                 continue
-            if batch and points + request.size > self._max_batch_size:
+            if batch and points + request.size > limit:
                 break
-            self._queue.popleft()
-            self._unqueue(request)
+            queue.popleft()
+            request.queued = False
             batch.append(request)
             points += request.size
+        # Off the queue's books in one step (what _unqueue does per request).
+        self._queued_points -= points
+        left = self._points_by_key[key] - points
+        if left > 0:
+            self._points_by_key[key] = left
+        else:
+            del self._points_by_key[key]
         # Requests of other keys go back in front, in their original order.
-        self._queue.extendleft(reversed(skipped))
+        queue.extendleft(reversed(skipped))
         return batch
 
     def _unqueue(self, request: _Request) -> None:
@@ -498,15 +511,15 @@ class Batcher:
     async def _run_batch(self, batch: list[_Request]) -> None:
         key = batch[0].key
         started = time.monotonic()
-        waits = tuple(started - r.enqueued for r in batch)
-        total = sum(r.size for r in batch)
+        waits = tuple([started - r.enqueued for r in batch])
         inputs = batch[0].points if len(batch) == 1 else np.concatenate([r.points for r in batch])
+        total: int = inputs.shape[0]
         self._last_batch_requests = len(batch)
         self._recent_batches.append(len(batch))
         self._fill_target = max(2, max(self._recent_batches))
         self._merged += (len(batch) - self._merged) * MERGED_SMOOTHING
-        loop = asyncio.get_running_loop()
-        assert self._model_thread is not None
+        loop = self._loop
+        assert self._model_thread is not None and loop is not None
         failed = True
         model_seconds = 0.0
         try:
@@ -536,7 +549,8 @@ class Batcher:
         a batch of one without the queue, the future and the collect loop's turn."""
         self._last_batch_requests = 1
         self._ran_now_this_turn = True
-        asyncio.get_running_loop().call_soon(self._end_turn)
+        assert self._loop is not None
+        self._loop.call_soon(self._end_turn)
         n = int(points.shape[0])
         model_seconds = 0.0
         failed = True

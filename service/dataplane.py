@@ -30,6 +30,8 @@ from service.errors import (
 from service.registry import ModelRegistry
 from service.repository import Repository, ServedModel
 
+_FEW = 8
+
 
 class Inference(NamedTuple):
     """Probabilities for one request, with the version that produced them (a named tuple:
@@ -41,6 +43,13 @@ class Inference(NamedTuple):
     @property
     def class_ids(self) -> NDArray[np.int64]:
         return (self.probabilities >= 0.5).astype(np.int64)
+
+    def class_id_values(self) -> list[int] | NDArray[np.int64]:
+        """:attr:`class_ids` for a JSON encoder: a plain list for a few points (numpy's two
+        calls cost more than comparing a few floats), the array otherwise."""
+        if len(self.probabilities) > _FEW:
+            return self.class_ids
+        return [1 if p >= 0.5 else 0 for p in self.probabilities.tolist()]
 
 
 class DataPlane:
@@ -93,7 +102,7 @@ class DataPlane:
 
     def admission(self, name: str | None) -> Awaitable[None] | None:
         """What :meth:`admit` awaits; None when nothing is to be waited for (the usual case)."""
-        return self.models.admission(self.model_name if name is None else name)
+        return self.models.admission(name)
 
     def model(self, name: str) -> ServedModel:
         """The model served as ``name``; :class:`NotFound` (404 in every protocol) if none."""
@@ -131,7 +140,9 @@ class DataPlane:
         ``max_wait_s``: how long the request's batch may linger for others (None:
         ``max_batch_wait_ms``; gRPC passes ``grpc_max_batch_wait_ms``).
         """
-        self.check_points(int(points.shape[0]))
+        n: int = points.shape[0]
+        if not 0 < n <= self.settings.max_points_per_request:
+            self.check_points(n)  # raises, naming the limit
         if not finite and not _all_finite(points):
             raise InvalidInput(
                 "points: every coordinate must be finite and within float32 range (|v| < 3.4e38)",
@@ -148,14 +159,15 @@ class DataPlane:
             raise Unavailable(
                 f"model '{model.name}' has no version loaded yet; retry when /readyz answers 200"
             )
-        served = registry.get(version)
+        key = registry.get(version).model.version
         now = time.monotonic()
         model.last_used = now
         limit = now + self.settings.request_timeout_s
-        deadline = limit if deadline is None else min(deadline, limit)
+        if deadline is None or deadline > limit:
+            deadline = limit
         try:
             probabilities = await model.batcher.submit(
-                points, key=served.version, deadline=deadline, max_wait_s=max_wait_s
+                points, key=key, deadline=deadline, max_wait_s=max_wait_s
             )
         except Overloaded:
             model.overload_refusals.inc()
@@ -165,8 +177,8 @@ class DataPlane:
             raise
         if not _all_finite(probabilities):
             raise _overflow(points, probabilities)
-        _points_counter(model.name, protocol, served.version).inc(len(probabilities))
-        return Inference(served.version, probabilities)
+        _points_counter(model.name, protocol, key).inc(n)
+        return Inference(key, probabilities)
 
 
 def _all_finite(values: NDArray[np.float32]) -> bool:

@@ -151,22 +151,22 @@ _NAMES = ("__name__", "__qualname__", "__doc__")
 
 def dataplane_of(app: Any) -> DataPlane:
     """The app's data plane; 503 between app creation and the end of the lifespan's startup."""
-    dataplane: DataPlane | None = getattr(app.state, "dataplane", None)
+    # app.state's own dict: State's __getattr__ costs ten times a dict lookup, per request.
+    dataplane: DataPlane | None = app.state._state.get("dataplane")
     if dataplane is None:
         raise Unavailable("the service is starting up")
     return dataplane
 
 
-async def _admitted_call(
+def _data_call(
     scope: Scope, receive: Receive, app: Any, params: dict[str, str], body: bytes | None = None
-) -> DataCall:
-    """The handler's call, once its model's fair share of this loop turn is granted
-    (``DataPlane.admit``), whichever way the request was routed."""
+) -> tuple[DataCall, Awaitable[None] | None]:
+    """The handler's call, whichever way the request was routed, and what to await before
+    making it: its model's fair share of this loop turn (``DataPlane.admission``; None, the
+    usual case, when nothing is to be waited for)."""
     dataplane = dataplane_of(app)
     waiting = dataplane.admission(params.get("model_name"))
-    if waiting is not None:
-        await waiting
-    return DataCall(scope, receive, dataplane, params, body)
+    return DataCall(scope, receive, dataplane, params, body), waiting
 
 
 def data_route(
@@ -177,7 +177,9 @@ def data_route(
 
     def register(handler: DataHandler) -> DataHandler:
         async def endpoint(request: Request, **params: str) -> Response:
-            call = await _admitted_call(request.scope, request.receive, request.app, params)
+            call, waiting = _data_call(request.scope, request.receive, request.app, params)
+            if waiting is not None:
+                await waiting
             reply = await handler(call)
             return Response(reply.body, media_type=reply.media_type, headers=dict(reply.headers))
 
@@ -202,6 +204,9 @@ class Dispatcher:
         self.fallback = fallback
         self._exact: dict[str, tuple[Any, DataHandler]] = {}
         self._templated: list[tuple[re.Pattern[str], Any, DataHandler]] = []
+        # Templated paths already matched (path -> route, handler, parameters): the same few
+        # model paths come again and again, and a dict lookup beats trying each pattern.
+        self._matched: dict[str, Found] = {}
         # FastAPI's own view of every route as included (prefixes and dependencies applied).
         for route in iter_route_contexts(list(routes)):
             handler = getattr(route.endpoint, _MARK, None)
@@ -226,10 +231,17 @@ class Dispatcher:
         exact = self._exact.get(path)
         if exact is not None:
             return exact[0], exact[1], {}
+        matched = self._matched.get(path)
+        if matched is not None:
+            route, handler, params = matched
+            return route, handler, {**params}  # a copy: a handler may change its own
         for pattern, route, handler in self._templated:
             match = pattern.match(path)
             if match:
-                return route, handler, match.groupdict()
+                params = match.groupdict()
+                if len(self._matched) < MATCHED_PATHS:  # bounded: paths come from clients
+                    self._matched[path] = (route, handler, {**params})
+                return route, handler, params
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -252,7 +264,10 @@ class Dispatcher:
     ) -> None:
         app = scope["app"]
         try:
-            reply = await handler(await _admitted_call(scope, receive, app, params))
+            call, waiting = _data_call(scope, receive, app, params)
+            if waiting is not None:
+                await waiting
+            reply = await handler(call)
         except ClientDisconnect:
             raise  # nobody to answer; the outer layer records it
         except Exception as exc:
@@ -265,6 +280,8 @@ class Dispatcher:
 
 
 Found = tuple[Any, DataHandler, dict[str, str]]
+MATCHED_PATHS = 1024
+"""How many templated paths (model names and versions in them) the dispatcher remembers."""
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, Headers, bytes]
 
@@ -332,7 +349,10 @@ class DataLane:
                 for hook in door.hooks.on_request:
                     await hook(scope)
                 try:
-                    reply = await handler(await _admitted_call(scope, receive, app, params, body))
+                    call, waiting = _data_call(scope, receive, app, params, body)
+                    if waiting is not None:
+                        await waiting
+                    reply = await handler(call)
                 except Exception as exc:
                     response = await _handled(app, exc, scope, _receive_of(body, receive))
                 else:

@@ -43,12 +43,13 @@ class DeadlineSweeper(Generic[K]):
     def watch(self, key: K, deadline: float) -> None:
         """Watch ``key`` (replacing its earlier deadline); call on the event loop."""
         self._deadlines[key] = deadline
+        loop = asyncio.get_running_loop()
         if self._timer is None:
-            self._arm(asyncio.get_running_loop())
-        elif self._loop is not asyncio.get_running_loop():
+            self._arm(loop)
+        elif self._loop is not loop:
             # A timer of another (closed) loop never fires: tests run one app on several loops.
             self._timer.cancel()
-            self._arm(asyncio.get_running_loop())
+            self._arm(loop)
 
     def unwatch(self, key: K) -> None:
         self._deadlines.pop(key, None)

@@ -280,19 +280,26 @@ class Repository:
 
     # -- reads (request path) ----------------------------------------------------------------
 
-    async def admit(self, name: str) -> None:
-        """Wait for model ``name``'s fair share of this event-loop turn (:class:`FairShare`);
-        at once when fair shares are off or one model is loaded."""
+    async def admit(self, name: str | None) -> None:
+        """Wait for model ``name``'s fair share of this event-loop turn (:class:`FairShare`;
+        None: the default model); at once when fair shares are off or one model is loaded."""
         waiting = self.admission(name)
         if waiting is not None:
             await waiting
 
-    def admission(self, name: str) -> Awaitable[None] | None:
+    def admission(self, name: str | None) -> Awaitable[None] | None:
         """What :meth:`admit` awaits, or None when there is nothing to wait for (one model
         loaded, or fair shares off): the request path then makes no coroutine for it."""
+        if self.share is None or len(self._models) < 2:
+            return None  # checked first: the usual case, asked on every request
+        if name is None:
+            default = self.default
+            if default is None:
+                return None
+            name = default.name
         # An unknown name waits for nothing (its handler answers 404) and is never recorded:
         # a client inventing names cannot grow the share's tables.
-        if self.share is not None and len(self._models) > 1 and name in self._models:
+        if name in self._models:
             return self.share.admit(name)
         return None
 

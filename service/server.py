@@ -266,6 +266,11 @@ _HEADER_PREFIXES: dict[bytes, bytes] = {}
 """``name: `` of every header name seen in an answer, as sent (lower case), once checked."""
 _CONNECTION = b"connection: "
 _CONTENT_LENGTH = b"content-length: "
+_HEADER_LINES: dict[tuple[bytes, bytes], bytes] = {}
+"""``name: value\r\n`` of the (name, value) pairs answers repeat (the content type, the
+security headers), once checked: written without being checked again. Bounded; the headers
+whose value changes from answer to answer are never kept (:data:`_UNCACHED_PREFIXES`)."""
+_UNCACHED_PREFIXES = {_CONNECTION, _CONTENT_LENGTH, b"x-request-id: "}
 
 
 def _header_prefix(name: bytes) -> bytes:
@@ -278,6 +283,18 @@ def _header_prefix(name: bytes) -> bytes:
     if len(_HEADER_PREFIXES) < 1024:  # names come from the app's code, not from clients
         _HEADER_PREFIXES[name] = prefix
     return prefix
+
+
+_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (``date``, ``server``) as lines; uvicorn replaces the list
+    once a second, so they are joined once per list, not once per answer."""
+    global _defaults
+    if _defaults[0] is not headers:
+        _defaults = (headers, b"".join([name + b": " + value + b"\r\n" for name, value in headers]))
+    return _defaults[1]
 
 
 def _nothing() -> None:
@@ -431,12 +448,17 @@ class _LeanCycle(RequestResponseCycle):
         if self.disconnected:
             return
         self.response_started = True
-        out = [STATUS_LINE[status]]
-        for name, value in self.default_headers:
-            out += (name, b": ", value, b"\r\n")
-        values = []
+        out = [STATUS_LINE[status], _default_lines(self.default_headers)]
         has_length = has_close = False
-        for name, value in headers:
+        for header in headers:
+            try:
+                line = _HEADER_LINES.get(header)
+            except TypeError:  # a [name, value] list: fine, but never kept
+                line = None
+            if line is not None:  # a header every answer carries, checked before
+                out.append(line)
+                continue
+            name, value = header
             prefix = _HEADER_PREFIXES.get(name) or _header_prefix(name)
             if prefix is _CONTENT_LENGTH:
                 has_length = True
@@ -445,11 +467,16 @@ class _LeanCycle(RequestResponseCycle):
             ]:
                 self.keep_alive = False
                 has_close = True
-            out += (prefix, value, b"\r\n")
-            values.append(value)
-        joined = b"".join(values)
-        if len(joined.translate(None, _BAD_VALUE_BYTES)) != len(joined):
-            raise RuntimeError("Invalid HTTP header value.")
+            if len(value.translate(None, _BAD_VALUE_BYTES)) != len(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            line = prefix + value + b"\r\n"
+            out.append(line)
+            if (
+                prefix not in _UNCACHED_PREFIXES
+                and type(header) is tuple
+                and len(_HEADER_LINES) < 1024
+            ):
+                _HEADER_LINES[header] = line
         if not has_length:
             out.append(b"content-length: %d\r\n" % len(body))
         if not self.keep_alive and not has_close:

@@ -65,7 +65,10 @@ async def predict_body(
     ``model`` None is the default model."""
     request = parse_body(PredictRequest, body)
     dataplane.check_points(len(request.points))
-    points = to_points([(p.x, p.y) for p in request.points], validated=True)
+    flat: list[float] = []  # one flat list: numpy reads it faster than a list of pairs
+    for point in request.points:
+        flat += (point.x, point.y)
+    points = to_points(flat, validated=True)
     result = await dataplane.infer(
         points, version=version, protocol="predict", model=model, finite=True
     )

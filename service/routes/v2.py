@@ -38,6 +38,12 @@ HEADER_LENGTH = "inference-header-content-length"
 CLASS_OUTPUT = "class_id"
 OUTPUT_TYPES = {OUTPUT_NAME: "FP32", CLASS_OUTPUT: "INT64"}
 _INPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_WIRE_DTYPES: dict[str, np.dtype[Any]] = {
+    OUTPUT_NAME: np.dtype("<f4"),
+    CLASS_OUTPUT: np.dtype("<i8"),
+}
+_BINARY_TYPES = frozenset({"application/octet-stream"})
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ProtocolErrorResponse, "description": "Invalid request"},
     404: {"model": ProtocolErrorResponse, "description": "Unknown model or version"},
@@ -133,28 +139,27 @@ async def infer(call: DataCall) -> Reply:
     version = None if raw_version is None else parse_version(raw_version)
     model_name = call.params["model_name"]
     model = dataplane.model(model_name)
-    raw = await call.body(lenient=True, extra_types=frozenset({"application/octet-stream"}))
-    header, binary = _split_binary(raw, call.header(HEADER_LENGTH.encode()))
+    raw = await call.body(lenient=True, extra_types=_BINARY_TYPES)
+    header, binary = _split_binary(raw, call.header(_HEADER_LENGTH))
     body = parse_body(V2InferenceRequest, header)
-    points = _input_points(body, binary, dataplane)
+    points, finite = _input_points(body, binary, dataplane)
     wanted = _requested_outputs(body)
-    result = await dataplane.infer(points, version=version, protocol="v2", model=model)
+    result = await dataplane.infer(
+        points, version=version, protocol="v2", model=model, finite=finite
+    )
     n = int(points.shape[0])
-    tensors: dict[str, NDArray[Any]] = {
-        OUTPUT_NAME: result.probabilities.astype("<f4", copy=False),
-        CLASS_OUTPUT: result.class_ids.astype("<i8", copy=False),
-    }
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, as_binary in wanted:
-        tensor = tensors[name]
+        probability = name == OUTPUT_NAME
         out: dict[str, Any] = {"name": name, "datatype": OUTPUT_TYPES[name], "shape": [n, 1]}
-        if as_binary:
-            data = tensor.tobytes()
+        if as_binary:  # little-endian, as the binary extension says, whatever this machine is
+            tensor = result.probabilities if probability else result.class_ids
+            data = tensor.astype(_WIRE_DTYPES[name], copy=False).tobytes()
             out["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
-            out["data"] = tensor
+            out["data"] = result.probabilities if probability else result.class_id_values()
         outputs.append(out)
     payload: dict[str, Any] = {
         "model_name": model_name,
@@ -200,7 +205,9 @@ def _split_binary(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def _input_points(
     body: V2InferenceRequest, binary: bytes, dataplane: DataPlane
-) -> NDArray[np.float32]:
+) -> tuple[NDArray[np.float32], bool]:
+    """The input tensor as float32 points, and whether they are known finite and in float32
+    range (JSON data: the schema checked every value; raw bytes: not yet)."""
     if len(body.inputs) != 1:
         raise InvalidInput(
             f"inputs: the model takes exactly 1 input ('{INPUT_NAME}'), got {len(body.inputs)}"
@@ -230,7 +237,7 @@ def _input_points(
                 f"inputs[0].parameters.binary_data_size: shape {tensor.shape} {tensor.datatype} "
                 f"needs {expected} bytes; declared {binary_size!r}, body has {len(binary)}"
             )
-        values = np.frombuffer(binary, dtype=dtype)
+        return to_points(np.frombuffer(binary, dtype=dtype)), False
     else:
         if binary:
             raise InvalidInput(
@@ -238,17 +245,17 @@ def _input_points(
             )
         if tensor.data is None:
             raise InvalidInput("inputs[0].data: required (or send binary data)")
-        try:
-            values = np.array(tensor.data, dtype=np.float64).reshape(-1)
+        try:  # every value is a finite number within float32 range (FiniteFloat): no overflow
+            values = np.array(tensor.data, dtype=np.float32)
         except ValueError:
             raise InvalidInput(
                 "inputs[0].data: nested rows must all hold 2 numbers (row-major [N, 2])"
             ) from None
-        if values.shape[0] != n * 2:
+        if values.size != n * 2:
             raise InvalidInput(
-                f"inputs[0].data: shape {tensor.shape} needs {n * 2} numbers, got {values.shape[0]}"
+                f"inputs[0].data: shape {tensor.shape} needs {n * 2} numbers, got {values.size}"
             )
-    return to_points(values)
+        return values.reshape(n, 2), True
 
 
 def _requested_outputs(body: V2InferenceRequest) -> list[tuple[str, bool]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from service.codec import _count_keys, _fixed_shape, _keyed_fields, parse_body
+from service.codec import _count_keys, _fixed_shape, _keyed_fields, _model_counter, parse_body
 from service.errors import BadRequest
 from service.schemas import (
     Point,
@@ -84,3 +84,36 @@ def test_only_fields_that_can_hold_keys_are_walked() -> None:
 def test_a_repeated_key_in_a_v2_request_is_refused(body: bytes) -> None:
     with pytest.raises(BadRequest, match="duplicate key"):
         parse_body(V2InferenceRequest, body)
+
+
+def test_optional_model_fields_set_to_null_count_as_their_key_only() -> None:
+    class Inner(BaseModel):
+        a: int
+
+    class Outer(BaseModel):
+        inner: Inner | None = None
+        many: list[Inner] | None = None
+
+    assert _count_keys(Outer.model_validate_json(b'{"inner": null, "many": null}')) == 2
+    full = Outer.model_validate_json(b'{"inner": {"a": 1}, "many": [{"a": 1}, {"a": 2}]}')
+    assert _count_keys(full) == 5
+    # Found by the fuzzer: a V2 request with "outputs": null and "id": null.
+    body = (
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],'
+        b' "id": null, "outputs": null, "parameters": {"a": {"b": 1}}}'
+    )
+    assert parse_body(V2InferenceRequest, body).outputs is None
+    with pytest.raises(BadRequest, match="duplicate key"):
+        parse_body(V2InferenceRequest, body.replace(b'"b": 1', b'"b": 1, "b": 2'))
+
+
+def test_the_count_stops_once_it_is_enough() -> None:
+    body = (
+        b'{"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],'
+        b' "parameters": {"a": 1, "b": 2, "c": 3}}'
+    )
+    parsed = V2InferenceRequest.model_validate_json(body)
+    counter = _model_counter(V2InferenceRequest)
+    assert counter(parsed, None) == 2 + 3 + 4  # inputs, parameters; a, b, c; name .. data
+    assert counter(parsed, 2) == 2  # the top level is enough: nothing below is walked
+    assert counter(parsed, 5) == 5  # parameters walked, inputs not

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import Depends, Request
 from fastapi.routing import iter_route_contexts
@@ -299,3 +300,36 @@ class _PassThrough:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+def test_the_lanes_header_lines_are_checked_once_and_kept_per_value(model_dir: Path) -> None:
+    """The lane writes the header lines answers repeat from a cache: each (name, value) pair
+    is checked before it is kept, a value that changes is written as it is each time, a
+    pair given as a list is fine, and a bad value never reaches the wire."""
+    answers = 0
+
+    def stamp(scope: Scope, headers: list[Any]) -> None:
+        nonlocal answers
+        answers += 1
+        headers.append((b"x-static", b"same"))
+        headers.append((b"x-changing", b"%d" % answers))
+        headers.append([b"x-listed", b"%d" % answers])
+        if scope["query_string"] == b"bad=1":
+            headers.append((b"x-bad", b"a\r\nset-cookie: x=1"))
+
+    app = create_app(Settings(model_dir=model_dir), hooks=Hooks(response_headers=[stamp]))
+    with served(app) as c:
+        for n in range(1, 4):
+            r = c.post("/predict", content=PREDICT, headers=JSON_TYPE)
+            assert r.status_code == 200
+            assert r.headers["x-static"] == "same"
+            assert r.headers["x-changing"] == r.headers["x-listed"] == str(n)
+        for _ in range(2):  # the bad value is refused each time: it was never kept
+            try:
+                r = c.post("/predict?bad=1", content=PREDICT, headers=JSON_TYPE)
+            except httpx.HTTPError:
+                pass  # the head was refused mid-answer: the connection is closed, nothing sent
+            else:
+                assert "set-cookie" not in r.headers and r.status_code == 500
+        r = c.post("/predict", content=PREDICT, headers=JSON_TYPE)
+        assert r.status_code == 200 and r.headers["x-changing"] == str(answers)
