@@ -8,6 +8,7 @@ nested, row-major) or as raw little-endian bytes after the JSON header. Outputs:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -258,10 +259,16 @@ def _input_points(
         return values.reshape(n, 2), True
 
 
-def _requested_outputs(body: V2InferenceRequest) -> list[tuple[str, bool]]:
-    default_binary = (body.parameters or {}).get("binary_data_output") is True
+_EVERY_OUTPUT = {binary: tuple((name, binary) for name in OUTPUT_TYPES) for binary in (False, True)}
+"""What a request that names no outputs gets: all of them, as JSON or as binary."""
+
+
+def _requested_outputs(body: V2InferenceRequest) -> Sequence[tuple[str, bool]]:
+    default_binary = body.parameters is not None and (
+        body.parameters.get("binary_data_output") is True
+    )
     if body.outputs is None:
-        return [(name, default_binary) for name in OUTPUT_TYPES]
+        return _EVERY_OUTPUT[default_binary]
     wanted: list[tuple[str, bool]] = []
     for i, out in enumerate(body.outputs):
         if out.name not in OUTPUT_TYPES:
