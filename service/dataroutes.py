@@ -289,7 +289,8 @@ Answer = tuple[int, Headers, bytes]
 def _reply_headers(reply: Reply) -> Headers:
     media = _JSON if reply.media_type == "application/json" else reply.media_type.encode()
     headers = [(b"content-type", media), (b"content-length", b"%d" % len(reply.body))]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    if reply.headers:
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
     return headers
 
 

@@ -69,6 +69,15 @@ def accept_request_id(offered: str | None) -> str:
 # An incoming id is echoed only when it is short and plain, so it cannot inject log lines.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
+_LENGTH, _REQUEST_ID, _ORIGIN, _PREFLIGHT = range(4)
+_DOOR_HEADERS = {
+    b"content-length": _LENGTH,
+    b"x-request-id": _REQUEST_ID,
+    b"origin": _ORIGIN,
+    b"access-control-request-method": _PREFLIGHT,
+}
+"""The request headers the front door reads (lower case, as servers give them)."""
+
 RequestHook = Callable[[Scope], Awaitable[None]]
 ResponseHeadersHook = Callable[[Scope, list[tuple[bytes, bytes]]], None]
 
@@ -261,16 +270,19 @@ class ServiceMiddleware:
         origin: bytes | None = None
         preflight = False
         for name, value in scope["headers"]:
-            if name == b"content-length":
+            wanted = _DOOR_HEADERS.get(name)  # one lookup for most headers, which it skips
+            if wanted is None:
+                continue
+            if wanted == _LENGTH:
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = None
-            elif name == b"x-request-id":
+            elif wanted == _REQUEST_ID:
                 request_id = value.decode("latin-1")
-            elif name == b"origin":
+            elif wanted == _ORIGIN:
                 origin = value
-            elif name == b"access-control-request-method":
+            else:
                 preflight = True
         request_id = accept_request_id(request_id)
         extra = [(b"x-request-id", request_id.encode("ascii"))]
