@@ -343,7 +343,7 @@ class Batcher:
             self._wakeup.set()
 
         if deadline is not None:
-            self._deadlines.watch(request, deadline)
+            self._deadlines.watch(request, deadline, self._loop)
         try:
             return await request.future
         finally:

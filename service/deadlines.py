@@ -40,10 +40,13 @@ class DeadlineSweeper(Generic[K]):
     def __len__(self) -> int:
         return len(self._deadlines)
 
-    def watch(self, key: K, deadline: float) -> None:
-        """Watch ``key`` (replacing its earlier deadline); call on the event loop."""
+    def watch(self, key: K, deadline: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Watch ``key`` (replacing its earlier deadline); call on the event loop, which the
+        caller may pass if it has it at hand (asking for the running loop is a system call
+        on Python 3.11)."""
         self._deadlines[key] = deadline
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if self._timer is None:
             self._arm(loop)
         elif self._loop is not loop:

@@ -114,7 +114,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         return min(1.0, max(0.01, self.timeout_keep_alive / 10))
 
     def _arm_head_timer(self) -> None:
-        self._deadlines.watch(self, time.monotonic() + self.timeout_keep_alive)
+        self._deadlines.watch(self, time.monotonic() + self.timeout_keep_alive, self.loop)
 
     def _cancel_head_timer(self) -> None:
         self._deadlines.unwatch(self)
@@ -154,7 +154,19 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                     431, "request_header_fields_too_large", _head_too_large(self._head_bytes)
                 )
                 return
-        super().data_received(data)
+        # uvicorn's data_received, without cancelling its keep-alive timer: that timer is
+        # never armed here (see on_response_complete).
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -18,10 +18,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
 from service.codec import parse_body, to_points
-from service.dataplane import DataPlane
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
-from service.repository import ServedModel
 from service.routes.common import data_plane_errors
 from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 
@@ -56,24 +54,6 @@ def query_version(query_string: bytes) -> int | None:
             f"version: must be an integer >= 1 (a loaded model version), got {raw[:40]!r}",
             field="version",
         ) from None
-
-
-async def predict_body(
-    dataplane: DataPlane, body: bytes, version: int | None, model: ServedModel | None = None
-) -> bytes:
-    """The whole of ``/predict`` between the checked raw body and the JSON answer;
-    ``model`` None is the default model."""
-    request = parse_body(PredictRequest, body)
-    dataplane.check_points(len(request.points))
-    flat: list[float] = []  # one flat list: numpy reads it faster than a list of pairs
-    for point in request.points:
-        flat += (point.x, point.y)
-    points = to_points(flat, validated=True)
-    result = await dataplane.infer(
-        points, version=version, protocol="predict", model=model, finite=True
-    )
-    name = dataplane.model_name if model is None else model.name
-    return predict_response(name, result.version, result.probabilities)
 
 
 def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
@@ -125,20 +105,33 @@ _PREDICT_OPENAPI: dict[str, Any] = {
     openapi_extra=_PREDICT_OPENAPI,
 )
 async def predict(call: DataCall) -> Reply:
+    # Both routes, one coroutine: /predict (the default model) and /models/{name}/predict.
+    dataplane = call.dataplane
+    name = call.params.get("model_name")
+    # The name first: an unknown model is a 404 before the body is read.
+    model = None if name is None else dataplane.model(name)
     version = query_version(call.query_string)
-    return Reply(await predict_body(call.dataplane, await call.body(), version))
+    request = parse_body(PredictRequest, await call.body())
+    dataplane.check_points(len(request.points))
+    flat: list[float] = []  # one flat list: numpy reads it faster than a list of pairs
+    for point in request.points:
+        flat += (point.x, point.y)
+    result = await dataplane.infer(
+        to_points(flat, validated=True),
+        version=version,
+        protocol="predict",
+        model=model,
+        finite=True,
+    )
+    name = dataplane.model_name if model is None else model.name
+    return Reply(predict_response(name, result.version, result.probabilities))
 
 
-@data_route(
+data_route(
     router,
     "/models/{model_name}/predict",
     response_model=PredictResponse,
     responses=_ERRORS,
     summary="Predict with the model of that name (GET /models lists them)",
     openapi_extra=_PREDICT_OPENAPI,
-)
-async def predict_model(call: DataCall) -> Reply:
-    # The name first: an unknown model is a 404 before the body is read.
-    model = call.dataplane.model(call.params["model_name"])
-    version = query_version(call.query_string)
-    return Reply(await predict_body(call.dataplane, await call.body(), version, model))
+)(predict)
