@@ -49,7 +49,7 @@ class ModelConfig:
     :meth:`lesson` gives exactly the lesson's network.
     """
 
-    hidden_units: tuple[int, ...] = (64, 64)
+    hidden_units: tuple[int, ...] = (16, 16)
     """Units of each hidden layer; () is the lesson's no-hidden-layer (linear) model."""
     activation: str = "tanh"
     """The hidden layers' activation: ``tanh`` or ``relu`` (the lesson's)."""
@@ -57,7 +57,7 @@ class ModelConfig:
     """Dropout rate after each hidden layer; 0 disables dropout."""
     epochs: int = 100
     batch_size: int = 32
-    learning_rate: float = 0.06
+    learning_rate: float = 0.1
     """Adam's learning rate: throughout (``constant``), or at the start (``cosine``)."""
     learning_rate_schedule: str = "cosine"
     """``constant``, or ``cosine``: from ``learning_rate`` down to 0 at the last step."""
