@@ -3,7 +3,7 @@ and the size of ``history.json``; exits 1 on a missed target.
 
 Targets: training with the history takes at most 10% longer than without (median of
 interleaved pairs, wall clock and process CPU, both runs of a pair in this process on the same
-data and seed), and ``history.json`` is at most 200 KB. The default network and training (64,64
+data and seed), and ``history.json`` is at most 200 KB. The default network and training (16,16
 + dropout 0.2, 100 epochs) on the default generated data, one run per training; the pairs
 alternate which goes first, so a machine getting busier or quieter favours neither.
 

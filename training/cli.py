@@ -199,8 +199,8 @@ def _register_train(subparsers: Any) -> None:
         "train",
         help="train N seeded runs and publish them (or one, chosen without the test split) "
         "as a version",
-        description="Train the lesson's dropout DNN (default: 64,64 tanh + dropout 0.2, "
-        "lr 0.06 cosine; --lesson for the lesson's 6,4 at lr 0.001) on the lesson's split "
+        description="Train the lesson's dropout DNN (default: 16,16 tanh + dropout 0.2, "
+        "lr 0.1 cosine; --lesson for the lesson's 6,4 at lr 0.001) on the lesson's split "
         "(25% test, random_state 42), report every run's test accuracy, and publish a network "
         "distilled from the runs (with --no-distill: the run closest to the runs' majority "
         "vote, or with --validation-size the best on validation; with --ensemble: every run, "
@@ -340,7 +340,7 @@ def _register_experiment(subparsers: Any) -> None:
         "experiment",
         help="the lesson as a table: linear vs hidden layers, with/without dropout, clean/noisy",
         description="Train each architecture (no hidden layer; 6,4; 6,4 + dropout 0.2; "
-        "20,20 + dropout 0.2; the default 64,64 tanh + dropout 0.2 at lr 0.06 cosine) over several "
+        "20,20 + dropout 0.2; the default 16,16 tanh + dropout 0.2 at lr 0.1 cosine) over several "
         "seeds on clean and noisy generated data, and write a Markdown table, a JSON file "
         "and a figure of decision surfaces.",
     )

@@ -206,7 +206,7 @@ def test_experiment_writes_table_json_and_figure(
     assert table.count("| clean |") == 5 and table.count("| noisy (8% labels flipped) |") == 5
     assert (
         "no hidden layer (linear)" in table
-        and "64,64 tanh + dropout 0.2, lr 0.06 cosine (default)" in table
+        and "16,16 tanh + dropout 0.2, lr 0.1 cosine (default)" in table
     )
     rows = json.loads((out / "experiment.json").read_text())["rows"]
     assert len(rows) == 10 and all(len(r["test_accuracy_runs"]) == 1 for r in rows)

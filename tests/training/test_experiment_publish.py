@@ -13,7 +13,7 @@ from xor_dnn.cli import main
 from xor_dnn.modelstore import HISTORY_FILE, METADATA_FILE, list_versions
 
 FAST = ["--runs", "1", "--epochs", "2", "--n", "80", "--no-progress"]
-EXPECTED = {"linear": [], "lesson": [6, 4], "default": [64, 64]}
+EXPECTED = {"linear": [], "lesson": [6, 4], "default": [16, 16]}
 
 
 def test_publish_writes_one_model_per_architecture_with_its_accuracy(

@@ -52,13 +52,13 @@ def test_default_keeps_the_lessons_shape_and_training_with_wider_layers() -> Non
         lesson.validation_size,
     )
     # The training settings that differ: the units and Adam's step (docs/training.md, issue 18).
-    assert (config.learning_rate, lesson.learning_rate) == (0.06, 0.001)
+    assert (config.learning_rate, lesson.learning_rate) == (0.1, 0.001)
     assert (config.learning_rate_schedule, lesson.learning_rate_schedule) == ("cosine", "constant")
     assert (config.activation, lesson.activation) == ("tanh", "relu")
     assert layer_kinds(config) == [
-        ("tanh", 64),
+        ("tanh", 16),
         ("dropout", 0.2),
-        ("tanh", 64),
+        ("tanh", 16),
         ("dropout", 0.2),
         ("sigmoid", 1),
     ]
