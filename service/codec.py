@@ -88,11 +88,10 @@ def _reject_duplicate_keys(body: bytes | str) -> None:
         return
 
 
-def _count_keys(value: Any, enough: int | None = None) -> int:
-    """Distinct keys in a validated model (a lower bound where it cannot see: never above).
-    ``enough``: the count may stop once it reaches this many."""
+def _count_keys(value: Any) -> int:
+    """Distinct keys in a validated model (a lower bound where it cannot see: never above)."""
     if isinstance(value, BaseModel):
-        return _model_counter(type(value))(value, enough)
+        return _model_counter(type(value))(value, None)
     if isinstance(value, dict):
         return len(value) + sum(_count_keys(item) for item in value.values())
     if isinstance(value, list) and value:

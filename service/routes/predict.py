@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
 from service.codec import parse_body, to_points
+from service.dataplane import FEW_POINTS
 from service.dataroutes import DataCall, Reply, data_route
 from service.errors import InvalidInput
 from service.routes.common import data_plane_errors
@@ -58,7 +59,7 @@ def query_version(query_string: bytes) -> int | None:
 
 def predict_response(model_name: str, version: int, probabilities: np.ndarray[Any, Any]) -> bytes:
     """The response body; probabilities stay float32, so orjson prints their shortest text."""
-    if len(probabilities) <= _FEW:
+    if len(probabilities) <= FEW_POINTS:
         predictions = [{"probability": p, "class_id": int(p >= 0.5)} for p in probabilities]
     else:  # one vectorised comparison beats a numpy scalar comparison per point
         class_ids = (probabilities >= 0.5).tolist()
@@ -70,11 +71,6 @@ def predict_response(model_name: str, version: int, probabilities: np.ndarray[An
         {"model_name": model_name, "model_version": version, "predictions": predictions},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-
-
-_FEW = 8
-"""Up to this many points, the answer is built point by point (measured: 1.1 against 2.2 µs
-for one point; 1,024 points: 340 against 230 µs the vectorised way)."""
 
 
 _PREDICT_OPENAPI: dict[str, Any] = {
