@@ -240,7 +240,7 @@ def batched_app(model_dir: Path, *, max_batch_size: int, max_wait_ms: float) -> 
 def naive_app(keras_path: Path) -> FastAPI:
     import keras
 
-    model = keras.models.load_model(keras_path)
+    model = keras.models.load_model(keras_path, compile=False)  # predict only: no loss needed
     app = FastAPI(title="xor-dnn naive (Keras model.predict per request)")
 
     # Written as a tutorial writes it: a sync endpoint, FastAPI's body parsing, predict().

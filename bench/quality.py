@@ -5,7 +5,7 @@ split: 25% test, random_state 42), the best any model can do on noisy labels. Th
 ceiling minus the test accuracy of the model ``xor-dnn train`` would publish, in points.
 
 Report (the default): the default config and ``--lesson``, 5 runs each, on datasets that were
-never used for any choice (the ``fresh6`` set below) and on the lesson's CSV. Targets, for the
+never used for any choice (the ``fresh7`` set below) and on the lesson's CSV. Targets, for the
 default only: mean gap over the noisy datasets <= 0.5 point, no noisy dataset more than 1.0 point
 below its ceiling, and the lesson CSV's test accuracy >= 99.5%.
 
@@ -88,8 +88,11 @@ SETS: dict[str, dict[float, tuple[int, ...]]] = {
     # Session 21: narrower tanh layers (16,16) at a cosine step from 0.1 (chosen on tuning2 with
     # bench._sweep); their report gets datasets never run before, fixed before the run.
     "fresh6": _seeds(90001, 94001, 91201),
+    # Session 22: the runs minimise the generalized cross-entropy (q 0.5, chosen on tuning2 with
+    # bench._sweep's grid figures); its report gets datasets never run before, fixed before it.
+    "fresh7": _seeds(110001, 114001, 111201),
 }
-REPORT_SET = "fresh6"
+REPORT_SET = "fresh7"
 # Where the reference learner may put its two lines (the true ones are at 0).
 REFERENCE_GRID = np.linspace(-0.6, 0.6, 241)
 # Weight averaging and dropout-mask averaging settings measured by --candidates.
@@ -144,11 +147,9 @@ def _init_worker(threads: int) -> None:
 # -- report ---------------------------------------------------------------------------------
 
 
-def reference_accuracy(
-    fit_points: Any, fit_labels: Any, test_points: Any, test_labels: Any
-) -> float:
-    """Test accuracy of the boundary (x - a)(y - b) < 0 that matches the most training labels
-    (a, b on :data:`REFERENCE_GRID`; among equally good ones, the middle of them).
+def reference_lines(fit_points: Any, fit_labels: Any) -> tuple[float, float]:
+    """The lines x = a, y = b of the boundary (x - a)(y - b) < 0 that matches the most training
+    labels (a, b on :data:`REFERENCE_GRID`; among equally good ones, the middle of them).
 
     With s = +1 for class 0 and -1 for class 1, a point is matched when
     sign(x - a) * sign(y - b) * s > 0, so the matched count of every (a, b) at once is
@@ -160,7 +161,14 @@ def reference_accuracy(
     b = np.sign(fit_points[:, 1][None, :] - grid[:, None])
     matched = (a * s) @ b.T
     ia, ib = np.nonzero(matched == matched.max())
-    x0, y0 = grid[ia].mean(), grid[ib].mean()
+    return float(grid[ia].mean()), float(grid[ib].mean())
+
+
+def reference_accuracy(
+    fit_points: Any, fit_labels: Any, test_points: Any, test_labels: Any
+) -> float:
+    """Test accuracy of the reference learner (:func:`reference_lines`)."""
+    x0, y0 = reference_lines(fit_points, fit_labels)
     predicted = ((test_points[:, 0] - x0) * (test_points[:, 1] - y0) < 0).astype(np.int64)
     return float(np.mean(predicted == np.asarray(test_labels)))
 

@@ -108,6 +108,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     add_bounded(
         g,
+        "--gce-q",
+        float,
+        0.0,
+        1.0,
+        metavar="Q",
+        help="the runs' loss: the generalized cross-entropy (1 - p^q) / q, which lets points "
+        "that look mislabelled pull the boundary less; 0 is binary cross-entropy "
+        f"(default {d.gce_q}; --lesson: 0)",
+    )
+    add_bounded(
+        g,
         "--validation-size",
         float,
         0.0,
@@ -249,6 +260,7 @@ def _config_from(args: argparse.Namespace) -> ModelConfig:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "learning_rate_schedule": args.learning_rate_schedule,
+        "gce_q": args.gce_q,
         "seed": args.seed,
         "validation_size": args.validation_size,
         "ensemble": args.ensemble,
@@ -290,6 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"dropout {config.dropout}, "
         f"{config.epochs} epochs, batch {config.batch_size}, lr {config.learning_rate} "
         f"({config.learning_rate_schedule}), "
+        f"loss {'GCE q ' + str(config.gce_q) if config.gce_q else 'BCE'}, "
         f"validation cut {config.validation_size}, swa epochs {config.swa_epochs}, "
         f"seeds {config.seed}..{config.seed + args.runs - 1}, "
         f"publish {_published(config)}"

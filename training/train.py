@@ -414,8 +414,9 @@ def distill_student(
     teachers: Sequence[RunResult], split: Split, config: ModelConfig, index: int
 ) -> RunResult:
     """A network of ``config``'s shape fitted to the ``teachers``' mean probability (soft
-    labels, binary cross-entropy) at :func:`distill_points`, for as many optimizer steps as
-    one run takes on the fit points (so fewer epochs over more points); no test labels used.
+    labels, binary cross-entropy whatever the runs' ``gce_q``) at :func:`distill_points`, for
+    as many optimizer steps as one run takes on the fit points (so fewer epochs over more
+    points); no test labels used.
 
     On ``tuning2`` (bench._sweep, tanh default) such a student landed 0.443 point below the
     ceiling against 0.505 for one run and 0.44 for the ensemble of 5 (docs/training.md).
@@ -424,7 +425,7 @@ def distill_student(
     points = distill_points(split.fit_points, config.seed)
     soft = ensemble_proba([t.model for t in teachers], points)
     epochs = max(1, round(config.epochs * len(split.fit_points) / len(points)))
-    student_config = replace(config, epochs=epochs, swa_epochs=0)
+    student_config = replace(config, epochs=epochs, swa_epochs=0, gce_q=0.0)
     model = build_model(student_config, fit_size=len(points))
     fit = model.fit(
         points, soft, epochs=epochs, batch_size=config.batch_size, shuffle=True, verbose=0

@@ -71,6 +71,10 @@ export function renderInfo(meta, version) {
     const cosine = cfg.learning_rate_schedule === "cosine" ? ", cosine to 0" : "";
     training.push(`learning rate ${cfg.learning_rate}${cosine}`);
   }
+  if (Number.isFinite(cfg.gce_q))
+    training.push(
+      cfg.gce_q > 0 ? `generalized cross-entropy, q ${cfg.gce_q}` : "binary cross-entropy",
+    );
   if (Number.isFinite(cfg.swa_epochs) && cfg.swa_epochs > 0)
     training.push(`weights averaged over the last ${cfg.swa_epochs} epochs`);
   if (cfg.ensemble === true) training.push("served: the mean of every run");

@@ -225,6 +225,7 @@ def test_page_draws_the_surface_through_the_batch_api_without_errors(
         assert "xor" in info and "2 → 16 → 8 → 1" in info and "none" in info
         assert re.search(r"Test accuracy\s+\d+\.\d %", info), info
         assert "learning rate 0.02, cosine to 0" in info, info  # the fixture's schedule
+        assert "binary cross-entropy" in info, info  # and its loss (gce_q 0)
         assert page.input_value("#version") == "2"
         watch.assert_clean()
 

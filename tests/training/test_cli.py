@@ -70,6 +70,7 @@ def test_data_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--runs", "0"], "--runs must be in [1, 1000]"),
         (["train", "--validation-size", "0.9"], "--validation-size must be in [0.0, 0.5]"),
         (["train", "--swa-epochs", "-1"], "--swa-epochs must be in [0, 100000]"),
+        (["train", "--gce-q", "2"], "--gce-q must be in [0.0, 1.0]"),
         (["train", "--activation", "sigmoid"], "--activation: invalid choice: 'sigmoid'"),
         (["train", "--learning-rate-schedule", "step"], "--learning-rate-schedule: invalid choice"),
     ],

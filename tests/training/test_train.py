@@ -305,6 +305,9 @@ def test_distill_publishes_a_student_fitted_to_the_runs_mean(tmp_path: Path) -> 
     lo, hi = split.fit_points.min(0), split.fit_points.max(0)
     assert ((points >= lo) & (points <= hi)).all()
     assert len(report.student.history["loss"]) == 2
+    # The runs minimise the config's loss; the student fits soft labels with cross-entropy.
+    assert getattr(report.runs[0].model.loss, "q", 0.0) == config.gce_q
+    assert report.student.model.loss == "binary_crossentropy"
 
 
 def test_distill_learns_the_teachers_answer_not_the_labels() -> None:
