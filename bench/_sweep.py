@@ -4,9 +4,10 @@
 here; a sweep of 25 candidates on 70 datasets would take days. This trainer builds all
 ``datasets x runs`` networks of one candidate as a single batch of matrix products and trains
 them together in one ``tf.function``, with what Keras' ``fit`` does for the default network:
-Glorot-uniform kernels and zero biases, Adam (epsilon 1e-7), binary cross-entropy on logits,
-a fresh shuffle per epoch and network, a last batch of the remainder (masked), inverted
-dropout after each hidden layer. About 70 s per candidate on 70 datasets x 5 runs.
+Glorot-uniform kernels and zero biases, Adam (epsilon 1e-7), binary cross-entropy on logits
+(with ``gce_q`` the generalized cross-entropy instead), a fresh shuffle per epoch and network,
+a last batch of the remainder (masked), inverted dropout after each hidden layer. About 70 s
+per candidate on 70 datasets x 5 runs.
 
 It is for *choosing*: its figures are close to, not equal to, ``xor-dnn train``'s (other
 random streams). What is chosen is then reported once through ``bench.quality``.
