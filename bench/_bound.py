@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bench.quality import POINTS, WORST_GAP, reference_accuracy
+from bench._sweep import split
+from bench.quality import WORST_GAP, Data, reference_accuracy
 
 NOISES = (0.04, 0.08, 0.12)
 # A fresh set's datasets per noise rate (bench.quality._seeds' counts).
@@ -31,17 +32,11 @@ SEED_STRIDE = 10_000
 
 def reference_gaps(noise: float, seeds: Sequence[int]) -> list[float]:
     """The reference learner's gap to the ceiling, in points, on each generated dataset."""
-    from training.data import generated_dataset, true_rule
-    from training.train import split_dataset
-
     gaps = []
     for seed in seeds:
-        split = split_dataset(generated_dataset(POINTS, noise=noise, seed=seed))
-        ceiling = float(np.mean(true_rule(split.test_points) == split.test_labels))
-        accuracy = reference_accuracy(
-            split.fit_points, split.fit_labels, split.test_points, split.test_labels
-        )
-        gaps.append((ceiling - accuracy) * 100)
+        d = split(Data(f"noise {noise:.0%} seed {seed}", noise, seed=seed))
+        accuracy = reference_accuracy(d.fit, d.fit_labels, d.test, d.test_labels)
+        gaps.append((d.ceiling - accuracy) * 100)
     return gaps
 
 

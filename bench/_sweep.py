@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bench.quality import SETS, datasets
+from bench.quality import SETS, Data, datasets
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
 
@@ -105,22 +105,22 @@ class Split(NamedTuple):
 
 
 def prepare(set_name: str, limit: int | None = None) -> list[Split]:
-    """The set's datasets (``bench.quality.datasets``), split as ``xor-dnn train`` splits them
-    (``training.train.split_dataset``)."""
+    """The set's datasets (``bench.quality.datasets``), each :func:`split`."""
+    return [split(data) for data in datasets(set_name, None, limit)]
+
+
+def split(data: Data) -> Split:
+    """``data`` split as ``xor-dnn train`` splits it (``training.train.split_dataset``), with
+    its ceiling."""
     from training.data import true_rule
     from training.train import split_dataset
 
-    out = []
-    for data in datasets(set_name, None, limit):
-        split = split_dataset(data.load())
-        test, test_labels = split.test_points, split.test_labels
-        ceiling = float(np.mean(true_rule(test) == test_labels))
-        fit_labels = split.fit_labels.astype(np.float32)
-        out.append(
-            Split(data.name, data.noise or 0.0, split.fit_points, fit_labels, test, test_labels,
-                  ceiling)
-        )  # fmt: skip
-    return out
+    parts = split_dataset(data.load())
+    test, test_labels = parts.test_points, parts.test_labels
+    ceiling = float(np.mean(true_rule(test) == test_labels))
+    fit_labels = parts.fit_labels.astype(np.float32)
+    return Split(data.name, data.noise or 0.0, parts.fit_points, fit_labels, test, test_labels,
+                 ceiling)  # fmt: skip
 
 
 # Where the sweep measures a boundary against the true rule without a test split's luck: a grid
